@@ -1,0 +1,1 @@
+"""Evolvers: rewrite records through templated prompts (Evol-Instruct, Evol-Quality, Ragas)."""

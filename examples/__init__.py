@@ -1,0 +1,1 @@
+"""Example inputs shipped with evoforge (used by ``evoforge demo`` and the README)."""

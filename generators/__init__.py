@@ -1,0 +1,1 @@
+"""Generators: turn a source (seed file, documents, corpus) into records, streaming."""

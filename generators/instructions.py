@@ -1,0 +1,79 @@
+"""Instruction-set generators. ``AnswerInstructions`` writes the ``output`` of each
+instruction seed: the answer step of Evol-Instruct (Xu et al., 2023), also used on
+its own to answer an existing instruction set with a stronger model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from evoforge.engine.runner import RecordContext, Result
+from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.records import Record
+
+# Punctuation and stop words only (Evol-Instruct's "empty answer" rule).
+_STOP_WORDS = frozenset(
+    (
+        "a an and are as at be but by for if in into is it no not of on or such that the their "
+        "then there these they this to was will with i you he she we ok okay yes"
+    ).split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def is_empty_answer(text: str) -> bool:
+    """True when ``text`` holds nothing but punctuation and stop words."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return all(w in _STOP_WORDS for w in words)
+
+
+@dataclass
+class AnswerInstructions:
+    """Answer every instruction record; a record in, the same record with ``output`` out.
+
+    Rejections: ``empty_answer`` (only punctuation and stop words) and
+    ``truncated`` (the model hit ``max_tokens``; pass ``allow_truncated=True`` to
+    keep those, marked in ``meta.finish_reason``).
+    """
+
+    template: PromptTemplate | None = None
+    allow_truncated: bool = False
+    op: str = "answer"
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            self.template = builtin_template("answer")
+
+    async def __call__(self, record: Record, ctx: RecordContext) -> Result:
+        template = self.template
+        assert template is not None
+        completion = await ctx.ask(
+            template,
+            op=self.op,
+            instruction=record["instruction"],
+            input=record.get("input", ""),
+        )
+        text = completion.text.strip()
+        if is_empty_answer(text):
+            return Result.reject(record, "empty_answer", f"answer has no content: {text!r}")
+        if completion.finish_reason == "length" and not self.allow_truncated:
+            return Result.reject(
+                record, "truncated", f"answer cut at max_tokens ({len(text)} chars)"
+            )
+        answered = Record(
+            kind=record.kind,
+            fields={**record.fields, "output": text},
+            id=record.id,
+            parent_id=record.parent_id,
+            lineage=[*record.lineage, ctx.step(self.op, template)],
+            meta={
+                **record.meta,
+                "finish_reason": completion.finish_reason,
+                "usage": {
+                    "prompt_tokens": completion.usage.prompt_tokens,
+                    "completion_tokens": completion.usage.completion_tokens,
+                },
+            },
+        )
+        return Result.accept(answered)

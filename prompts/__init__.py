@@ -1,0 +1,1 @@
+"""Prompt templates shipped with evoforge, one YAML file each (see ``evoforge.prompting``)."""

@@ -1,0 +1,54 @@
+"""evoforge: synthetic data generation for LLM training and evaluation.
+
+The public surface (pinned by tests/test_public_api.py)::
+
+    from evoforge import EngineOptions, answer, load_chat_model, Record
+"""
+
+from evoforge.api import EngineOptions, answer, answer_async, run_task_async
+from evoforge.engine.runner import RecordContext, Rejection, Result, RunSummary
+from evoforge.errors import (
+    ConfigError,
+    EvoforgeError,
+    InputError,
+    LLMError,
+    QuotaExhausted,
+    RequestRejected,
+    RunStopped,
+    TransientError,
+)
+from evoforge.io.readers import read_records
+from evoforge.llm.base import ChatModel, Completion, Usage
+from evoforge.llm.spec import load_chat_model
+from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.records import Record, schema_error, schema_for
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "ConfigError",
+    "EngineOptions",
+    "EvoforgeError",
+    "InputError",
+    "LLMError",
+    "PromptTemplate",
+    "QuotaExhausted",
+    "Record",
+    "RecordContext",
+    "Rejection",
+    "RequestRejected",
+    "Result",
+    "RunStopped",
+    "RunSummary",
+    "TransientError",
+    "Usage",
+    "answer",
+    "answer_async",
+    "builtin_template",
+    "load_chat_model",
+    "load_template",
+    "read_records",
+    "run_task_async",
+    "schema_error",
+    "schema_for",
+]

@@ -1,0 +1,227 @@
+"""The Python API. Every CLI command is a thin shell over a function here.
+
+    from evoforge import EngineOptions, answer
+
+    summary = answer("seeds.jsonl", "out/answers.jsonl",
+                     options=EngineOptions(llm="openai:gpt-4o-mini", concurrency=64))
+    print(summary.accepted, summary.rejected_by_reason)
+
+``model=`` also takes a ChatModel or any LangChain ``BaseChatModel`` instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from evoforge.engine.client import Limits, LLMClient, RetryPolicy
+from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
+from evoforge.engine.store import ResponseCache
+from evoforge.errors import ConfigError
+from evoforge.io.readers import count_rows, read_records
+from evoforge.llm.base import ChatModel
+from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
+from evoforge.progress import ProgressBar
+
+
+@dataclass
+class EngineOptions:
+    """Engine settings shared by every command. Unknown names are errors."""
+
+    llm: str = DEFAULT_SPEC
+    llm_args: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None  # None: the backend's default (greedy for local)
+    max_output_tokens: int | None = None  # per reply; None: 512
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_calls: int | None = None
+    max_tokens: int | None = None  # total token budget of the run
+    timeout: float | None = 120.0  # per attempt; the local model has none
+    max_attempts: int = 6
+    backoff_base: float = 1.0
+    max_retry_wait: float = 300.0  # a longer Retry-After stops the run (resumable)
+    cache: bool = True
+    cache_dir: str | None = None
+    seed: int = 0
+    overwrite: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
+        names = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in names:
+                hint = difflib.get_close_matches(key, list(names), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(f"unknown engine option {key!r}{suggestion}")
+        return cls(**data)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        for name in ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EVOFORGE_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("evoforge"))
+
+
+def _resolve_model(options: EngineOptions, model: Any) -> ChatModel:
+    if model is None:
+        return load_chat_model(options.llm, options.llm_args)
+    if isinstance(model, ChatModel):
+        return model
+    from evoforge.llm.langchain_backend import LangChainChatModel
+
+    return LangChainChatModel(model)
+
+
+def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
+    chat_model = _resolve_model(options, model)
+    params: dict[str, Any] = {"max_tokens": options.max_output_tokens or 512}
+    if options.temperature is not None:
+        params["temperature"] = options.temperature
+    cache = None
+    if options.cache:
+        cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        cache = ResponseCache(cache_dir / "llm-cache.db")
+    return LLMClient(
+        chat_model,
+        limits=Limits(
+            concurrency=options.concurrency,
+            rpm=options.rpm,
+            tpm=options.tpm,
+            max_calls=options.max_calls,
+            max_tokens=options.max_tokens,
+        ),
+        retry=RetryPolicy(
+            max_attempts=options.max_attempts,
+            backoff_base=options.backoff_base,
+            max_retry_after=options.max_retry_wait,
+            request_timeout=None if is_local(chat_model) else options.timeout,
+        ),
+        cache=cache,
+        params=params,
+        jitter_seed=options.seed,
+    )
+
+
+async def run_task_async(
+    *,
+    command: str,
+    task: Task,
+    kind: str,
+    items: Iterable[SeedItem],
+    out: str | Path,
+    options: EngineOptions,
+    config: dict[str, Any],
+    model: Any = None,
+    total: int | None = None,
+) -> RunSummary:
+    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest."""
+    client = build_client(options, model)
+    engine_config = {
+        "model": client.model.identity,
+        "params": client.params,
+        **config,
+    }
+    try:
+        progress = ProgressBar(command, total, enabled=None if not options.quiet else False)
+        with progress:
+            run = Run(
+                command=command,
+                task=task,
+                kind=kind,
+                client=client,
+                out=out,
+                config=engine_config,
+                seed=options.seed,
+                overwrite=options.overwrite,
+                progress=progress.update,
+                settings=_engine_settings(options),
+            )
+            return await run.execute(items)
+    finally:
+        await client.aclose()
+        if client.cache is not None:
+            client.cache.close()
+
+
+def _engine_settings(options: EngineOptions) -> dict[str, Any]:
+    settings = asdict(options)
+    settings.pop("quiet")
+    return settings
+
+
+def answer(
+    seeds: str | Path,
+    out: str | Path,
+    *,
+    options: EngineOptions | None = None,
+    field_map: dict[str, str] | None = None,
+    model: Any = None,
+    allow_truncated: bool = False,
+) -> RunSummary:
+    """Write an ``output`` for every instruction seed in ``seeds`` (the answer step)."""
+    return asyncio.run(
+        answer_async(
+            seeds,
+            out,
+            options=options,
+            field_map=field_map,
+            model=model,
+            allow_truncated=allow_truncated,
+        )
+    )
+
+
+async def answer_async(
+    seeds: str | Path,
+    out: str | Path,
+    *,
+    options: EngineOptions | None = None,
+    field_map: dict[str, str] | None = None,
+    model: Any = None,
+    allow_truncated: bool = False,
+) -> RunSummary:
+    from evoforge.generators.instructions import AnswerInstructions
+
+    options = options or EngineOptions()
+    task = AnswerInstructions(allow_truncated=allow_truncated)
+    assert task.template is not None
+    items = read_records(
+        seeds,
+        kind="instruction",
+        required=("instruction",),
+        optional={"input": ""},
+        field_map=field_map,
+    )
+    return await run_task_async(
+        command="answer",
+        task=task,
+        kind="instruction",
+        items=items,
+        out=out,
+        options=options,
+        config={
+            "seed": options.seed,
+            "prompts": {task.template.id: task.template.content_hash},
+            "allow_truncated": allow_truncated,
+        },
+        model=model,
+        total=count_rows(seeds),
+    )

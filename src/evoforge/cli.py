@@ -1,0 +1,301 @@
+"""The ``evoforge`` command line. Each command is a thin shell over :mod:`evoforge.api`.
+
+Exit codes: 0 done; 1 ``validate`` found invalid records; 2 bad input, flag or
+config (the message names the file, line and field); 3 the run stopped early
+(budget, quota, long Retry-After) and a re-run resumes; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evoforge.errors import EvoforgeError
+
+app = typer.Typer(
+    name="evoforge",
+    help="Synthetic data for LLM training and evaluation: answer, evolve, RAG eval sets, IN2.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Engine options shared by every command that calls a model.
+Llm = Annotated[
+    str,
+    typer.Option(
+        "--llm",
+        help="local | openai:MODEL | openai:MODEL@BASE_URL | langchain:pkg.module:Class",
+        rich_help_panel="Model",
+    ),
+]
+LlmArg = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--llm-arg", help="key=value for the backend (JSON values allowed)", rich_help_panel="Model"
+    ),
+]
+Temperature = Annotated[
+    float | None, typer.Option(help="Sampling temperature.", rich_help_panel="Model")
+]
+MaxOutput = Annotated[
+    int | None,
+    typer.Option(
+        "--max-output-tokens", help="Tokens per reply (default 512).", rich_help_panel="Model"
+    ),
+]
+Concurrency = Annotated[
+    int, typer.Option(help="Requests in flight at most.", rich_help_panel="Engine")
+]
+Rpm = Annotated[float | None, typer.Option(help="Requests per minute.", rich_help_panel="Engine")]
+Tpm = Annotated[float | None, typer.Option(help="Tokens per minute.", rich_help_panel="Engine")]
+MaxCalls = Annotated[
+    int | None, typer.Option(help="Stop cleanly after this many calls.", rich_help_panel="Budget")
+]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(help="Stop cleanly after this many tokens in total.", rich_help_panel="Budget"),
+]
+Timeout = Annotated[
+    float, typer.Option(help="Seconds per attempt (remote models).", rich_help_panel="Engine")
+]
+MaxAttempts = Annotated[
+    int, typer.Option(help="Attempts per call for transient errors.", rich_help_panel="Engine")
+]
+MaxRetryWait = Annotated[
+    float,
+    typer.Option(
+        help="Longest Retry-After to honour; a longer one stops the run (resumable).",
+        rich_help_panel="Engine",
+    ),
+]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Do not read or write the response cache.")
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="Response cache folder (default: user cache dir, or EVOFORGE_CACHE_DIR)."),
+]
+Seed = Annotated[int, typer.Option(help="Run seed: the same seed gives the same output.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Start over instead of resuming a previous run.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+FieldMap = Annotated[
+    list[str] | None,
+    typer.Option("--field", help="Map a record field to a column: instruction=prompt"),
+]
+
+
+def _engine_options(**kwargs: Any) -> Any:
+    from evoforge.api import EngineOptions
+    from evoforge.llm.spec import parse_llm_args
+
+    kwargs["llm_args"] = parse_llm_args(kwargs.pop("llm_arg", None))
+    kwargs["cache"] = not kwargs.pop("no_cache")
+    if kwargs.get("cache_dir") is not None:
+        kwargs["cache_dir"] = str(kwargs["cache_dir"])
+    return EngineOptions(**kwargs)
+
+
+def _errors_as_messages(fn: Any) -> Any:
+    """Known errors print one line naming the fix, not a traceback (exit 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EvoforgeError as exc:
+            typer.echo(f"evoforge: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _print_summary(summary: Any, *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, highlight=False)
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    table.add_row(
+        "status", summary.status + (f" ({summary.stop_reason})" if summary.stop_reason else "")
+    )
+    table.add_row("accepted", str(summary.accepted))
+    table.add_row("rejected", str(summary.rejected))
+    for reason, count in summary.rejected_by_reason.items():
+        table.add_row(f"  {reason}", str(count))
+    if summary.skipped_done:
+        table.add_row("resumed (already done)", str(summary.skipped_done))
+    for op, stats in summary.usage.items():
+        table.add_row(
+            f"{op}",
+            f"{stats['calls']} calls, {stats['cache_hits']} cache hits, "
+            f"{stats['prompt_tokens']}+{stats['completion_tokens']} tokens, "
+            f"{stats['retries']} retries",
+        )
+    table.add_row("wall time", f"{summary.wall_s:.1f} s")
+    table.add_row("output", str(summary.out))
+    table.add_row("rejects", str(summary.rejects))
+    table.add_row("manifest", str(summary.manifest))
+    console.print(table)
+    if summary.status != "complete":
+        typer.echo(f"evoforge: {summary.message}", err=True)
+
+
+@app.command()
+@_errors_as_messages
+def answer(
+    seeds: Annotated[
+        Path,
+        typer.Option(
+            "--seeds", help="Instruction seeds (.jsonl .json .csv .parquet or a datasets folder)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output .jsonl; rejects and manifest go beside it.")
+    ],
+    field: FieldMap = None,
+    allow_truncated: Annotated[bool, typer.Option(help="Keep answers cut at max tokens.")] = False,
+    llm: Llm = "local",
+    llm_arg: LlmArg = None,
+    temperature: Temperature = None,
+    max_output_tokens: MaxOutput = None,
+    concurrency: Concurrency = 16,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    timeout: Timeout = 120.0,
+    max_attempts: MaxAttempts = 6,
+    max_retry_wait: MaxRetryWait = 300.0,
+    no_cache: NoCache = False,
+    cache_dir: CacheDir = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write an output for every instruction seed.
+
+    Example: evoforge answer --seeds seeds.jsonl --out out/answers.jsonl --llm openai:gpt-4o-mini
+    """
+    from evoforge.api import answer as run_answer
+    from evoforge.io.readers import parse_field_map
+
+    options = _engine_options(
+        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
+        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
+        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
+    )  # fmt: skip
+    summary = run_answer(
+        seeds, out, options=options, field_map=parse_field_map(field),
+        allow_truncated=allow_truncated,
+    )  # fmt: skip
+    _print_summary(summary, title="evoforge answer")
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@_errors_as_messages
+def validate(
+    file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="instruction | qa | rag | in2 (default: each record's own kind field)."),
+    ] = None,
+) -> None:
+    """Check every record against its kind's JSON Schema; exit 1 if any is invalid.
+
+    Example: evoforge validate out/answers.jsonl --kind instruction
+    """
+    from evoforge.io.readers import iter_rows
+    from evoforge.records import KINDS, schema_error, schema_for
+
+    if kind is not None:
+        schema_for(kind)  # unknown kinds fail here with the list of kinds
+    total = invalid = 0
+    for item in iter_rows(file):
+        total += 1
+        if isinstance(item, EvoforgeError):
+            invalid += 1
+            typer.echo(str(item))
+            continue
+        line, data = item
+        record_kind = kind or data.get("kind")
+        if record_kind not in KINDS:
+            invalid += 1
+            typer.echo(f'{file} line {line}: field "kind" is {record_kind!r}; pass --kind')
+            continue
+        problem = schema_error(data, record_kind)
+        if problem:
+            invalid += 1
+            typer.echo(f"{file} line {line}: {problem}")
+    typer.echo(f"{file}: {total} records, {invalid} invalid", err=True)
+    raise typer.Exit(1 if invalid else 0)
+
+
+@app.command()
+@_errors_as_messages
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
+        "evoforge-demo"
+    ),
+    llm: Llm = "local",
+    llm_arg: LlmArg = None,
+    max_output_tokens: MaxOutput = 200,
+    concurrency: Concurrency = 8,
+    no_cache: NoCache = False,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run the engine end to end offline on the embedded model and show what came out.
+
+    Example: evoforge demo --out evoforge-demo
+    """
+    from importlib import resources
+
+    from evoforge.api import answer as run_answer
+
+    options = _engine_options(
+        llm=llm, llm_arg=llm_arg, temperature=None, max_output_tokens=max_output_tokens,
+        concurrency=concurrency, rpm=None, tpm=None, max_calls=None, max_tokens=None,
+        timeout=600.0, max_attempts=3, max_retry_wait=60.0, no_cache=no_cache,
+        cache_dir=cache_dir, seed=0, overwrite=True, quiet=quiet,
+    )  # fmt: skip
+    seeds = resources.files("evoforge.examples").joinpath("instructions.jsonl")
+    out.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"evoforge demo: answering {seeds.name} with --llm {llm} (first run converts "
+               "the embedded model, about 30 s)", err=True)  # fmt: skip
+    with resources.as_file(seeds) as seeds_path:
+        summary = run_answer(seeds_path, out / "answers.jsonl", options=options)
+    _print_summary(summary, title="evoforge demo: answer")
+    _show_samples(summary.out, limit=2)
+    raise typer.Exit(summary.exit_code)
+
+
+def _show_samples(path: Path, *, limit: int) -> None:
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i >= limit:
+                break
+            record = json.loads(line)
+            typer.echo(f"\n[{record['id']}] {record['instruction']}")
+            answer_text = record.get("output", "")
+            typer.echo("  -> " + answer_text[:300].replace("\n", "\n     "))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

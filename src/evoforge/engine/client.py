@@ -1,0 +1,261 @@
+"""The policy around a ChatModel: cache, rate limits, retries, budgets, accounting.
+
+Backends only speak their protocol and classify their failures; everything a
+run decides about a call is here, once:
+
+- a cached answer is returned without a call (key: backend identity, model,
+  messages, params, schema, prompt hash);
+- requests wait for a concurrency slot (halved on a 429 storm, recovering) and
+  for the requests/min and tokens/min buckets;
+- ``TransientError`` is retried with jittered exponential backoff, or exactly
+  the server's ``Retry-After``; a ``Retry-After`` longer than the cap stops the
+  run (resumable) instead of sleeping for it;
+- retries used up -> ``RequestRejected("retries_exhausted")``; quota gone ->
+  ``RunStopped("insufficient_quota")``; budgets spent -> ``RunStopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from evoforge.engine.limits import AdaptiveConcurrency, TokenBucket
+from evoforge.engine.store import ResponseCache, cache_key
+from evoforge.engine.structured import ReplyError, check_reply, reask_messages
+from evoforge.errors import QuotaExhausted, RequestRejected, RunStopped, TransientError
+from evoforge.llm.base import ChatModel, Completion, Message
+
+
+@dataclass
+class RetryPolicy:
+    """How transient failures are retried. Defaults are written down here, once."""
+
+    max_attempts: int = 6
+    backoff_base: float = 1.0  # first wait; doubles each attempt, with jitter
+    backoff_max: float = 60.0
+    max_retry_after: float = 300.0  # a longer server-requested wait stops the run
+    request_timeout: float | None = 120.0  # seconds per attempt; None = no limit
+
+
+@dataclass
+class Limits:
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_calls: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class OpStats:
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    reasks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LLMClient:
+    """One model behind the engine's policies. Shared by every record of a run."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        cache: ResponseCache | None = None,
+        params: dict[str, Any] | None = None,
+        jitter_seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.limits = limits or Limits()
+        self.retry = retry or RetryPolicy()
+        self.cache = cache
+        self.params = dict(params or {})
+        self.stats: dict[str, OpStats] = defaultdict(OpStats)
+        self.concurrency = AdaptiveConcurrency(self.limits.concurrency)
+        self._rpm = TokenBucket(self.limits.rpm) if self.limits.rpm else None
+        self._tpm = TokenBucket(self.limits.tpm) if self.limits.tpm else None
+        self._jitter = random.Random(jitter_seed)
+        self.calls_sent = 0
+        self.tokens_used = 0
+
+    @property
+    def model_name(self) -> str:
+        identity = self.model.identity
+        return identity.get("model", identity.get("backend", "?"))
+
+    def usage_report(self) -> dict[str, dict[str, int]]:
+        return {op: asdict(stats) for op, stats in sorted(self.stats.items())}
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        op: str,
+        schema: dict[str, Any] | None = None,
+        tag: str = "",
+        params: dict[str, Any] | None = None,
+    ) -> Completion:
+        """One completion through cache, limits and retries; ``parsed`` set when ``schema``.
+
+        With a schema, an unusable reply is re-asked once quoting the error; a
+        second failure raises ``RequestRejected`` with ``invalid_json`` or
+        ``schema_mismatch``.
+        """
+        call_params = {**self.params, **(params or {})}
+        completion = await self._cached_call(messages, schema, call_params, tag, op)
+        if schema is None:
+            return completion
+        try:
+            return _with_parsed(completion, check_reply(completion.text, schema))
+        except ReplyError as first:
+            self.stats[op].reasks += 1
+            retry_messages = reask_messages(messages, completion.text, first, schema)
+            second = await self._cached_call(retry_messages, schema, call_params, tag, op)
+            try:
+                return _with_parsed(second, check_reply(second.text, schema))
+            except ReplyError as error:
+                raise RequestRejected(error.reason, error.detail) from None
+
+    async def _cached_call(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any] | None,
+        params: dict[str, Any],
+        tag: str,
+        op: str,
+    ) -> Completion:
+        stats = self.stats[op]
+        key = cache_key(self.model.identity, messages, params, schema, tag)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                stats.cache_hits += 1
+                return hit
+        completion = await self._call_with_retries(messages, schema, params, stats)
+        if self.cache is not None:
+            self.cache.put(key, completion)
+        return completion
+
+    async def _call_with_retries(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any] | None,
+        params: dict[str, Any],
+        stats: OpStats,
+    ) -> Completion:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        stats.retries += 1
+                    return await self._attempt(messages, schema, params, stats)
+        except TransientError as exc:
+            raise RequestRejected(
+                "retries_exhausted",
+                f"gave up after {self.retry.max_attempts} attempts: {exc}",
+                status=exc.status,
+            ) from None
+        except QuotaExhausted as exc:
+            raise RunStopped(
+                "insufficient_quota",
+                f"the provider reports insufficient quota ({exc}). Add credit, then re-run "
+                "the same command to resume; nothing finished so far is lost.",
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_budget(self) -> None:
+        limits = self.limits
+        if limits.max_calls is not None and self.calls_sent >= limits.max_calls:
+            raise RunStopped("max_calls", f"reached --max-calls {limits.max_calls}")
+        if limits.max_tokens is not None and self.tokens_used >= limits.max_tokens:
+            raise RunStopped("max_tokens", f"reached --max-tokens {limits.max_tokens}")
+
+    async def _attempt(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any] | None,
+        params: dict[str, Any],
+        stats: OpStats,
+    ) -> Completion:
+        async with self.concurrency:
+            self._check_budget()
+            estimate = _estimate_tokens(messages, params)
+            if self._rpm is not None:
+                await self._rpm.acquire(1)
+            if self._tpm is not None:
+                await self._tpm.acquire(estimate)
+            self.calls_sent += 1
+            stats.calls += 1
+            try:
+                call = self.model.complete(messages, schema=schema, **params)
+                if self.retry.request_timeout is None:
+                    completion = await call
+                else:
+                    completion = await asyncio.wait_for(call, self.retry.request_timeout)
+            except asyncio.TimeoutError:
+                raise TransientError(
+                    f"no reply within {self.retry.request_timeout:g} s (timeout)"
+                ) from None
+            except TransientError as exc:
+                if exc.is_rate_limit:
+                    self.concurrency.on_rate_limit(exc.retry_after)
+                if exc.retry_after is not None and exc.retry_after > self.retry.max_retry_after:
+                    raise RunStopped(
+                        "retry_after_too_long",
+                        f"the server asked to wait {exc.retry_after:g} s (cap "
+                        f"{self.retry.max_retry_after:g} s). Re-run later to resume.",
+                    ) from None
+                raise
+        self.concurrency.on_success()
+        used = completion.usage
+        stats.prompt_tokens += used.prompt_tokens
+        stats.completion_tokens += used.completion_tokens
+        self.tokens_used += used.total_tokens
+        if self._tpm is not None and used.total_tokens:
+            self._tpm.adjust(used.total_tokens - estimate)
+        return completion
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return exc.retry_after + self._jitter.uniform(0, 0.05)
+        backoff = self.retry.backoff_base * 2 ** (state.attempt_number - 1)
+        return min(self.retry.backoff_max, backoff) * self._jitter.uniform(0.5, 1.0)
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+
+
+def _with_parsed(completion: Completion, parsed: Any) -> Completion:
+    return Completion(
+        text=completion.text,
+        usage=completion.usage,
+        model=completion.model,
+        finish_reason=completion.finish_reason,
+        parsed=parsed,
+    )
+
+
+def _estimate_tokens(messages: list[Message], params: dict[str, Any]) -> int:
+    chars = sum(len(m["content"]) for m in messages)
+    return chars // 4 + int(params.get("max_tokens") or 256)

@@ -1,0 +1,105 @@
+"""Flow control: token buckets for requests and tokens per minute, and a
+concurrency limit that halves on a 429 storm and climbs back (AIMD, as TCP does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class TokenBucket:
+    """``rate_per_minute`` units per minute, with one second's worth of burst.
+
+    A request larger than the bucket waits for a full bucket instead of forever.
+    """
+
+    def __init__(self, rate_per_minute: float, *, clock=time.monotonic) -> None:
+        if rate_per_minute <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate_per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        amount = min(amount, self.capacity)
+        async with self._lock:  # first come, first served
+            while True:
+                self._refill()
+                if self._tokens >= amount:
+                    self._tokens -= amount
+                    return
+                await asyncio.sleep((amount - self._tokens) / self.rate)
+
+    def adjust(self, delta: float) -> None:
+        """Correct an estimate after the fact (positive ``delta`` takes more)."""
+        self._refill()
+        self._tokens = min(self.capacity, self._tokens - delta)
+
+
+class AdaptiveConcurrency:
+    """An async semaphore whose limit halves on a rate-limit signal and recovers.
+
+    - ``on_rate_limit(retry_after)``: halve the limit (at most once per
+      ``cooldown`` seconds, so one storm counts once) and, if the server named a
+      wait, hold every new request until it has passed.
+    - ``on_success()``: after ``limit`` successes in a row, raise the limit by one,
+      up to ``maximum``.
+    """
+
+    def __init__(self, maximum: int, *, cooldown: float = 1.0, clock=time.monotonic) -> None:
+        if maximum < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self.cooldown = cooldown
+        self.reductions = 0
+        self._clock = clock
+        self._last_cut = -float("inf")
+        self._paused_until = 0.0
+        self._streak = 0
+        self._condition = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    async def acquire(self) -> None:
+        while (pause := self._paused_until - self._clock()) > 0:
+            await asyncio.sleep(pause)
+        async with self._condition:
+            await self._condition.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    async def release(self) -> None:
+        async with self._condition:
+            self.in_flight -= 1
+            # Wake as many waiters as there are free slots: the limit may have grown.
+            self._condition.notify(max(self.limit - self.in_flight, 0))
+
+    def on_success(self) -> None:
+        self._streak += 1
+        if self.limit < self.maximum and self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
+
+    def on_rate_limit(self, retry_after: float | None = None) -> None:
+        now = self._clock()
+        self._streak = 0
+        if retry_after:
+            self._paused_until = max(self._paused_until, now + retry_after)
+        if now - self._last_cut >= self.cooldown:
+            self._last_cut = now
+            self.limit = max(1, self.limit // 2)
+            self.reductions += 1

@@ -1,0 +1,450 @@
+"""The streaming scheduler: seeds in, records and rejections out, never losing work.
+
+Each seed flows through its task (an ``async (record, ctx) -> Result``
+function) as its own asyncio task; at most ``max_tasks`` exist at once and the
+client bounds the requests in flight, so memory does not grow with the input.
+Finished seeds go to the journal as they finish (group-committed), a re-run of
+the same command skips them, and the output files are replaced atomically at
+the end, from the journal, in input order.
+
+Outputs beside ``OUT`` (``data/out.jsonl``):
+
+- ``data/out.jsonl``            accepted records, one JSON object a line
+- ``data/out.rejects.jsonl``    ``{"id", "reason", "detail", "record"}`` a line
+- ``data/out.manifest.json``    command, config, seed, prompts, model, counts, usage
+- ``data/out.journal.db``       the journal (keep it to resume; delete it to forget)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoforge.engine.client import LLMClient
+from evoforge.engine.store import Journal
+from evoforge.errors import ConfigError, EvoforgeError, InputError, RequestRejected, RunStopped
+from evoforge.llm.base import Completion
+from evoforge.prompting import PromptTemplate
+from evoforge.records import Record, schema_error
+
+# Rejections caused by the environment rather than the record: a re-run retries them.
+RETRY_ON_RESUME = frozenset(
+    {"retries_exhausted", "http_401", "http_403", "http_404", "backend_error", "internal_error"}
+)
+
+
+@dataclass
+class Rejection:
+    id: str
+    reason: str
+    detail: str
+    record: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "reason": self.reason, "detail": self.detail, "record": self.record}
+
+
+@dataclass
+class Result:
+    """What one seed produced: accepted records and rejections, each with a reason."""
+
+    records: list[Record] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @classmethod
+    def accept(cls, *records: Record) -> Result:
+        return cls(records=list(records))
+
+    @classmethod
+    def reject(cls, record: Record, reason: str, detail: str) -> Result:
+        return cls(rejections=[Rejection(record.id, reason, detail, record.to_json())])
+
+
+def derive_rng(run_seed: int, record_id: str, round_: int = 0) -> random.Random:
+    """Per-record randomness from (run seed, record id, round): no global RNG state."""
+    digest = hashlib.sha256(f"{run_seed}\x1f{record_id}\x1f{round_}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+class RecordContext:
+    """What a task may use for one record: the model (through the engine) and its RNG."""
+
+    def __init__(self, client: LLMClient, run_seed: int, record_id: str) -> None:
+        self.client = client
+        self.run_seed = run_seed
+        self.record_id = record_id
+
+    def rng(self, round_: int = 0) -> random.Random:
+        return derive_rng(self.run_seed, self.record_id, round_)
+
+    def step(self, op: str, template: PromptTemplate | None = None, round_: int = 0) -> dict:
+        """A lineage entry: op name, round, prompt id + hash, model."""
+        entry: dict[str, Any] = {"op": op, "round": round_, "model": self.client.model_name}
+        if template is not None:
+            entry.update(template.ref)
+        return entry
+
+    async def ask(
+        self,
+        template: PromptTemplate,
+        *,
+        op: str,
+        round_: int = 0,
+        params: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> Completion:
+        """Render ``template`` with ``values`` (as data) and ask the model."""
+        messages = template.render(**values)
+        call_params = dict(params or {})
+        if "seed" not in call_params and "seed" not in self.client.params:
+            # Reproducible sampling where the backend supports a seed.
+            call_params["seed"] = self.rng(round_).randrange(2**31)
+        return await self.client.complete(
+            messages,
+            op=op,
+            schema=template.output_schema,
+            tag=template.content_hash,
+            params=call_params,
+        )
+
+
+Task = Callable[[Record, RecordContext], Awaitable[Result]]
+SeedItem = Record | InputError
+
+
+@dataclass
+class RunSummary:
+    status: str  # "complete" or "stopped"
+    stop_reason: str | None
+    message: str
+    accepted: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    skipped_done: int
+    out: Path
+    rejects: Path
+    manifest: Path
+    wall_s: float
+    usage: dict[str, dict[str, int]]
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "complete":
+            return 0
+        return 130 if self.stop_reason == "interrupted" else 3
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return {
+        "out": out,
+        "rejects": out.with_name(f"{stem}.rejects.jsonl"),
+        "manifest": out.with_name(f"{stem}.manifest.json"),
+        "journal": out.with_name(f"{stem}.journal.db"),
+    }
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Run:
+    """One command's run over a stream of seeds.
+
+    ``config`` describes everything that shapes the output (model identity,
+    params, prompt hashes, seed, operator settings); it is stored in the
+    manifest, and its hash guards the journal against resuming a different run.
+    ``settings`` (concurrency, limits, budgets) go to the manifest only, so a
+    resume may change them.
+    """
+
+    def __init__(
+        self,
+        *,
+        command: str,
+        task: Task,
+        kind: str,
+        client: LLMClient,
+        out: str | Path,
+        config: dict[str, Any],
+        seed: int = 0,
+        overwrite: bool = False,
+        max_tasks: int | None = None,
+        progress: Callable[[dict[str, int]], None] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.command = command
+        self.task = task
+        self.kind = kind
+        self.client = client
+        self.paths = output_paths(Path(out))
+        if self.paths["out"].suffix not in (".jsonl", ".json"):
+            raise ConfigError(
+                f"--out {self.paths['out']}: use a .jsonl or .json file name "
+                "(JSON Lines is written; .json writes one JSON array)"
+            )
+        self.config = config
+        self.seed = seed
+        self.overwrite = overwrite
+        concurrency = client.limits.concurrency
+        self.max_tasks = max_tasks or max(2 * concurrency, concurrency + 8)
+        self.progress = progress
+        self.settings = settings or {}  # engine settings: in the manifest, not the fingerprint
+        self.counts: Counter[str] = Counter()
+        self._stop: RunStopped | None = None
+
+    async def execute(self, items: Iterable[SeedItem]) -> RunSummary:
+        started = time.time()
+        t0 = time.perf_counter()
+        self.paths["out"].parent.mkdir(parents=True, exist_ok=True)
+        journal = Journal(
+            self.paths["journal"],
+            fingerprint({"command": self.command, **self.config}),
+            overwrite=self.overwrite,
+        )
+        self._journal = journal
+        self._dirty = asyncio.Event()
+        flusher = asyncio.create_task(self._flush_loop())
+        pending: set[asyncio.Task[None]] = set()
+        restore = self._install_signal_handlers(pending)
+        try:
+            await self._schedule(items, pending)
+        finally:
+            restore()
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            self._flush()
+        try:
+            summary = self._finalize(started, time.perf_counter() - t0)
+        finally:
+            journal.close()
+            if self.client.cache is not None:
+                self.client.cache.flush()
+        return summary
+
+    async def _schedule(self, items: Iterable[SeedItem], pending: set[asyncio.Task[None]]) -> None:
+        for seq, item in enumerate(items):
+            if self._stop is not None:
+                break
+            item_id = _item_id(item)
+            if self._journal.is_done(item_id):
+                self.counts["skipped_done"] += 1
+                self._report()
+                continue
+            while len(pending) >= self.max_tasks:
+                await self._wait_some(pending)
+            if self._stop is not None:
+                break
+            pending.add(asyncio.create_task(self._process(seq, item)))
+        while pending:
+            await self._wait_some(pending)
+
+    async def _wait_some(self, pending: set[asyncio.Task[None]]) -> None:
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            pending.discard(task)
+            exc = task.exception() if not task.cancelled() else None
+            if isinstance(exc, RunStopped):
+                if self._stop is None:
+                    self._stop = exc
+                if exc.reason == "insufficient_quota":
+                    for other in pending:
+                        other.cancel()
+            elif exc is not None:
+                raise exc
+
+    async def _process(self, seq: int, item: SeedItem) -> None:
+        if isinstance(item, InputError):
+            result = Result(rejections=[Rejection(_item_id(item), "bad_seed", str(item))])
+        else:
+            result = await self._run_task(item)
+        records = []
+        for record in result.records:
+            data = record.to_json()
+            problem = schema_error(data, self.kind)
+            if problem is None:
+                records.append(data)
+            else:
+                result.rejections.append(Rejection(record.id, "schema_invalid", problem, data))
+        rejections = [r.to_json() for r in result.rejections]
+        final = not any(r.reason in RETRY_ON_RESUME for r in result.rejections)
+        self._journal.add(seq, _item_id(item), records, rejections, final=final)
+        self.counts["seeds_done"] += 1
+        self.counts["accepted"] += len(records)
+        self.counts["rejected"] += len(rejections)
+        self._dirty.set()
+        self._report()
+
+    async def _run_task(self, record: Record) -> Result:
+        ctx = RecordContext(self.client, self.seed, record.id)
+        try:
+            return await self.task(record, ctx)
+        except RequestRejected as exc:
+            return Result.reject(record, exc.reason, str(exc))
+        except (RunStopped, EvoforgeError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug in a task must not take the other records down
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            detail = f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+            print(f"evoforge: internal error on {record.id}: {detail}", file=sys.stderr)
+            return Result.reject(record, "internal_error", detail)
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            stats = dict(self.counts)
+            stats["calls"] = self.client.calls_sent
+            stats["tokens"] = self.client.tokens_used
+            self.progress(stats)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            self._flush()
+            await asyncio.sleep(0.01)  # let finished records gather into one commit
+
+    def _flush(self) -> None:
+        self._journal.flush()
+        if self.client.cache is not None:
+            self.client.cache.flush()
+
+    def _install_signal_handlers(self, pending: set[asyncio.Task[None]]) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            if self._stop is None:
+                self._stop = RunStopped("interrupted", "interrupted; re-run the command to resume")
+            for task in pending:
+                task.cancel()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, interrupt)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or not supported here
+
+        def restore() -> None:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+        return restore
+
+    def _finalize(self, started: float, wall_s: float) -> RunSummary:
+        paths = self.paths
+        reasons: Counter[str] = Counter()
+        accepted = rejected = 0
+        as_array = paths["out"].suffix == ".json"
+        with _atomic_writer(paths["out"]) as out, _atomic_writer(paths["rejects"]) as rej:
+            if as_array:
+                out.write("[")
+            for row in self._journal.rows():
+                for data in row["records"]:
+                    line = json.dumps(data, ensure_ascii=False)
+                    if as_array:
+                        out.write((",\n" if accepted else "\n") + line)
+                    else:
+                        out.write(line + "\n")
+                    accepted += 1
+                for rejection in row["rejections"]:
+                    rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
+                    reasons[rejection["reason"]] += 1
+                    rejected += 1
+            if as_array:
+                out.write("\n]\n")
+        stop = self._stop
+        status = "complete" if stop is None else "stopped"
+        message = (
+            f"{accepted} records, {rejected} rejected"
+            if stop is None
+            else f"stopped ({stop.reason}): {stop}. {accepted} records kept; "
+            "re-run the same command to resume."
+        )
+        summary = RunSummary(
+            status=status,
+            stop_reason=stop.reason if stop else None,
+            message=message,
+            accepted=accepted,
+            rejected=rejected,
+            rejected_by_reason=dict(reasons.most_common()),
+            skipped_done=self.counts["skipped_done"],
+            out=paths["out"],
+            rejects=paths["rejects"],
+            manifest=paths["manifest"],
+            wall_s=round(wall_s, 3),
+            usage=self.client.usage_report(),
+        )
+        manifest = {
+            "evoforge_version": _version(),
+            "command": self.command,
+            "argv": sys.argv,
+            "status": status,
+            "stop_reason": summary.stop_reason,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_s": summary.wall_s,
+            "seed": self.seed,
+            "kind": self.kind,
+            "model": self.client.model.identity,
+            "config": self.config,
+            "engine": self.settings,
+            "counts": {
+                "accepted": accepted,
+                "rejected": rejected,
+                "rejected_by_reason": summary.rejected_by_reason,
+                "resumed_seeds": summary.skipped_done,
+            },
+            "usage": summary.usage,
+            "files": {name: str(path) for name, path in paths.items()},
+        }
+        with _atomic_writer(paths["manifest"]) as fh:
+            json.dump(manifest, fh, indent=2, ensure_ascii=False, default=str)
+            fh.write("\n")
+        return summary
+
+
+def _item_id(item: SeedItem) -> str:
+    if isinstance(item, InputError):
+        return f"{Path(item.path or 'input').name}:line-{item.line}"
+    return item.id
+
+
+@contextlib.contextmanager
+def _atomic_writer(path: Path) -> Iterator[Any]:
+    """Write to a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evoforge")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,183 @@
+"""On-disk state: the response cache and the run journal, both SQLite in WAL mode.
+
+Both are written with group commits: writes queue in memory and
+:meth:`flush` commits all of them in one transaction. The runner flushes as
+soon as the event loop is free, so a finished record reaches the OS within
+milliseconds; WAL with ``synchronous=NORMAL`` survives a killed process (even
+``kill -9``) without an fsync per record.
+
+Lookups go to disk, never to an in-memory set, so memory does not grow with
+the number of seeds or cached responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from evoforge.errors import ConfigError
+from evoforge.llm.base import Completion
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def cache_key(
+    identity: dict[str, str],
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    schema: dict[str, Any] | None,
+    tag: str = "",
+) -> str:
+    """Content address of one model call: backend identity (incl. base URL), model,
+    messages, sampling params, schema and the prompt template's hash (``tag``)."""
+    blob = json.dumps(
+        [identity, messages, params, schema, tag],
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Content-addressed store of completions, shared by every run that points at it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS responses ("
+            " key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)"
+        )
+        self._pending: list[tuple[str, str, float]] = []
+
+    def get(self, key: str) -> Completion | None:
+        row = self._conn.execute(
+            "SELECT completion FROM responses WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            for pending_key, blob, _ in self._pending:
+                if pending_key == key:
+                    return Completion.from_json(json.loads(blob))
+            return None
+        return Completion.from_json(json.loads(row[0]))
+
+    def put(self, key: str, completion: Completion) -> None:
+        blob = json.dumps(completion.to_json(), ensure_ascii=False)
+        self._pending.append((key, blob, time.time()))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO responses (key, completion, created) VALUES (?, ?, ?)",
+                pending,
+            )
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self.flush()
+        self._conn.close()
+
+
+class Journal:
+    """What a run has finished, one row per seed, so a re-run skips it.
+
+    A row holds the seed's accepted records and rejections as JSON. ``final`` is
+    0 for rejections caused by the environment (retries exhausted, auth errors),
+    which a re-run tries again.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if overwrite:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._conn = _connect(self.path)
+        self._conn.executescript(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS seeds ("
+            " seed_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, final INTEGER NOT NULL,"
+            " accepted INTEGER NOT NULL, rejected INTEGER NOT NULL, payload TEXT NOT NULL);"
+            "CREATE INDEX IF NOT EXISTS seeds_seq ON seeds (seq);"
+        )
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('fingerprint', ?)", (fingerprint,)
+            )
+        elif row[0] != fingerprint:
+            self._conn.close()
+            raise ConfigError(
+                f"{self.path} belongs to a run with a different configuration "
+                "(model, prompts, parameters or seed). Re-run with --overwrite to start "
+                "over, or choose another --out."
+            )
+        self.resumed = self.count() > 0
+        self._conn.execute("DELETE FROM seeds WHERE final = 0")
+        self._pending: list[tuple[str, int, int, int, int, str]] = []
+
+    def is_done(self, seed_id: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM seeds WHERE seed_id = ?", (seed_id,)).fetchone()
+        return row is not None
+
+    def add(
+        self,
+        seq: int,
+        seed_id: str,
+        records: list[dict[str, Any]],
+        rejections: list[dict[str, Any]],
+        *,
+        final: bool,
+    ) -> None:
+        payload = json.dumps({"records": records, "rejections": rejections}, ensure_ascii=False)
+        self._pending.append((seed_id, seq, int(final), len(records), len(rejections), payload))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self._conn:
+            self._conn.execute("BEGIN")
+            # OR IGNORE: a seed id seen twice in one input is journaled once.
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO seeds (seed_id, seq, final, accepted, rejected, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                pending,
+            )
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM seeds").fetchone()[0]
+
+    def totals(self) -> tuple[int, int]:
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(accepted), 0), COALESCE(SUM(rejected), 0) FROM seeds"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every finished seed's payload, in input order, streamed from disk."""
+        cursor = self._conn.execute("SELECT payload FROM seeds ORDER BY seq")
+        for (payload,) in cursor:
+            yield json.loads(payload)
+
+    def close(self) -> None:
+        self.flush()
+        self._conn.close()

@@ -1,0 +1,116 @@
+"""The exception tree, drawn once.
+
+EvoforgeError
+├── InputError          bad seed / record file: names the file, line and field
+├── ConfigError         bad flag, spec or template; says how to fix it
+├── MissingDependency   an optional extra is not installed; names the extra
+├── LLMError            raised by backends, classified for the engine's policy
+│   ├── TransientError      retried (connection, timeout, 408, 409, 429, 5xx)
+│   ├── RequestRejected     not retried; the record becomes a rejection
+│   └── QuotaExhausted      the account is out of credit; the run stops
+└── RunStopped          the run stops cleanly (budget, quota, long Retry-After);
+                        everything finished so far is kept and a re-run resumes
+"""
+
+from __future__ import annotations
+
+
+class EvoforgeError(Exception):
+    """Base class of every error evoforge raises on purpose."""
+
+
+class InputError(EvoforgeError):
+    """A problem with an input file, located as precisely as possible."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        unit: str = "line",
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.unit = unit  # "line" for JSONL/CSV, "item" for a JSON array, "row" for tables
+        self.detail = message
+        super().__init__(self.located(message))
+
+    def located(self, message: str) -> str:
+        where = []
+        if self.path:
+            where.append(str(self.path))
+        if self.line is not None:
+            where.append(f"{self.unit} {self.line}")
+        prefix = " ".join(where)
+        if self.field:
+            message = f'field "{self.field}" {message}'
+        return f"{prefix}: {message}" if prefix else message
+
+
+class ConfigError(EvoforgeError):
+    """A flag, spec, recipe or template that cannot be used as given."""
+
+
+class MissingDependency(EvoforgeError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed. Install it with: pip install 'evoforge[{extra}]'"
+        )
+
+
+class LLMError(EvoforgeError):
+    """A failed model call, already classified by the backend."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class TransientError(LLMError):
+    """Worth retrying: connection errors, timeouts, 408, 409, 429 and 5xx.
+
+    ``retry_after`` is the server's requested wait in seconds, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status)
+
+    @property
+    def is_rate_limit(self) -> bool:
+        return self.status == 429
+
+
+class RequestRejected(LLMError):
+    """Not worth retrying (400, 401, 403, 404, 422, context length, bad JSON).
+
+    ``reason`` is the rejection's reason code, e.g. ``http_400`` or
+    ``context_length_exceeded``.
+    """
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None) -> None:
+        self.reason = reason
+        super().__init__(message, status=status)
+
+
+class QuotaExhausted(LLMError):
+    """The provider says the account has no credit left (``insufficient_quota``)."""
+
+
+class RunStopped(EvoforgeError):
+    """The run stopped before the end; finished work is kept, a re-run resumes."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -1,0 +1,93 @@
+"""The one contract every backend speaks.
+
+A backend turns chat messages into a :class:`Completion` and classifies its own
+failures into :mod:`evoforge.errors` (``TransientError``, ``RequestRejected``,
+``QuotaExhausted``). It never retries, caches or rate-limits: that policy lives
+once, in :mod:`evoforge.engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a model said. ``parsed`` is filled by the engine when a schema was asked for."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    finish_reason: str | None = None
+    parsed: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("parsed")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Completion:
+        usage = Usage(**data.get("usage", {}))
+        return cls(
+            text=data["text"],
+            usage=usage,
+            model=data.get("model", ""),
+            finish_reason=data.get("finish_reason"),
+        )
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Async chat completion.
+
+    ``identity`` names the backend, model and endpoint; it is part of every cache
+    key, so two endpoints serving the same model name never share answers.
+    ``schema`` is a JSON Schema the reply should follow: backends that can send it
+    as a response format do; others ignore it (the engine validates either way).
+    """
+
+    @property
+    def identity(self) -> dict[str, str]: ...
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        schema: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+def with_schema_hint(messages: list[Message], schema: dict[str, Any]) -> list[Message]:
+    """For backends without a response-format option: state the schema in the system turn."""
+    import json
+
+    hint = "Reply with only a JSON object that follows this JSON Schema:\n" + json.dumps(
+        schema, ensure_ascii=False
+    )
+    if messages and messages[0]["role"] == "system":
+        first = {"role": "system", "content": f"{messages[0]['content']}\n\n{hint}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": hint}, *messages]

@@ -1,0 +1,201 @@
+"""Prompt templates: data files under ``prompts/``, rendered strictly.
+
+A template file is YAML::
+
+    id: answer
+    version: 1
+    description: Answer an instruction.
+    variables: [instruction, input]      # every variable the messages use, no more
+    output_schema: null                  # or a JSON Schema the reply must follow
+    examples: []                         # optional few-shot: [{variables: {...}, output: "..."}]
+    messages:
+      - role: system
+        content: You are a helpful assistant.
+      - role: user
+        content: "{{ instruction }}"
+
+Rendering uses Jinja's sandbox with ``StrictUndefined``. Values are passed as
+data, so a seed containing ``{{ 7*7 }}`` or ``{% for %}`` comes out literally:
+Jinja never renders the text of a value. The declared variables are checked
+against the ones the messages use when the template loads, and the file's
+content hash goes into lineage and the cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from evoforge.errors import ConfigError
+from evoforge.llm.base import Message
+
+_ALLOWED_KEYS = {
+    "id",
+    "version",
+    "description",
+    "variables",
+    "output_schema",
+    "examples",
+    "messages",
+}
+_ROLES = {"system", "user", "assistant"}
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    id: str
+    version: int
+    variables: tuple[str, ...]
+    messages: tuple[Message, ...]
+    output_schema: dict[str, Any] | None
+    examples: tuple[dict[str, Any], ...]
+    content_hash: str
+    source: str
+    description: str = ""
+    _compiled: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def ref(self) -> dict[str, str]:
+        """What goes into a record's lineage: id, version and content hash."""
+        return {"prompt_id": f"{self.id}@v{self.version}", "prompt_hash": self.content_hash}
+
+    def render(self, **values: Any) -> list[Message]:
+        """Render the messages with ``values``; unknown or missing names are errors."""
+        missing = [name for name in self.variables if name not in values]
+        extra = [name for name in values if name not in self.variables]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if extra:
+                parts.append(f"unexpected {', '.join(extra)}")
+            raise ConfigError(f"prompt {self.id}: {'; '.join(parts)}")
+        rendered: list[Message] = []
+        for example in self.examples:
+            rendered.extend(self._render_example(example))
+        for message, template in zip(self.messages, self._compiled, strict=True):
+            try:
+                content = template.render(**values).strip()
+            except TemplateError as exc:
+                raise ConfigError(f"prompt {self.id} ({self.source}): {exc}") from exc
+            rendered.append({"role": message["role"], "content": content})
+        return _hoist_system(rendered)
+
+    def _render_example(self, example: dict[str, Any]) -> list[Message]:
+        user_turns = [
+            t.render(**example["variables"])
+            for m, t in zip(self.messages, self._compiled, strict=True)
+            if m["role"] == "user"
+        ]
+        output = example["output"]
+        if not isinstance(output, str):
+            output = json.dumps(output, ensure_ascii=False)
+        return [{"role": "user", "content": "\n\n".join(user_turns)}] + [
+            {"role": "assistant", "content": output}
+        ]
+
+
+def _hoist_system(messages: list[Message]) -> list[Message]:
+    """Keep system messages first, so few-shot turns sit between system and user."""
+    system = [m for m in messages if m["role"] == "system"]
+    rest = [m for m in messages if m["role"] != "system"]
+    return system + rest
+
+
+def parse_template(text: str, *, source: str) -> PromptTemplate:
+    """Parse and check a template file's text; errors name the file and the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a template is a mapping with id, variables and messages")
+    unknown = set(data) - _ALLOWED_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(_ALLOWED_KEYS))}"
+        )
+    for key in ("id", "variables", "messages"):
+        if key not in data:
+            raise ConfigError(f'{source}: field "{key}" is missing')
+    variables = tuple(data["variables"] or ())
+    messages = data["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError(f'{source}: field "messages" must be a non-empty list')
+    env = _environment()
+    used: set[str] = set()
+    compiled = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise ConfigError(f'{source}: messages[{i}] needs a "role" of {sorted(_ROLES)}')
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ConfigError(f'{source}: messages[{i}] field "content" must be a string')
+        try:
+            used |= meta.find_undeclared_variables(env.parse(content))
+            compiled.append(env.from_string(content))
+        except TemplateError as exc:
+            raise ConfigError(f"{source}: messages[{i}]: {exc}") from exc
+    if used != set(variables):
+        raise ConfigError(
+            f"{source}: declared variables {sorted(variables)} but the messages use {sorted(used)}"
+        )
+    examples = tuple(data.get("examples") or ())
+    for i, example in enumerate(examples):
+        if set(example) != {"variables", "output"} or set(example["variables"]) != set(variables):
+            raise ConfigError(
+                f"{source}: examples[{i}] needs variables {sorted(variables)} and an output"
+            )
+    return PromptTemplate(
+        id=str(data["id"]),
+        version=int(data.get("version", 1)),
+        variables=variables,
+        messages=tuple({"role": m["role"], "content": m["content"]} for m in messages),
+        output_schema=data.get("output_schema"),
+        examples=examples,
+        content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+        source=source,
+        description=str(data.get("description", "")),
+        _compiled=tuple(compiled),
+    )
+
+
+def load_template(path: str | Path) -> PromptTemplate:
+    """Load a template from a file path (your own prompts)."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read template: {exc.strerror}") from exc
+    return parse_template(text, source=str(path))
+
+
+@cache
+def builtin_template(template_id: str) -> PromptTemplate:
+    """Load one of the templates shipped in ``evoforge.prompts`` by id."""
+    files = resources.files("evoforge.prompts")
+    resource = files.joinpath(f"{template_id}.yaml")
+    if not resource.is_file():
+        known = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+        raise ConfigError(f"no built-in prompt {template_id!r}; known: {', '.join(known)}")
+    return parse_template(resource.read_text("utf-8"), source=f"prompts/{template_id}.yaml")

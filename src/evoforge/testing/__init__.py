@@ -1,0 +1,1 @@
+"""Test helpers for evoforge (a scriptable fake OpenAI-compatible server)."""
