@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import write_jsonl
 
 from evoforge.testing.fake_openai import FakeOpenAI
+from helpers import write_jsonl
 
 
 @pytest.fixture(autouse=True)

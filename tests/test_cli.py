@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from helpers import read_jsonl, run_cli, write_jsonl
 
 COMMANDS = ["answer", "validate", "demo"]
@@ -121,6 +122,7 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(fake_open
     ids = [r["id"] for r in records]
     assert len(ids) == n and len(set(ids)) == n
     assert [r["instruction"] for r in records] == [f"Seed {i}" for i in range(n)]
+    # Only the requests in flight at the kill are paid twice.
     assert fake_openai.hits <= n + concurrency
     manifest = json.loads((tmp_path / "out.manifest.json").read_text())
     assert manifest["counts"]["resumed_seeds"] >= hits_before - concurrency

@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import pytest
-from helpers import read_jsonl, write_jsonl
 
 from evoforge import ConfigError, EngineOptions, Record, Result, answer
 from evoforge.engine.client import Limits, LLMClient
@@ -14,6 +13,7 @@ from evoforge.engine.limits import AdaptiveConcurrency, TokenBucket
 from evoforge.engine.runner import Run, derive_rng
 from evoforge.testing.fake_openai import Reply
 from evoforge.testing.scripted import ScriptedChatModel
+from helpers import read_jsonl, write_jsonl
 
 
 def options(server, **overrides) -> EngineOptions:

@@ -151,7 +151,7 @@ async def run_task_async(
                 config=engine_config,
                 seed=options.seed,
                 overwrite=options.overwrite,
-                progress=progress.update,
+                progress=progress.update if progress.enabled else None,
                 settings=_engine_settings(options),
             )
             return await run.execute(items)
@@ -161,9 +161,17 @@ async def run_task_async(
             client.cache.close()
 
 
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
 def _engine_settings(options: EngineOptions) -> dict[str, Any]:
+    """The settings for the manifest, with anything that looks like a credential masked."""
     settings = asdict(options)
     settings.pop("quiet")
+    settings["llm_args"] = {
+        name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
+        for name, value in settings["llm_args"].items()
+    }
     return settings
 
 

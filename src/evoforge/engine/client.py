@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,6 +92,10 @@ class LLMClient:
         self._jitter = random.Random(jitter_seed)
         self.calls_sent = 0
         self.tokens_used = 0
+        # Called right before a request goes on the wire. The runner commits its pending
+        # journal rows and cache entries here, so whatever finished before a request was
+        # sent is on disk: a kill -9 can only cost the requests in flight.
+        self.before_send: Callable[[], None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -204,6 +209,8 @@ class LLMClient:
                 await self._rpm.acquire(1)
             if self._tpm is not None:
                 await self._tpm.acquire(estimate)
+            if self.before_send is not None:
+                self.before_send()
             self.calls_sent += 1
             stats.calls += 1
             try:

@@ -3,9 +3,12 @@
 Each seed flows through its task (an ``async (record, ctx) -> Result``
 function) as its own asyncio task; at most ``max_tasks`` exist at once and the
 client bounds the requests in flight, so memory does not grow with the input.
-Finished seeds go to the journal as they finish (group-committed), a re-run of
-the same command skips them, and the output files are replaced atomically at
-the end, from the journal, in input order.
+Finished seeds go to the journal as they finish, group-committed: pending rows
+and cache entries are committed together right before the next request goes
+out (and by a background flusher when none does), so a ``kill -9`` costs at most
+the requests that were in flight. A re-run of the same command skips them, and
+the output files are replaced atomically at the end, from the journal, in input
+order.
 
 Outputs beside ``OUT`` (``data/out.jsonl``):
 
@@ -218,12 +221,14 @@ class Run:
         )
         self._journal = journal
         self._dirty = asyncio.Event()
+        self.client.before_send = self._flush
         flusher = asyncio.create_task(self._flush_loop())
         pending: set[asyncio.Task[None]] = set()
         restore = self._install_signal_handlers(pending)
         try:
             await self._schedule(items, pending)
         finally:
+            self.client.before_send = None
             restore()
             for task in pending:
                 task.cancel()
@@ -241,27 +246,15 @@ class Run:
         return summary
 
     async def _schedule(self, items: Iterable[SeedItem], pending: set[asyncio.Task[None]]) -> None:
-        for seq, item in enumerate(items):
-            if self._stop is not None:
-                break
-            item_id = _item_id(item)
-            if self._journal.is_done(item_id):
-                self.counts["skipped_done"] += 1
-                self._report()
-                continue
-            while len(pending) >= self.max_tasks:
-                await self._wait_some(pending)
-            if self._stop is not None:
-                break
-            pending.add(asyncio.create_task(self._process(seq, item)))
-        while pending:
-            await self._wait_some(pending)
+        # A semaphore, not asyncio.wait(FIRST_COMPLETED): that re-registers a callback on
+        # every pending task per completion, O(max_tasks) CPU for each record.
+        slots = asyncio.Semaphore(self.max_tasks)
+        fatal: list[BaseException] = []
 
-    async def _wait_some(self, pending: set[asyncio.Task[None]]) -> None:
-        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+        def finished(task: asyncio.Task[None]) -> None:
             pending.discard(task)
-            exc = task.exception() if not task.cancelled() else None
+            slots.release()
+            exc = None if task.cancelled() else task.exception()
             if isinstance(exc, RunStopped):
                 if self._stop is None:
                     self._stop = exc
@@ -269,7 +262,28 @@ class Run:
                     for other in pending:
                         other.cancel()
             elif exc is not None:
-                raise exc
+                fatal.append(exc)
+                if self._stop is None:
+                    self._stop = RunStopped("error", str(exc))
+
+        for seq, item in enumerate(items):
+            if self._stop is not None:
+                break
+            if self._journal.is_done(_item_id(item)):
+                self.counts["skipped_done"] += 1
+                self._report()
+                continue
+            await slots.acquire()
+            if self._stop is not None:
+                slots.release()
+                break
+            task = asyncio.create_task(self._process(seq, item))
+            pending.add(task)
+            task.add_done_callback(finished)
+        if pending:
+            await asyncio.wait(set(pending))
+        if fatal:
+            raise fatal[0]
 
     async def _process(self, seq: int, item: SeedItem) -> None:
         if isinstance(item, InputError):

@@ -43,18 +43,14 @@ def iter_rows(path: str | Path) -> Iterator[RowItem]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[RowItem]:
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        line_no = 0
-        while True:
+    # Binary lines, decoded one by one: a bad byte is reported on its own line.
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"is not UTF-8 text ({exc.reason})", path=str(path), line=line_no + 1
-                ) from None
-            if not line:
-                return
-            line_no += 1
+                yield InputError(f"is not UTF-8 text ({exc.reason})", path=str(path), line=line_no)
+                continue
             if not line.strip():
                 continue
             try:
