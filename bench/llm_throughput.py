@@ -1,7 +1,8 @@
 """Throughput of `evoforge answer` against a local OpenAI-compatible server.
 
 N requests (default 5,000), each answered after a fixed latency (50 ms), at
-concurrency 64 and 256. The server runs in its own process, so the client's
+concurrency 64 and 256, for both transports of the openai backend (the lean
+aiohttp one, the default, and the official SDK). The server runs in its own process, so the client's
 CPU time (time.process_time of this process) is the engine's cost alone:
 template rendering, cache lookups and writes, the SDK and HTTP, journaling,
 schema validation and the final output write.
@@ -43,24 +44,28 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return process, line.split(" ", 1)[1]
 
 
-def run_once(n: int, concurrency: int, latency: float, base_url: str, work: Path) -> dict:
-    seeds = work / f"seeds-{concurrency}.jsonl"
+def run_once(
+    n: int, concurrency: int, latency: float, base_url: str, work: Path, transport: str = "http"
+) -> dict:
+    seeds = work / f"seeds-{transport}-{concurrency}.jsonl"
     with open(seeds, "w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"instruction": f"Bench question {concurrency}-{i}?"}) + "\n")
+            fh.write(json.dumps({"instruction": f"Bench {transport} {concurrency}-{i}?"}) + "\n")
     options = EngineOptions(
         llm=f"openai:fake-model@{base_url}",
+        llm_args={"transport": transport},
         concurrency=concurrency,
-        cache_dir=str(work / f"cache-{concurrency}"),
+        cache_dir=str(work / f"cache-{transport}-{concurrency}"),
         quiet=True,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    summary = answer(seeds, work / f"out-{concurrency}.jsonl", options=options)
+    summary = answer(seeds, work / f"out-{transport}-{concurrency}.jsonl", options=options)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     assert summary.accepted == n, summary.rejected_by_reason
     ideal = n * latency / concurrency
     return {
+        "transport": transport,
         "concurrency": concurrency,
         "n": n,
         "wall_s": round(wall, 2),
@@ -76,21 +81,29 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument(
+        "--transport", nargs="+", default=["http", "sdk"], choices=["http", "sdk"],
+        help="openai backend transports to measure (default: both)",
+    )  # fmt: skip
     args = parser.parse_args()
     server, base_url = start_server(args.latency)
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for concurrency in args.concurrency:
-                result = run_once(args.n, concurrency, args.latency, base_url, Path(tmp))
-                results.append(result)
-                print(
-                    f"concurrency {concurrency:>4}: {result['wall_s']:.2f} s wall, ideal "
-                    f"{result['ideal_s']:.2f} s -> {result['ratio']:.2f}x ideal; "
-                    f"client CPU {result['cpu_ms_per_request']:.3f} ms/request; "
-                    f"{result['requests_per_s']} req/s",
-                    flush=True,
-                )
+            for transport in args.transport:
+                for concurrency in args.concurrency:
+                    result = run_once(
+                        args.n, concurrency, args.latency, base_url, Path(tmp), transport
+                    )
+                    results.append(result)
+                    print(
+                        f"{transport:>4} transport, concurrency {concurrency:>4}: "
+                        f"{result['wall_s']:.2f} s wall, ideal "
+                        f"{result['ideal_s']:.2f} s -> {result['ratio']:.2f}x ideal; "
+                        f"client CPU {result['cpu_ms_per_request']:.3f} ms/request; "
+                        f"{result['requests_per_s']} req/s",
+                        flush=True,
+                    )
     finally:
         server.terminate()
         server.wait(timeout=10)

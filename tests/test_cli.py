@@ -42,6 +42,15 @@ def test_answer_end_to_end(fake_openai, seeds_file, tmp_path):
     assert (tmp_path / "answers.manifest.json").exists()
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(fake_openai, seeds_file, tmp_path):
+    result = run_cli(
+        "answer", "--seeds", str(seeds_file(2)), "--out", str(tmp_path / "o.jsonl"),
+        "--llm", f"openai:fake-model@{fake_openai.base_url}",
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
 def test_missing_seed_file_is_one_clear_line(tmp_path):
     result = run_cli(
         "answer", "--seeds", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o.jsonl")

@@ -41,6 +41,11 @@ def test_bad_spec_names_the_expected_form():
         load_chat_model("langchain:NoColonHere")
 
 
+def test_missing_module_names_the_package_to_install():
+    with pytest.raises(ConfigError, match="pip install langchain-anthropic"):
+        load_chat_model("langchain:langchain_anthropic:ChatAnthropic")
+
+
 def test_missing_class_is_named():
     with pytest.raises(ConfigError, match="has no class Nope"):
         load_chat_model("langchain:langchain_core.language_models.fake_chat_models:Nope")

@@ -17,6 +17,7 @@ class ProgressBar:
             enabled = sys.stderr.isatty()
         self.enabled = enabled
         self._last = 0.0
+        self._stats: dict[str, int] | None = None
         self._progress: Any = None
         if not enabled:
             return
@@ -52,15 +53,21 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            if self._stats is not None:
+                self._draw(self._stats)  # the final counts, whatever the throttle said
             self._progress.stop()
 
     def update(self, stats: dict[str, int]) -> None:
         if self._progress is None:
             return
+        self._stats = stats
         now = time.monotonic()
         if now - self._last < 0.1:
             return
         self._last = now
+        self._draw(stats)
+
+    def _draw(self, stats: dict[str, int]) -> None:
         done = stats.get("skipped_done", 0)
         done += stats.get("seeds_done", 0)
         self._progress.update(

@@ -93,6 +93,9 @@ class PromptTemplate:
         for example in self.examples:
             rendered.extend(self._render_example(example))
         for message, template in zip(self.messages, self._compiled, strict=True):
+            if isinstance(template, str):
+                rendered.append({"role": message["role"], "content": template})
+                continue
             try:
                 content = template.render(**values).strip()
             except TemplateError as exc:
@@ -102,7 +105,7 @@ class PromptTemplate:
 
     def _render_example(self, example: dict[str, Any]) -> list[Message]:
         user_turns = [
-            t.render(**example["variables"])
+            t if isinstance(t, str) else t.render(**example["variables"]).strip()
             for m, t in zip(self.messages, self._compiled, strict=True)
             if m["role"] == "user"
         ]
@@ -152,8 +155,11 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
         if not isinstance(content, str):
             raise ConfigError(f'{source}: messages[{i}] field "content" must be a string')
         try:
-            used |= meta.find_undeclared_variables(env.parse(content))
-            compiled.append(env.from_string(content))
+            names = meta.find_undeclared_variables(env.parse(content))
+            used |= names
+            # A message without variables is rendered once, here.
+            template = env.from_string(content)
+            compiled.append(template if names else template.render().strip())
         except TemplateError as exc:
             raise ConfigError(f"{source}: messages[{i}]: {exc}") from exc
     if used != set(variables):

@@ -162,17 +162,23 @@ class LLMClient:
         params: dict[str, Any],
         stats: OpStats,
     ) -> Completion:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientError),
-            reraise=True,
-        )
         try:
+            try:
+                # Most calls succeed at once: the first attempt skips tenacity's set-up.
+                return await self._attempt(messages, schema, params, stats)
+            except TransientError as first:
+                if self.retry.max_attempts <= 1:
+                    raise
+                await asyncio.sleep(self._backoff(1, first))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.retry.max_attempts - 1),
+                wait=self._wait,
+                retry=retry_if_exception_type(TransientError),
+                reraise=True,
+            )
             async for attempt in retrying:
                 with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        stats.retries += 1
+                    stats.retries += 1
                     return await self._attempt(messages, schema, params, stats)
         except TransientError as exc:
             raise RequestRejected(
@@ -243,10 +249,16 @@ class LLMClient:
         return completion
 
     def _wait(self, state: RetryCallState) -> float:
+        # Tenacity counts from the second attempt (the first ran outside it).
         exc = state.outcome.exception() if state.outcome else None
+        return self._backoff(state.attempt_number + 1, exc)
+
+    def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
+        """The wait after failed attempt ``attempt_number``: the server's Retry-After if it
+        sent one, else exponential from ``backoff_base`` with jitter, capped."""
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return exc.retry_after + self._jitter.uniform(0, 0.05)
-        backoff = self.retry.backoff_base * 2 ** (state.attempt_number - 1)
+        backoff = self.retry.backoff_base * 2 ** (attempt_number - 1)
         return min(self.retry.backoff_max, backoff) * self._jitter.uniform(0.5, 1.0)
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from evoforge.errors import ConfigError, MissingDependency
+from evoforge.errors import ConfigError
 from evoforge.llm.base import ChatModel
 
 DEFAULT_SPEC = "local"
@@ -49,7 +49,11 @@ def _langchain(rest: str, args: dict[str, Any]) -> ChatModel:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MissingDependency(module_name, "openai-langchain") from exc
+        hint = module_name.split(".")[0].replace("_", "-")
+        raise ConfigError(
+            f"--llm: cannot import {module_name} ({exc}). Install the package that provides "
+            f"it, e.g. pip install {hint}"
+        ) from exc
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"--llm: module {module_name} has no class {class_name}")

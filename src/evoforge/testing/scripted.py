@@ -6,7 +6,7 @@
 The reply function gets the messages and the 1-based call number and returns
 the reply text, a :class:`~evoforge.llm.base.Completion`, or raises one of the
 engine's errors (``TransientError``, ``RequestRejected``, ...). Every call is
-recorded in ``calls``.
+recorded in ``calls`` (unless ``record=False``; ``call_count`` always counts).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class ScriptedChatModel:
         *,
         name: str = "scripted",
         delay: float = 0.0,
+        record: bool = True,
     ) -> None:
         if isinstance(reply, str):
             text = reply
@@ -38,7 +39,9 @@ class ScriptedChatModel:
             self._reply = reply
         self.name = name
         self.delay = delay
+        self.record = record  # False for long runs: keeps only the count
         self.calls: list[dict[str, Any]] = []
+        self.call_count = 0
 
     @property
     def identity(self) -> dict[str, str]:
@@ -47,10 +50,12 @@ class ScriptedChatModel:
     async def complete(
         self, messages: list[Message], *, schema: dict[str, Any] | None = None, **params: Any
     ) -> Completion:
-        self.calls.append({"messages": messages, "schema": schema, "params": params})
+        self.call_count += 1
+        if self.record:
+            self.calls.append({"messages": messages, "schema": schema, "params": params})
         if self.delay:
             await asyncio.sleep(self.delay)
-        reply = self._reply(messages, len(self.calls))
+        reply = self._reply(messages, self.call_count)
         if isinstance(reply, Completion):
             return reply
         prompt_words = sum(len(m["content"].split()) for m in messages)
