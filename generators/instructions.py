@@ -5,27 +5,12 @@ its own to answer an existing instruction set with a stronger model.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from evoforge.engine.runner import RecordContext, Result
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
-
-# Punctuation and stop words only (Evol-Instruct's "empty answer" rule).
-_STOP_WORDS = frozenset(
-    (
-        "a an and are as at be but by for if in into is it no not of on or such that the their "
-        "then there these they this to was will with i you he she we ok okay yes"
-    ).split()
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def is_empty_answer(text: str) -> bool:
-    """True when ``text`` holds nothing but punctuation and stop words."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    return all(w in _STOP_WORDS for w in words)
+from evoforge.validators.heuristics import empty_answer
 
 
 @dataclass
@@ -55,8 +40,9 @@ class AnswerInstructions:
             input=record.get("input", ""),
         )
         text = completion.text.strip()
-        if is_empty_answer(text):
-            return Result.reject(record, "empty_answer", f"answer has no content: {text!r}")
+        verdict = empty_answer(text)
+        if not verdict.ok:
+            return Result.reject(record, "empty_answer", verdict.detail)
         if completion.finish_reason == "length" and not self.allow_truncated:
             return Result.reject(
                 record, "truncated", f"answer cut at max_tokens ({len(text)} chars)"

@@ -85,10 +85,11 @@ def derive_rng(run_seed: int, record_id: str, round_: int = 0) -> random.Random:
 class RecordContext:
     """What a task may use for one record: the model (through the engine) and its RNG."""
 
-    def __init__(self, client: LLMClient, run_seed: int, record_id: str) -> None:
+    def __init__(self, client: LLMClient, run_seed: int, record_id: str, seq: int = 0) -> None:
         self.client = client
         self.run_seed = run_seed
         self.record_id = record_id
+        self.seq = seq  # the seed's position in the input (0-based), for planners
 
     def rng(self, round_: int = 0) -> random.Random:
         return derive_rng(self.run_seed, self.record_id, round_)
@@ -289,7 +290,7 @@ class Run:
         if isinstance(item, InputError):
             result = Result(rejections=[Rejection(_item_id(item), "bad_seed", str(item))])
         else:
-            result = await self._run_task(item)
+            result = await self._run_task(item, seq)
         records = []
         for record in result.records:
             data = record.to_json()
@@ -307,8 +308,8 @@ class Run:
         self._dirty.set()
         self._report()
 
-    async def _run_task(self, record: Record) -> Result:
-        ctx = RecordContext(self.client, self.seed, record.id)
+    async def _run_task(self, record: Record, seq: int) -> Result:
+        ctx = RecordContext(self.client, self.seed, record.id, seq)
         try:
             return await self.task(record, ctx)
         except RequestRejected as exc:

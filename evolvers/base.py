@@ -1,0 +1,186 @@
+"""What every evolver shares: the step contract, the rounds loop, chains, op choice, mixes.
+
+An evolver takes a record and returns the evolved record or a rejection with a
+reason; it never raises for a bad rewrite. ``EvolutionRounds`` runs one evolver
+for M rounds the way Evol-Instruct does (Xu et al., 2023, section 3.3): a
+failed evolution keeps the previous version, which is evolved again next
+round. ``Chain`` feeds one stage's records to the next (e.g. Evol-Instruct,
+then Evol-Quality on the answers).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from evoforge.engine.runner import RecordContext, Rejection, Result, Task
+from evoforge.errors import ConfigError
+from evoforge.records import Record
+
+
+class Evolver(Protocol):
+    """One evolution step. ``round_`` is 1-based; randomness comes from ``ctx.rng(round_)``."""
+
+    name: str
+
+    async def evolve(
+        self, record: Record, ctx: RecordContext, round_: int
+    ) -> Record | Rejection: ...
+
+
+@dataclass
+class EvolutionRounds:
+    """Run ``evolver`` for ``rounds`` rounds on each record (a Task for the engine).
+
+    Each round evolves the latest accepted version; a rejected evolution is
+    recorded (with its round) and the previous version goes into the next round
+    unchanged. With ``keep_all_rounds`` every accepted version is written (the
+    input as round 0, then one record per successful round: at most
+    ``rounds + 1`` per seed); otherwise only the final version is.
+    """
+
+    evolver: Evolver
+    rounds: int = 4
+    keep_all_rounds: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ConfigError("rounds must be 0 or more")
+
+    async def __call__(self, record: Record, ctx: RecordContext) -> Result:
+        result = Result()
+        current = record
+        if self.keep_all_rounds:
+            result.records.append(current)
+        for round_ in range(1, self.rounds + 1):
+            outcome = await self.evolver.evolve(current, ctx, round_)
+            if isinstance(outcome, Rejection):
+                result.rejections.append(outcome)
+                continue
+            current = outcome
+            if self.keep_all_rounds:
+                result.records.append(current)
+        if not self.keep_all_rounds:
+            result.records.append(current)
+        return result
+
+
+@dataclass
+class Chain:
+    """Stages applied in order: every record a stage accepts goes through the next."""
+
+    stages: Sequence[Task] = field(default_factory=list)
+
+    async def __call__(self, record: Record, ctx: RecordContext) -> Result:
+        result = Result()
+        batch = [record]
+        for stage in self.stages:
+            produced: list[Record] = []
+            for item in batch:
+                stage_result = await stage(item, _context_for(ctx, item))
+                produced.extend(stage_result.records)
+                result.rejections.extend(stage_result.rejections)
+            batch = produced
+        result.records = batch
+        return result
+
+
+def _context_for(ctx: RecordContext, record: Record) -> RecordContext:
+    """Each record gets randomness of its own, derived from its own id."""
+    if record.id == ctx.record_id:
+        return ctx
+    return RecordContext(ctx.client, ctx.run_seed, record.id, ctx.seq)
+
+
+def parse_weights(
+    spec: str | None, names: Sequence[str], *, flag: str = "--ops"
+) -> dict[str, float]:
+    """``"constraints=2,breadth=1"`` -> weights for ``names`` (unnamed ops get 0).
+
+    ``None`` or ``""`` gives uniform weights. Unknown names are errors with a hint.
+    """
+    if not spec:
+        return {name: 1.0 for name in names}
+    weights = {name: 0.0 for name in names}
+    for part in spec.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if name not in weights:
+            import difflib
+
+            hint = difflib.get_close_matches(name, list(names), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{flag}: unknown op {name!r}{suggestion}; ops: {', '.join(names)}")
+        try:
+            weight = float(value) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"{flag}: {part!r}: the weight must be a number") from None
+        if weight < 0 or not math.isfinite(weight):
+            raise ConfigError(f"{flag}: {part!r}: the weight must be 0 or more")
+        weights[name] = weight
+    if not any(weights.values()):
+        raise ConfigError(f"{flag}: at least one op needs a weight above 0")
+    return weights
+
+
+def choose_op(rng: random.Random, weights: dict[str, float]) -> str:
+    """One op drawn from ``weights`` with the record's own RNG (reproducible per record)."""
+    names = [name for name, weight in weights.items() if weight > 0]
+    return rng.choices(names, weights=[weights[name] for name in names], k=1)[0]
+
+
+def exact_mix(n: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split ``n`` across ``weights`` with the largest-remainder method.
+
+    The counts add up to exactly ``n`` (never more, as ``ceil`` would give), and
+    no count is off its exact share by one or more.
+    """
+    total = sum(weights.values())
+    if n < 0 or total <= 0:
+        raise ConfigError("a mix needs n >= 0 and at least one positive weight")
+    shares = {name: n * weight / total for name, weight in weights.items()}
+    counts = {name: math.floor(share) for name, share in shares.items()}
+    left = n - sum(counts.values())
+    by_remainder = sorted(shares, key=lambda name: (-(shares[name] - counts[name]), name))
+    for name in by_remainder[:left]:
+        counts[name] += 1
+    return counts
+
+
+class MixPlan:
+    """Which op the seed at position ``i`` of ``n`` gets, so that the counts are exact.
+
+    The counts are ``exact_mix(n, weights)``; positions are spread over the ops by
+    a seeded affine permutation of ``range(n)``, so the plan needs no memory per
+    seed, is reproducible, and does not follow input order.
+    """
+
+    def __init__(self, n: int, weights: dict[str, float], seed: int = 0) -> None:
+        self.n = n
+        self.counts = exact_mix(n, weights)
+        rng = random.Random(seed)
+        self._a = 1
+        if n > 1:
+            self._a = rng.randrange(1, n)
+            while math.gcd(self._a, n) != 1:
+                self._a = rng.randrange(1, n)
+        self._b = rng.randrange(n) if n else 0
+        self._bounds: list[tuple[int, str]] = []
+        upper = 0
+        for name, count in self.counts.items():
+            if count:
+                upper += count
+                self._bounds.append((upper, name))
+
+    def op_for(self, i: int) -> str | None:
+        """The op of position ``i``; ``None`` past ``n`` (the plan never gives more)."""
+        if not 0 <= i < self.n:
+            return None
+        slot = (self._a * i + self._b) % self.n
+        for upper, name in self._bounds:
+            if slot < upper:
+                return name
+        raise AssertionError("unreachable")  # pragma: no cover

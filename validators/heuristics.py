@@ -1,0 +1,207 @@
+"""Rule-based checks on text, each a small function returning a Verdict.
+
+The rules of Evol-Instruct's elimination step (Xu et al., 2023, arXiv
+2304.12244, section 3.3) and of Ragas-style question rewrites:
+
+- ``refusal``: the answer contains "sorry" (or another refusal phrase) and has
+  fewer than 80 words (the paper's rule; a long answer that apologises once is
+  kept);
+- ``empty_answer``: only punctuation and stop words;
+- ``prompt_leak``: the text copies words from the evolving prompt
+  (``#Rewritten Prompt#``, "given prompt", ...);
+- ``language_drift``: the output's script differs from the input's (a Chinese
+  seed must give a Chinese evolution);
+- ``context_reference``: a question that says "based on the context";
+- ``too_long``: over a word limit.
+
+Words are counted the way a reader would: a CJK character is a word.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+from evoforge.validators.base import PASS, Verdict
+
+_WORDS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+", re.UNICODE)
+
+STOP_WORDS = frozenset(
+    (
+        "a an and are as at be but by for if in into is it no not of on or such that the their "
+        "then there these they this to was will with i you he she we ok okay yes "
+        "的 了 是 在 和 也 就 都 而 及 与 着 或 一个 没有 我 你 他 她 它 们 这 那 吗 呢 吧 啊"
+    ).split()
+)
+
+REFUSAL_PHRASES = (
+    "sorry",
+    "i apologize",
+    "i apologise",
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i am unable",
+    "i'm unable",
+    "as an ai",
+    "as a language model",
+    "抱歉",
+    "对不起",
+    "我无法",
+    "我不能",
+)
+
+LEAK_PHRASES = (
+    "#the given prompt#",
+    "#given prompt#",
+    "#rewritten prompt#",
+    "#created prompt#",
+    "#the given response#",
+    "#given response#",
+    "#rewritten response#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+    "given response",
+    "rewritten response",
+    "the original prompt",
+    "原始提示",
+    "改写后的提示",
+)
+
+CONTEXT_PHRASES = (
+    "based on the context",
+    "based on the given context",
+    "based on the provided context",
+    "according to the context",
+    "according to the passage",
+    "according to the text",
+    "according to the document",
+    "in the given context",
+    "in the provided context",
+    "the provided text",
+    "the given passage",
+    "in this passage",
+    "from the passage",
+    "mentioned in the context",
+    "根据上下文",
+    "根据文章",
+    "根据段落",
+    "根据上文",
+    "根据给定",
+)
+
+
+def words(text: str) -> list[str]:
+    """Words as a reader counts them: runs of letters or digits, and each CJK character."""
+    return _WORDS.findall(text)
+
+
+def word_count(text: str) -> int:
+    return len(words(text))
+
+
+def _find(text: str, phrases: tuple[str, ...]) -> str | None:
+    lowered = text.lower()
+    for phrase in phrases:
+        if phrase in lowered:
+            return phrase
+    return None
+
+
+def empty_answer(text: str) -> Verdict:
+    """Fails when ``text`` holds nothing but punctuation and stop words."""
+    content = [w for w in words(text) if w.lower() not in STOP_WORDS]
+    if content:
+        return PASS
+    return Verdict.failed("empty_answer", f"only punctuation and stop words: {text[:80]!r}")
+
+
+def refusal(text: str, *, max_words: int = 80) -> Verdict:
+    """Fails when ``text`` contains a refusal phrase and has fewer than ``max_words`` words."""
+    phrase = _find(text, REFUSAL_PHRASES)
+    count = word_count(text)
+    if phrase is None or count >= max_words:
+        return PASS
+    return Verdict.failed("refusal", f"contains {phrase!r} and has {count} < {max_words} words")
+
+
+def prompt_leak(text: str) -> Verdict:
+    """Fails when ``text`` copies words of the evolving prompt itself."""
+    phrase = _find(text, LEAK_PHRASES)
+    if phrase is None:
+        return PASS
+    return Verdict.failed("prompt_leak", f"copies {phrase!r} from the evolving prompt")
+
+
+def context_reference(text: str) -> Verdict:
+    """Fails when a question points at "the context" instead of standing on its own."""
+    phrase = _find(text, CONTEXT_PHRASES)
+    if phrase is None:
+        return PASS
+    return Verdict.failed("context_reference", f"says {phrase!r}")
+
+
+def too_long(text: str, *, max_words: int) -> Verdict:
+    count = word_count(text)
+    if count <= max_words:
+        return PASS
+    return Verdict.failed("too_long", f"{count} words, the limit is {max_words}")
+
+
+# Scripts whose characters are words rather than letters weigh more, so a Chinese
+# sentence with a short English code name in it still counts as Chinese.
+_SCRIPT_WEIGHT = {"Han": 3.0, "Kana": 3.0, "Hangul": 2.0}
+_SCRIPT_PREFIXES = (
+    ("CJK", "Han"),
+    ("HIRAGANA", "Kana"),
+    ("KATAKANA", "Kana"),
+    ("HANGUL", "Hangul"),
+    ("CYRILLIC", "Cyrillic"),
+    ("GREEK", "Greek"),
+    ("ARABIC", "Arabic"),
+    ("HEBREW", "Hebrew"),
+    ("DEVANAGARI", "Devanagari"),
+    ("THAI", "Thai"),
+    ("LATIN", "Latin"),
+)
+
+
+def script_profile(text: str) -> Counter[str]:
+    """Weighted letter counts per writing system (Latin, Han, Cyrillic, ...)."""
+    profile: Counter[str] = Counter()
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        name = unicodedata.name(ch, "")
+        for prefix, script in _SCRIPT_PREFIXES:
+            if name.startswith(prefix):
+                profile[script] += _SCRIPT_WEIGHT.get(script, 1.0)
+                break
+    return profile
+
+
+def dominant_script(text: str) -> str | None:
+    profile = script_profile(text)
+    return profile.most_common(1)[0][0] if profile else None
+
+
+def language_drift(source: str, output: str, *, min_share: float = 0.3) -> Verdict:
+    """Fails when the source's main script is under ``min_share`` of the output's letters.
+
+    Formatted input a rewrite adds (code, JSON, a table) may bring another script
+    in; the seed's own script must still carry the text.
+    """
+    script = dominant_script(source)
+    profile = script_profile(output)
+    total = sum(profile.values())
+    if script is None or total < 5:
+        return PASS
+    share = profile[script] / total
+    if share >= min_share:
+        return PASS
+    found = profile.most_common(1)[0][0]
+    return Verdict.failed(
+        "language_drift", f"the seed is written in {script}, the output in {found} ({share:.0%})"
+    )
