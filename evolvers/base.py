@@ -2,9 +2,9 @@
 
 An evolver takes a record and returns the evolved record or a rejection with a
 reason; it never raises for a bad rewrite. ``EvolutionRounds`` runs one evolver
-for M rounds the way Evol-Instruct does (Xu et al., 2023, section 3.3): a
-failed evolution keeps the previous version, which is evolved again next
-round. ``Chain`` feeds one stage's records to the next (e.g. Evol-Instruct,
+for M rounds the way Evol-Instruct does (Xu et al., 2023, arXiv 2304.12244,
+"Elimination Evolving"): a failed evolution keeps the previous version, which
+is evolved again next round. ``Chain`` feeds one stage's records to the next (e.g. Evol-Instruct,
 then Evol-Quality on the answers).
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from evoforge.engine.runner import RecordContext, Rejection, Result, Task
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, RequestRejected
 from evoforge.records import Record
 
 
@@ -56,7 +56,12 @@ class EvolutionRounds:
         if self.keep_all_rounds:
             result.records.append(current)
         for round_ in range(1, self.rounds + 1):
-            outcome = await self.evolver.evolve(current, ctx, round_)
+            try:
+                outcome = await self.evolver.evolve(current, ctx, round_)
+            except RequestRejected as exc:  # one failed call costs a round, not the seed
+                outcome = Rejection(
+                    f"{current.id}/r{round_}", exc.reason, f"{exc} (round {round_})"
+                )
             if isinstance(outcome, Rejection):
                 result.rejections.append(outcome)
                 continue
@@ -132,11 +137,12 @@ def choose_op(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(names, weights=[weights[name] for name in names], k=1)[0]
 
 
-def exact_mix(n: int, weights: dict[str, float]) -> dict[str, int]:
+def exact_mix(n: int, weights: dict[str, float], seed: int = 0) -> dict[str, int]:
     """Split ``n`` across ``weights`` with the largest-remainder method.
 
     The counts add up to exactly ``n`` (never more, as ``ceil`` would give), and
-    no count is off its exact share by one or more.
+    no count is off its exact share by one or more. Equal remainders are broken
+    by a seeded shuffle, not by name, so no op is always the one favoured.
     """
     total = sum(weights.values())
     if n < 0 or total <= 0:
@@ -144,7 +150,10 @@ def exact_mix(n: int, weights: dict[str, float]) -> dict[str, int]:
     shares = {name: n * weight / total for name, weight in weights.items()}
     counts = {name: math.floor(share) for name, share in shares.items()}
     left = n - sum(counts.values())
-    by_remainder = sorted(shares, key=lambda name: (-(shares[name] - counts[name]), name))
+    tie_order = list(shares)
+    random.Random(seed).shuffle(tie_order)
+    rank = {name: i for i, name in enumerate(tie_order)}
+    by_remainder = sorted(shares, key=lambda name: (-(shares[name] - counts[name]), rank[name]))
     for name in by_remainder[:left]:
         counts[name] += 1
     return counts
@@ -153,14 +162,14 @@ def exact_mix(n: int, weights: dict[str, float]) -> dict[str, int]:
 class MixPlan:
     """Which op the seed at position ``i`` of ``n`` gets, so that the counts are exact.
 
-    The counts are ``exact_mix(n, weights)``; positions are spread over the ops by
+    The counts are ``exact_mix(n, weights, seed)``; positions are spread over the ops by
     a seeded affine permutation of ``range(n)``, so the plan needs no memory per
     seed, is reproducible, and does not follow input order.
     """
 
     def __init__(self, n: int, weights: dict[str, float], seed: int = 0) -> None:
         self.n = n
-        self.counts = exact_mix(n, weights)
+        self.counts = exact_mix(n, weights, seed)
         rng = random.Random(seed)
         self._a = 1
         if n > 1:
@@ -176,7 +185,10 @@ class MixPlan:
                 self._bounds.append((upper, name))
 
     def op_for(self, i: int) -> str | None:
-        """The op of position ``i``; ``None`` past ``n`` (the plan never gives more)."""
+        """The op of position ``i``; ``None`` past ``n`` (the plan never gives more).
+
+        Positions count every input row, bad rows included: a bad row keeps its
+        slot (and is rejected as ``bad_seed``), so counts can only fall short."""
         if not 0 <= i < self.n:
             return None
         slot = (self._a * i + self._b) % self.n

@@ -14,11 +14,14 @@ The rules of Evol-Instruct's elimination step (Xu et al., 2023, arXiv
 - ``context_reference``: a question that says "based on the context";
 - ``too_long``: over a word limit.
 
-Words are counted the way a reader would: a CJK character is a word.
+Words are counted the way a reader would: runs of letters, and CJK characters
+at about 1.7 characters to a word (so Ragas' 15-word limit allows a natural
+Chinese question of some 25 characters).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -29,27 +32,31 @@ _WORDS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\
 
 STOP_WORDS = frozenset(
     (
-        "a an and are as at be but by for if in into is it no not of on or such that the their "
-        "then there these they this to was will with i you he she we ok okay yes "
+        "a an and are as at be but by for if in into is it of on or such that the their "
+        "then there these they this to was will with i you he she we "
         "的 了 是 在 和 也 就 都 而 及 与 着 或 一个 没有 我 你 他 她 它 们 这 那 吗 呢 吧 啊"
     ).split()
 )
 
+# "sorry" is the paper's word; the rest are the usual ways models decline, kept narrow
+# so that "I cannot stress enough..." is not a refusal.
 REFUSAL_PHRASES = (
     "sorry",
     "i apologize",
     "i apologise",
-    "i cannot",
-    "i can't",
-    "i can not",
-    "i am unable",
-    "i'm unable",
+    "i cannot help",
+    "i can't help",
+    "i cannot assist",
+    "i can't assist",
+    "i cannot provide",
+    "i can't provide",
+    "i am unable to",
+    "i'm unable to",
     "as an ai",
     "as a language model",
     "抱歉",
     "对不起",
     "我无法",
-    "我不能",
 )
 
 LEAK_PHRASES = (
@@ -66,6 +73,10 @@ LEAK_PHRASES = (
     "given response",
     "rewritten response",
     "the original prompt",
+    "rewritten question",
+    "original question",
+    "given question",
+    "#new question#",
     "原始提示",
     "改写后的提示",
 )
@@ -85,6 +96,22 @@ CONTEXT_PHRASES = (
     "in this passage",
     "from the passage",
     "mentioned in the context",
+    "based on the passage",
+    "based on the text",
+    "based on the information",
+    "based on the document",
+    "the given text",
+    "in the text",
+    "the above text",
+    "context 1",
+    "context 2",
+    "the first context",
+    "the second context",
+    "the first passage",
+    "the second passage",
+    "根据材料",
+    "文中",
+    "上述",
     "根据上下文",
     "根据文章",
     "根据段落",
@@ -93,13 +120,23 @@ CONTEXT_PHRASES = (
 )
 
 
+_CJK_CHARS_PER_WORD = 1.7
+
+
 def words(text: str) -> list[str]:
-    """Words as a reader counts them: runs of letters or digits, and each CJK character."""
+    """Runs of letters or digits, and each CJK character on its own."""
     return _WORDS.findall(text)
 
 
 def word_count(text: str) -> int:
-    return len(words(text))
+    """Words as a reader counts them; CJK characters count about 1.7 to a word."""
+    tokens = words(text)
+    cjk = sum(1 for token in tokens if len(token) == 1 and _is_cjk(token))
+    return len(tokens) - cjk + math.ceil(cjk / _CJK_CHARS_PER_WORD)
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af"
 
 
 def _find(text: str, phrases: tuple[str, ...]) -> str | None:

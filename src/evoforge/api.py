@@ -23,7 +23,7 @@ from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
 from evoforge.errors import ConfigError
-from evoforge.io.readers import count_rows, read_records
+from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_records
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
 from evoforge.progress import ProgressBar
@@ -232,4 +232,129 @@ async def answer_async(
         },
         model=model,
         total=count_rows(seeds),
+    )
+
+
+EVOLVE_KINDS = ("instruction", "qa", "rag")
+DEFAULT_REWRITE_MIX = "reasoning=0.25,multi_context=0.25,conditional=0.25,conversational=0.25"
+
+
+@dataclass
+class EvolveOptions:
+    """What ``evolve`` does. Instructions: Evol-Instruct rounds (+ Evol-Quality);
+    questions (``qa`` / ``rag`` seeds): one Ragas-style rewrite each, by ``mix``."""
+
+    kind: str = "instruction"
+    rounds: int = 4
+    ops: str | None = None  # "constraints=2,breadth=1"; None = uniform
+    answers: bool = False
+    judge: bool = True
+    quality_rounds: int = 0
+    quality_ops: str | None = None
+    keep_all_rounds: bool = False
+    mix: str | None = None  # qa / rag: "reasoning=0.5,conditional=0.5"
+    max_words: dict[str, int] | None = None  # qa / rag: per rewrite op
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVOLVE_KINDS:
+            raise ConfigError(f"--kind {self.kind!r}: evolve takes {', '.join(EVOLVE_KINDS)}")
+        if self.rounds < 0 or self.quality_rounds < 0:
+            raise ConfigError("--rounds and --quality-rounds must be 0 or more")
+
+
+def _prompt_hashes(template_ids: Iterable[str]) -> dict[str, str]:
+    from evoforge.prompting import builtin_template
+
+    return {tid: builtin_template(tid).content_hash for tid in template_ids}
+
+
+def _instruction_task(evolve: EvolveOptions) -> tuple[Task, dict[str, Any]]:
+    from evoforge.evolvers.base import Chain, EvolutionRounds, parse_weights
+    from evoforge.evolvers.evol_instruct import OPS, EvolInstruct
+    from evoforge.evolvers.evol_quality import QUALITY_OPS, EvolQuality
+
+    weights = parse_weights(evolve.ops, OPS)
+    stages: list[Task] = [
+        EvolutionRounds(
+            EvolInstruct(weights=weights, answers=evolve.answers, judge=evolve.judge),
+            rounds=evolve.rounds,
+            keep_all_rounds=evolve.keep_all_rounds,
+        )
+    ]
+    prompts = [f"evol_{op}" for op in OPS] + ["evol_equal", "answer"]
+    config: dict[str, Any] = {"ops": weights}
+    if evolve.quality_rounds:
+        quality = parse_weights(evolve.quality_ops, QUALITY_OPS, flag="--quality-ops")
+        stages.append(
+            EvolutionRounds(
+                EvolQuality(weights=quality),
+                rounds=evolve.quality_rounds,
+                keep_all_rounds=evolve.keep_all_rounds,
+            )
+        )
+        prompts += [f"evol_quality_{op}" for op in QUALITY_OPS]
+        config["quality_ops"] = quality
+    config["prompts"] = _prompt_hashes(prompts)
+    return Chain(stages), config
+
+
+def _question_task(evolve: EvolveOptions, n: int, seed: int) -> tuple[Task, dict[str, Any]]:
+    from evoforge.evolvers.ragas_rewrites import REWRITE_OPS, RewriteMix, mix_from_spec
+
+    plan = mix_from_spec(evolve.mix or DEFAULT_REWRITE_MIX, n, seed)
+    task = RewriteMix(plan, max_words=evolve.max_words)
+    config = {
+        "mix": plan.counts,
+        "prompts": _prompt_hashes(f"rewrite_{op}" for op in REWRITE_OPS),
+    }
+    return task, config
+
+
+async def evolve_async(
+    seeds: str | Path,
+    out: str | Path,
+    *,
+    evolution: EvolveOptions | None = None,
+    options: EngineOptions | None = None,
+    field_map: dict[str, str] | None = None,
+    model: Any = None,
+) -> RunSummary:
+    options = options or EngineOptions()
+    evolve = evolution or EvolveOptions()
+    total = count_items(seeds)
+    if evolve.kind == "instruction":
+        task, task_config = _instruction_task(evolve)
+    else:
+        task, task_config = _question_task(evolve, total, options.seed)
+    settings = asdict(evolve)
+    settings.update(task_config)
+    items = read_records(seeds, kind=evolve.kind, field_map=field_map, **SEED_FIELDS[evolve.kind])
+    return await run_task_async(
+        command="evolve",
+        task=task,
+        kind=evolve.kind,
+        items=items,
+        out=out,
+        options=options,
+        config={"seed": options.seed, "evolve": settings},
+        model=model,
+        total=total,
+    )
+
+
+def evolve(
+    seeds: str | Path,
+    out: str | Path,
+    *,
+    evolution: EvolveOptions | None = None,
+    options: EngineOptions | None = None,
+    field_map: dict[str, str] | None = None,
+    model: Any = None,
+) -> RunSummary:
+    """Evolve seeds: instructions through Evol-Instruct (and Evol-Quality), or QA / RAG
+    questions through a mix of Ragas-style rewrites. See :class:`EvolveOptions`."""
+    return asyncio.run(
+        evolve_async(
+            seeds, out, evolution=evolution, options=options, field_map=field_map, model=model
+        )
     )

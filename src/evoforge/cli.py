@@ -203,6 +203,130 @@ def answer(
 
 @app.command()
 @_errors_as_messages
+def evolve(
+    seeds: Annotated[
+        Path, typer.Option("--seeds", help="Seeds: instructions, or qa / rag samples.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output .jsonl; rejects and manifest go beside it.")
+    ],
+    kind: Annotated[str, typer.Option(help="instruction | qa | rag")] = "instruction",
+    rounds: Annotated[
+        int, typer.Option(help="Evol-Instruct rounds (M).", rich_help_panel="Evol-Instruct")
+    ] = 4,
+    ops: Annotated[
+        str | None,
+        typer.Option(
+            help="Op weights, e.g. constraints=2,breadth=1 (default uniform).",
+            rich_help_panel="Evol-Instruct",
+        ),
+    ] = None,
+    answers: Annotated[
+        bool,
+        typer.Option(
+            "--answers",
+            help="Answer each evolution, so the answer rules apply.",
+            rich_help_panel="Evol-Instruct",
+        ),
+    ] = False,
+    no_judge: Annotated[
+        bool,
+        typer.Option(
+            "--no-judge", help="Skip the LLM equality judge.", rich_help_panel="Evol-Instruct"
+        ),
+    ] = False,
+    quality_rounds: Annotated[
+        int,
+        typer.Option(
+            help="Evol-Quality rounds on the answers (K).", rich_help_panel="Evol-Quality"
+        ),
+    ] = 0,
+    quality_ops: Annotated[
+        str | None, typer.Option(help="Evol-Quality op weights.", rich_help_panel="Evol-Quality")
+    ] = None,
+    keep_all_rounds: Annotated[
+        bool,
+        typer.Option(
+            "--keep-all-rounds", help="Write every accepted version, not just the final one."
+        ),
+    ] = False,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="qa/rag: rewrite mix, e.g. reasoning=0.5,conditional=0.5.",
+            rich_help_panel="Question rewrites",
+        ),
+    ] = None,
+    max_words: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max-words",
+            help="qa/rag: word limit per op, e.g. reasoning=20.",
+            rich_help_panel="Question rewrites",
+        ),
+    ] = None,
+    field: FieldMap = None,
+    llm: Llm = "local",
+    llm_arg: LlmArg = None,
+    temperature: Temperature = None,
+    max_output_tokens: MaxOutput = None,
+    concurrency: Concurrency = 16,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    timeout: Timeout = 120.0,
+    max_attempts: MaxAttempts = 6,
+    max_retry_wait: MaxRetryWait = 300.0,
+    no_cache: NoCache = False,
+    cache_dir: CacheDir = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Grow seeds into harder ones: Evol-Instruct (+ Evol-Quality), or Ragas-style rewrites.
+
+    Example: evoforge evolve --seeds seeds.jsonl --out out/evolved.jsonl --rounds 4 --answers
+    """  # fmt: skip
+    from evoforge.api import EvolveOptions
+    from evoforge.api import evolve as run_evolve
+    from evoforge.io.readers import parse_field_map
+
+    options = _engine_options(
+        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
+        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
+        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
+    )  # fmt: skip
+    evolution = EvolveOptions(
+        kind=kind, rounds=rounds, ops=ops, answers=answers, judge=not no_judge,
+        quality_rounds=quality_rounds, quality_ops=quality_ops, keep_all_rounds=keep_all_rounds,
+        mix=mix, max_words=_int_pairs(max_words, "--max-words"),
+    )  # fmt: skip
+    summary = run_evolve(
+        seeds, out, evolution=evolution, options=options, field_map=parse_field_map(field)
+    )
+    _print_summary(summary, title="evoforge evolve")
+    raise typer.Exit(summary.exit_code)
+
+
+def _int_pairs(pairs: list[str] | None, flag: str) -> dict[str, int] | None:
+    if not pairs:
+        return None
+    from evoforge.errors import ConfigError
+
+    result = {}
+    for pair in pairs:
+        for part in pair.split(","):
+            name, sep, value = part.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise ConfigError(f"{flag} {part!r}: expected op=N, e.g. reasoning=20")
+            result[name.strip()] = int(value)
+    return result
+
+
+@app.command()
+@_errors_as_messages
 def validate(
     file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
     kind: Annotated[
@@ -248,7 +372,7 @@ def demo(
     ),
     llm: Llm = "local",
     llm_arg: LlmArg = None,
-    max_output_tokens: MaxOutput = 200,
+    max_output_tokens: MaxOutput = 160,
     concurrency: Concurrency = 8,
     no_cache: NoCache = False,
     cache_dir: CacheDir = None,
@@ -260,7 +384,9 @@ def demo(
     """
     from importlib import resources
 
+    from evoforge.api import EvolveOptions
     from evoforge.api import answer as run_answer
+    from evoforge.api import evolve as run_evolve
 
     options = _engine_options(
         llm=llm, llm_arg=llm_arg, temperature=None, max_output_tokens=max_output_tokens,
@@ -268,15 +394,41 @@ def demo(
         timeout=600.0, max_attempts=3, max_retry_wait=60.0, no_cache=no_cache,
         cache_dir=cache_dir, seed=0, overwrite=True, quiet=quiet,
     )  # fmt: skip
-    seeds = resources.files("evoforge.examples").joinpath("instructions.jsonl")
+    examples = resources.files("evoforge.examples")
     out.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"evoforge demo: answering {seeds.name} with --llm {llm} (first run converts "
-               "the embedded model, about 30 s)", err=True)  # fmt: skip
-    with resources.as_file(seeds) as seeds_path:
-        summary = run_answer(seeds_path, out / "answers.jsonl", options=options)
-    _print_summary(summary, title="evoforge demo: answer")
-    _show_samples(summary.out, limit=2)
-    raise typer.Exit(summary.exit_code)
+    typer.echo(f"evoforge demo: 1/2 answering instructions.jsonl with --llm {llm} (the first "
+               "run converts the embedded model, about 30 s)", err=True)  # fmt: skip
+    with resources.as_file(examples.joinpath("instructions.jsonl")) as seeds_path:
+        answered = run_answer(seeds_path, out / "answers.jsonl", options=options)
+    _print_summary(answered, title="evoforge demo: answer")
+    _show_samples(answered.out, limit=2)
+
+    typer.echo("\nevoforge demo: 2/2 evolving evolve_seeds.jsonl through 2 Evol-Instruct "
+               "rounds, answering each evolution", err=True)  # fmt: skip
+    with resources.as_file(examples.joinpath("evolve_seeds.jsonl")) as seeds_path:
+        evolved = run_evolve(
+            seeds_path,
+            out / "evolved.jsonl",
+            evolution=EvolveOptions(rounds=2, answers=True, keep_all_rounds=True),
+            options=options,
+        )
+    _print_summary(evolved, title="evoforge demo: evolve")
+    _show_lineage(evolved.out)
+    raise typer.Exit(max(answered.exit_code, evolved.exit_code))
+
+
+def _show_lineage(path: Path) -> None:
+    """Each seed's versions, round by round, so the evolution can be read."""
+    by_seed: dict[str, list[dict]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            by_seed.setdefault(record["id"].split("/")[0], []).append(record)
+    for seed_id, versions in by_seed.items():
+        typer.echo(f"\n[{seed_id}]")
+        for record in versions:
+            op = record.get("meta", {}).get("evol", {}).get("op", "seed")
+            typer.echo(f"  {op:>16}: {record['instruction'][:200]}")
 
 
 def _show_samples(path: Path, *, limit: int) -> None:

@@ -23,6 +23,14 @@ RowItem = tuple[int, dict[str, Any]] | InputError
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array"}
 
 
+# The fields a seed of each kind brings (see read_records).
+SEED_FIELDS: dict[str, dict[str, Any]] = {
+    "instruction": {"required": ("instruction",), "optional": {"input": "", "output": None}},
+    "qa": {"required": ("question", "answer"), "lists": ("contexts",)},
+    "rag": {"required": ("user_input", "reference"), "lists": ("reference_contexts",)},
+}
+
+
 def iter_rows(path: str | Path) -> Iterator[RowItem]:
     """``(line_or_row_number, row)`` for each row of ``path``, or an ``InputError``."""
     path = Path(path)
@@ -185,22 +193,25 @@ def read_records(
     kind: str,
     required: tuple[str, ...],
     optional: dict[str, Any] | None = None,
+    lists: tuple[str, ...] = (),
     field_map: dict[str, str] | None = None,
 ) -> Iterator[Record | InputError]:
     """Seed records of ``kind`` from ``path``, streaming.
 
-    ``required`` fields must be non-empty strings; ``optional`` gives defaults.
+    ``required`` fields must be non-empty strings; ``optional`` gives defaults
+    (a default of ``None`` leaves the field out when the row has none).
+    ``lists`` fields must be non-empty lists of strings (in CSV, a JSON array).
     ``field_map`` maps a record field to the column it comes from. Other columns
     are kept in ``meta["source"]``. A row's id is its ``id`` column when present,
     else its line number plus a hash of its content (stable across runs).
     """
     optional = optional or {}
     field_map = field_map or {}
-    unknown = set(field_map) - set(required) - set(optional) - {"id"}
+    unknown = set(field_map) - set(required) - set(optional) - set(lists) - {"id"}
     if unknown:
         raise InputError(
             f"--field {', '.join(sorted(unknown))}: not a field of {kind} records "
-            f"(fields: {', '.join([*required, *optional, 'id'])})"
+            f"(fields: {', '.join([*required, *lists, *optional, 'id'])})"
         )
     id_column = field_map.get("id", "id")
     for item in iter_rows(path):
@@ -209,7 +220,7 @@ def read_records(
             continue
         line, row = item
         try:
-            yield _to_record(row, line, path, kind, required, optional, field_map, id_column)
+            yield _to_record(row, line, path, kind, required, optional, lists, field_map, id_column)
         except InputError as exc:
             yield exc
 
@@ -221,11 +232,16 @@ def _to_record(
     kind: str,
     required: tuple[str, ...],
     optional: dict[str, Any],
+    lists: tuple[str, ...],
     field_map: dict[str, str],
     id_column: str,
 ) -> Record:
     fields: dict[str, Any] = {}
     used = {id_column}
+    for name in lists:
+        column = field_map.get(name, name)
+        used.add(column)
+        fields[name] = _string_list(row.get(column), path=str(path), line=line, field=column)
     for name in (*required, *optional):
         column = field_map.get(name, name)
         used.add(column)
@@ -235,7 +251,8 @@ def _to_record(
                 raise InputError(
                     "is missing (expected string)", path=str(path), line=line, field=column
                 )
-            fields[name] = optional[name]
+            if optional[name] is not None:
+                fields[name] = optional[name]
             continue
         if not isinstance(value, str):
             raise InputError(
@@ -258,6 +275,30 @@ def _to_record(
     return Record(kind=kind, fields=fields, id=record_id, meta=meta)
 
 
+def _string_list(value: Any, *, path: str, line: int, field: str) -> list[str]:
+    """A non-empty list of strings; CSV cells may hold it as a JSON array."""
+    if value is None:
+        raise InputError(
+            "is missing (expected a list of strings)", path=path, line=line, field=field
+        )
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.lstrip().startswith("[") else [value]
+        except json.JSONDecodeError:
+            raise InputError(
+                "is not a JSON array of strings", path=path, line=line, field=field
+            ) from None
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+        value = value.tolist()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(
+            f"must be a list of strings, got {_type_name(value)}", path=path, line=line, field=field
+        )
+    if not any(v.strip() for v in value):
+        raise InputError("is empty", path=path, line=line, field=field)
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     """Parquet and datasets rows can hold dates or numpy values; keep them as JSON."""
     try:
@@ -265,6 +306,14 @@ def _jsonable(value: Any) -> Any:
         return value
     except TypeError:
         return json.loads(json.dumps(value, default=str))
+
+
+def count_items(path: str | Path) -> int:
+    """How many rows (good or bad) ``path`` has: one streaming pass, no memory."""
+    fast = count_rows(path)
+    if fast is not None:
+        return fast
+    return sum(1 for _ in iter_rows(path))
 
 
 def count_rows(path: str | Path) -> int | None:

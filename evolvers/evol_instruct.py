@@ -1,0 +1,274 @@
+"""Evol-Instruct: rewrite instructions into harder (in-depth) or new (in-breadth) ones.
+
+Xu et al., 2023, "WizardLM: Empowering Large Language Models to Follow Complex
+Instructions", arXiv 2304.12244. Each round, each record gets one operation,
+drawn from its own RNG:
+
+- in-depth ("act as a prompt rewriter", 10 to 20 words more): ``constraints``
+  (add one constraint or requirement), ``deepen`` (more depth and breadth of
+  inquiry), ``concretize`` (specific concepts for general ones), ``reasoning``
+  (ask for explicit multiple-step reasoning), ``complicate_input`` (add a table,
+  code, JSON or XML the instruction must use; in the paper, not its code);
+- in-breadth ("act as a prompt creator"): ``breadth``, a brand-new, rarer
+  instruction in the same domain, of similar length and difficulty.
+
+The prompts are ``prompts/evol_<op>.yaml``; the equality judge is
+``prompts/evol_equal.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Any
+
+from evoforge.engine.runner import RecordContext, Rejection
+from evoforge.errors import ConfigError, RequestRejected
+from evoforge.evolvers.base import choose_op, parse_weights
+from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.records import Record
+from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
+
+IN_DEPTH_OPS = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
+IN_BREADTH_OPS = ("breadth",)
+OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
+
+
+@dataclass
+class EvolInstruct:
+    """One Evol-Instruct evolution of an ``instruction`` record (an Evolver).
+
+    Input: a record with ``instruction`` and an optional ``input``. Output: the
+    evolved record ``<id>/r<round>`` (``parent_id`` = the input's id) with the new
+    ``instruction``, lineage step ``evolve_<op>`` (and ``answer`` when
+    ``answers``) and ``meta["evol"] = {"op", "round", "depth"}``; or a
+    ``Rejection`` of that would-be record. ``input`` is kept by the in-depth ops
+    and dropped by ``breadth``, whose new instruction stands on its own. A stale
+    ``output`` is dropped (an old answer does not fit a new instruction) unless
+    ``answers`` writes a new one.
+
+    Elimination (the paper's four rules, checked in this order), reason codes:
+
+    - ``empty_instruction``: the model returned nothing;
+    - ``prompt_leak`` (rule 4): the instruction copies words of the evolving
+      prompt ("#Rewritten Prompt#", "given prompt", ...);
+    - ``language_drift``: the instruction left the seed's script (a Chinese seed
+      must evolve into Chinese);
+    - ``no_information_gain`` (rule 1): old and new are the same text (case and
+      whitespace aside; no model call), or the judge (``prompts/evol_equal.yaml``,
+      op ``evolve_judge``) answers "Equal". A judge reply that is neither counts
+      as not equal and is kept in ``meta["judge"]`` as ``"unparsed: ..."``;
+    - with ``answers``, on the answer (``prompts/answer.yaml``): ``refusal``
+      (rule 2: "sorry" or another refusal phrase in fewer than 80 words),
+      ``empty_answer`` (rule 3: only punctuation and stop words) and
+      ``language_drift`` (the answer is not in the instruction's script).
+
+    A failed request (``RequestRejected``) is a rejection with its own reason, so
+    one round's failure never loses the rounds before it. ``EvolutionRounds``
+    runs the paper's loop: M = 4 rounds by default, and a rejected evolution
+    keeps the previous version for the next round.
+
+    Defaults kept from the paper: ops chosen uniformly (``weights`` changes the
+    mix, e.g. ``{"constraints": 2, "breadth": 1}``; unnamed ops get 0), the LLM
+    equality judge on (``judge=False`` keeps only the exact-equality check), and
+    the 80-word refusal rule. ``templates`` overrides the prompt of any op
+    (variables ``instruction`` and, optionally, ``input``).
+    """
+
+    weights: dict[str, float] | None = None
+    answers: bool = False
+    judge: bool = True
+    templates: dict[str, PromptTemplate] | None = None
+    judge_template: PromptTemplate | None = None
+    answer_template: PromptTemplate | None = None
+    name: str = field(default="evol_instruct", init=False)
+    _ops: dict[str, PromptTemplate] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.weights = resolve_weights(self.weights, OPS)
+        self._ops = resolve_templates(self.templates, OPS, prefix="evol_")
+        for op, template in self._ops.items():
+            check_variables(template, f"op {op!r}", required={"instruction"}, allowed={"input"})
+        self.judge_template = self.judge_template or builtin_template("evol_equal")
+        check_variables(self.judge_template, "judge_template", required={"first", "second"})
+        self.answer_template = self.answer_template or builtin_template("answer")
+        check_variables(
+            self.answer_template, "answer_template", required={"instruction"}, allowed={"input"}
+        )
+
+    async def evolve(self, record: Record, ctx: RecordContext, round_: int) -> Record | Rejection:
+        assert self.weights is not None
+        op = choose_op(ctx.rng(round_), self.weights)
+        try:
+            return await self._evolve(record, ctx, round_, op)
+        except RequestRejected as exc:
+            return Rejection(
+                f"{record.id}/r{round_}",
+                exc.reason,
+                f"{exc} (round {round_}, op {op})",
+                record.to_json(),
+            )
+
+    async def _evolve(
+        self, record: Record, ctx: RecordContext, round_: int, op: str
+    ) -> Record | Rejection:
+        template = self._ops[op]
+        old = record["instruction"]
+        source_input = record.get("input") or ""
+        completion = await ctx.ask(
+            template,
+            op=f"evolve_{op}",
+            round_=round_,
+            **only_declared(template, instruction=old, input=source_input),
+        )
+        new = clean_reply(completion.text)
+        child_input = "" if op in IN_BREADTH_OPS else source_input
+        candidate = record.derive(
+            ctx.step(f"evolve_{op}", template, round_), suffix=f"r{round_}", instruction=new
+        )
+        candidate.fields.pop("output", None)
+        if op in IN_BREADTH_OPS:
+            candidate.fields.pop("input", None)
+        candidate.meta.pop("judge", None)  # the parent's verdict is not this one's
+        candidate.meta["evol"] = {
+            "op": op,
+            "round": round_,
+            "depth": "in-breadth" if op in IN_BREADTH_OPS else "in-depth",
+        }
+
+        def reject(reason: str, detail: str) -> Rejection:
+            return Rejection(
+                candidate.id, reason, f"{detail} (round {round_}, op {op})", candidate.to_json()
+            )
+
+        if not new:
+            return reject("empty_instruction", "the model returned an empty instruction")
+        for verdict in (prompt_leak(new), language_drift(old, new)):
+            if not verdict.ok:
+                return reject(verdict.reason or "invalid", verdict.detail)
+        if same_text(old, new):
+            return reject("no_information_gain", "the evolved instruction is the original one")
+        if self.judge:
+            assert self.judge_template is not None
+            reply = await ctx.ask(
+                self.judge_template, op="evolve_judge", round_=round_, first=old, second=new
+            )
+            equal = parse_equal_verdict(reply.text)
+            if equal:
+                return reject(
+                    "no_information_gain",
+                    f"the judge found both instructions equal: {reply.text.strip()[:80]!r}",
+                )
+            if equal is None:
+                candidate.meta["judge"] = f"unparsed: {reply.text.strip()[:200]}"
+        if self.answers:
+            assert self.answer_template is not None
+            answered = await ctx.ask(
+                self.answer_template,
+                op="answer",
+                round_=round_,
+                **only_declared(self.answer_template, instruction=new, input=child_input),
+            )
+            answer = answered.text.strip()
+            candidate.fields["output"] = answer
+            candidate.lineage.append(ctx.step("answer", self.answer_template, round_))
+            for verdict in (refusal(answer), empty_answer(answer), language_drift(new, answer)):
+                if not verdict.ok:
+                    return reject(verdict.reason or "invalid", verdict.detail)
+        return candidate
+
+
+# Shared with Evol-Quality.
+
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u300c": "\u300d"}
+
+
+def clean_reply(text: str) -> str:
+    """The reply without surrounding whitespace and one pair of surrounding quotes.
+
+    Labels such as "#Rewritten Prompt#:" are kept: leaking them is what the
+    ``prompt_leak`` rule catches.
+    """
+    text = text.strip()
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        inner = text[1:-1]
+        if text[0] not in inner and text[-1] not in inner:  # '"a" and "b"' is not quoted
+            return inner.strip()
+    return text
+
+
+def same_text(first: str, second: str) -> bool:
+    """Equal once case and whitespace are normalised."""
+    return " ".join(first.casefold().split()) == " ".join(second.casefold().split())
+
+
+def parse_equal_verdict(text: str) -> bool | None:
+    """``True`` for "Equal", ``False`` for "Not Equal", ``None`` when it is neither."""
+    lowered = " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+    if "not equal" in lowered or "unequal" in lowered or "不相等" in text or "不等" in text:
+        return False
+    if re.search(r"\bequal\b", lowered) or "相等" in text:
+        return True
+    return None
+
+
+def resolve_weights(
+    weights: Mapping[str, float] | None, names: Sequence[str], *, flag: str = "weights"
+) -> dict[str, float]:
+    """Weights for every op in ``names``, checked by ``parse_weights`` (hints included)."""
+    if weights is None:
+        return parse_weights(None, names, flag=flag)
+    if not isinstance(weights, Mapping) or not weights:
+        raise ConfigError(f"{flag}: give a mapping of op to weight, e.g. {{{names[0]!r}: 1}}")
+    parts = []
+    for name, weight in weights.items():
+        if not isinstance(name, str) or "," in name or "=" in name:
+            raise ConfigError(f"{flag}: unknown op {name!r}; ops: {', '.join(names)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{flag}: {name!r}: the weight must be a number, got {weight!r}")
+        parts.append(f"{name}={float(weight)!r}")
+    return parse_weights(",".join(parts), names, flag=flag)
+
+
+def resolve_templates(
+    overrides: Mapping[str, PromptTemplate] | None, names: Iterable[str], *, prefix: str
+) -> dict[str, PromptTemplate]:
+    """The template of each op: the override where given, else ``prompts/<prefix><op>``."""
+    names = list(names)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(unknown[0], names, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"templates: unknown op {unknown[0]!r}{suggestion}; ops: {', '.join(names)}"
+        )
+    return {name: overrides.get(name) or builtin_template(f"{prefix}{name}") for name in names}
+
+
+def check_variables(
+    template: PromptTemplate,
+    what: str,
+    *,
+    required: AbstractSet[str],
+    allowed: AbstractSet[str] = frozenset(),
+) -> None:
+    """A template must use the ``required`` variables and nothing beyond ``allowed``."""
+    declared = set(template.variables)
+    missing, extra = required - declared, declared - required - allowed
+    if missing or extra:
+        raise ConfigError(
+            f"{what}: template {template.id} ({template.source}) must use the variables "
+            f"{sorted(required)}"
+            + (f" and may use {sorted(allowed)}" if allowed else "")
+            + f"; it declares {sorted(declared)}"
+        )
+
+
+def only_declared(template: PromptTemplate, **values: Any) -> dict[str, Any]:
+    """The values a template declares (an override may leave ``input`` out)."""
+    return {name: value for name, value in values.items() if name in template.variables}

@@ -1,0 +1,155 @@
+"""Evol-Quality: rewrite a record's answer into a better one.
+
+Liu et al., 2024, "What Makes Good Data for Alignment? A Comprehensive Study of
+Automatic Data Selection in Instruction Tuning" (DEITA), ICLR 2024, arXiv
+2312.15685. Each round, one of five rewrites of the response, each adding only
+10 to 20 words: more ``helpfulness``, more ``relevance`` to the prompt, more
+``depth``, more ``creativity``, more ``details``. The prompts are
+``prompts/evol_quality_<op>.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from evoforge.engine.runner import RecordContext, Rejection
+from evoforge.errors import RequestRejected
+from evoforge.evolvers.base import choose_op
+from evoforge.evolvers.evol_instruct import (
+    check_variables,
+    clean_reply,
+    only_declared,
+    parse_equal_verdict,
+    resolve_templates,
+    resolve_weights,
+    same_text,
+)
+from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.records import Record
+from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
+
+QUALITY_OPS = ("helpfulness", "relevance", "depth", "creativity", "details")
+
+# Evol-Quality draws its op from ctx.rng(round_ + OP_STREAM): a stream of its own, so
+# chaining it after Evol-Instruct (same record, same round numbers) does not tie the
+# quality op to the instruction op.
+OP_STREAM = 1000
+
+
+@dataclass
+class EvolQuality:
+    """One Evol-Quality rewrite of an answered ``instruction`` record (an Evolver).
+
+    Input: a record with a non-empty ``output`` (and its ``instruction``, optional
+    ``input``). Output: the record ``<id>/q<round>`` with the new ``output``, the
+    ``instruction`` and ``input`` unchanged, lineage step ``quality_<op>`` and
+    ``meta["evol_quality"] = {"op", "round"}``; or a ``Rejection`` of it.
+
+    Reason codes, checked in this order (Evol-Instruct's elimination rules,
+    applied to the response):
+
+    - ``no_answer``: the record has no ``output`` to rewrite (no model call);
+    - ``empty_answer``: the new response is only punctuation and stop words;
+    - ``prompt_leak``: it copies words of the rewriting prompt ("#Rewritten
+      Response#", "given response", ...);
+    - ``refusal``: "sorry" or another refusal phrase in fewer than 80 words;
+    - ``language_drift``: it left the old response's script;
+    - ``no_information_gain``: it is the old response (case and whitespace
+      aside), or, with ``judge=True``, the judge answers "Equal".
+
+    Defaults: ops chosen uniformly (``weights`` changes the mix), and no LLM
+    equality judge, as in DEITA. With ``judge=True`` the judge is
+    ``prompts/evol_equal.yaml`` (written for prompts; it gets the two responses)
+    unless ``judge_template`` is given. ``templates`` overrides the prompt of any
+    op (variables ``instruction``, ``response`` and, optionally, ``input``).
+    """
+
+    weights: dict[str, float] | None = None
+    judge: bool = False
+    templates: dict[str, PromptTemplate] | None = None
+    judge_template: PromptTemplate | None = None
+    name: str = field(default="evol_quality", init=False)
+    _ops: dict[str, PromptTemplate] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.weights = resolve_weights(self.weights, QUALITY_OPS)
+        self._ops = resolve_templates(self.templates, QUALITY_OPS, prefix="evol_quality_")
+        for op, template in self._ops.items():
+            check_variables(
+                template, f"op {op!r}", required={"instruction", "response"}, allowed={"input"}
+            )
+        self.judge_template = self.judge_template or builtin_template("evol_equal")
+        check_variables(self.judge_template, "judge_template", required={"first", "second"})
+
+    async def evolve(self, record: Record, ctx: RecordContext, round_: int) -> Record | Rejection:
+        assert self.weights is not None
+        op = choose_op(ctx.rng(round_ + OP_STREAM), self.weights)
+        old = record.get("output")
+        if not isinstance(old, str) or not old.strip():
+            return Rejection(
+                f"{record.id}/q{round_}",
+                "no_answer",
+                f"the record has no output to rewrite (round {round_}, op {op})",
+                record.to_json(),
+            )
+        try:
+            return await self._evolve(record, ctx, round_, op, old)
+        except RequestRejected as exc:
+            return Rejection(
+                f"{record.id}/q{round_}",
+                exc.reason,
+                f"{exc} (round {round_}, op {op})",
+                record.to_json(),
+            )
+
+    async def _evolve(
+        self, record: Record, ctx: RecordContext, round_: int, op: str, old: str
+    ) -> Record | Rejection:
+        template = self._ops[op]
+        completion = await ctx.ask(
+            template,
+            op=f"quality_{op}",
+            round_=round_,
+            **only_declared(
+                template,
+                instruction=record["instruction"],
+                input=record.get("input") or "",
+                response=old,
+            ),
+        )
+        new = clean_reply(completion.text)
+        candidate = record.derive(
+            ctx.step(f"quality_{op}", template, round_), suffix=f"q{round_}", output=new
+        )
+        candidate.meta.pop("judge", None)  # the parent's verdict is not this one's
+        candidate.meta["evol_quality"] = {"op": op, "round": round_}
+
+        def reject(reason: str, detail: str) -> Rejection:
+            return Rejection(
+                candidate.id, reason, f"{detail} (round {round_}, op {op})", candidate.to_json()
+            )
+
+        for verdict in (
+            empty_answer(new),
+            prompt_leak(new),
+            refusal(new),
+            language_drift(old, new),
+        ):
+            if not verdict.ok:
+                return reject(verdict.reason or "invalid", verdict.detail)
+        if same_text(old, new):
+            return reject("no_information_gain", "the rewritten response is the original one")
+        if self.judge:
+            assert self.judge_template is not None
+            reply = await ctx.ask(
+                self.judge_template, op="quality_judge", round_=round_, first=old, second=new
+            )
+            equal = parse_equal_verdict(reply.text)
+            if equal:
+                return reject(
+                    "no_information_gain",
+                    f"the judge found both responses equal: {reply.text.strip()[:80]!r}",
+                )
+            if equal is None:
+                candidate.meta["judge"] = f"unparsed: {reply.text.strip()[:200]}"
+        return candidate

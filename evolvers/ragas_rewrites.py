@@ -1,0 +1,346 @@
+"""Ragas-style question rewrites for QA and RAG evaluation samples.
+
+The test-set evolutions of Ragas v0.1 (``testset/prompts.py``; deepeval's
+Synthesizer has the same family). Each op rewrites a sample's question with its
+own prompt, ``prompts/rewrite_{op}.yaml``, and the model writes the new answer:
+
+- ``reasoning``: answering needs several inference steps over the same context;
+- ``multi_context``: answering needs context 1 and context 2 together (the
+  record's second context, or one the caller supplies);
+- ``conditional``: a condition or scenario changes or complicates what is asked;
+- ``conversational``: a two-turn exchange on sub-aspects (user asks, assistant
+  answers briefly, user follows up); the question becomes a list of
+  ``{role, content}`` turns ending with the user's follow-up, which the answer
+  answers;
+- ``compress``: shorter and more indirect, same intent, same answer.
+
+Every new question must be answerable from its contexts alone, in the seed's
+language, without "based on the context" phrasing.
+
+Word limits (``DEFAULT_MAX_WORDS``): Ragas v0.1 keeps reasoning questions to
+15 words and conditional ones to 25; multi_context 25, conversational 25 (per
+user turn) and compress 15 are our defaults. All are configurable. Words are
+counted by ``heuristics.word_count`` (a CJK character is a word).
+
+Reason codes of the rejections (each carries the candidate record):
+``no_context``, ``no_second_context`` (before any call), ``bad_turns``
+(conversational turns that do not alternate user/assistant and end with the
+user), ``no_information_gain`` (same question up to case, spacing and
+punctuation), ``empty_answer`` (no word in it), ``context_reference``,
+``prompt_leak``, ``language_drift``, ``too_long``; ``over_plan`` from
+``RewriteMix`` for a seed past the requested count; the engine adds
+``invalid_json`` and ``schema_mismatch`` for unusable replies.
+
+Weaknesses of other tools this avoids: rows that fail a rewrite are not
+silently dropped (every rejection is written with its reason), and a mix over
+N samples gives exact largest-remainder counts summing to N (not ``ceil`` per
+op, which asks for more samples than requested).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from evoforge.engine.runner import RecordContext, Rejection, Result
+from evoforge.errors import ConfigError
+from evoforge.evolvers.base import MixPlan, parse_weights
+from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.records import Record
+from evoforge.validators import heuristics
+from evoforge.validators.base import PASS, Verdict
+
+REWRITE_OPS = ("reasoning", "multi_context", "conditional", "conversational", "compress")
+
+# Ragas v0.1: reasoning <= 15 words, conditional <= 25; the rest are our defaults.
+DEFAULT_MAX_WORDS = {
+    "reasoning": 15,
+    "multi_context": 25,
+    "conditional": 25,
+    "conversational": 25,
+    "compress": 15,
+}
+
+SecondContext = Callable[[Record], str | None]
+Question = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class _KindFields:
+    """Where a record kind keeps the parts a rewrite reads and writes."""
+
+    question: str
+    answer: str
+    contexts: str
+    synthesizer: str | None = None  # names the op that made the sample
+    context_ids: str | None = None  # provenance of each context, parallel to contexts
+
+
+_FIELDS = {
+    "qa": _KindFields("question", "answer", "contexts"),
+    "rag": _KindFields(
+        "user_input",
+        "reference",
+        "reference_contexts",
+        synthesizer="synthesizer_name",
+        context_ids="reference_context_ids",
+    ),
+}
+
+
+def _fields_of(record: Record) -> _KindFields:
+    try:
+        return _FIELDS[record.kind]
+    except KeyError:
+        raise ConfigError(
+            f"question rewrites work on {' and '.join(_FIELDS)} records, not {record.kind!r}"
+        ) from None
+
+
+def _check_op(op: str, flag: str = "op") -> None:
+    if op not in REWRITE_OPS:
+        hint = difflib.get_close_matches(op, REWRITE_OPS, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"{flag}: unknown rewrite op {op!r}{suggestion}; ops: {', '.join(REWRITE_OPS)}"
+        )
+
+
+def record_second_context(record: Record) -> str | None:
+    """The default second context of ``multi_context``: the record's own second one."""
+    contexts = record.get(_fields_of(record).contexts) or []
+    return contexts[1] if len(contexts) >= 2 else None
+
+
+def _as_prompt_text(question: Question) -> str:
+    """A question for the prompt; turns keep their roles."""
+    if isinstance(question, str):
+        return question
+    return "\n".join(f"{turn['role']}: {turn['content']}" for turn in question)
+
+
+def _as_text(question: Question) -> str:
+    if isinstance(question, str):
+        return question
+    return "\n".join(turn["content"] for turn in question)
+
+
+def _user_texts(question: Question) -> list[str]:
+    if isinstance(question, str):
+        return [question]
+    return [turn["content"] for turn in question if turn["role"] == "user"]
+
+
+def _read_reply(reply: dict[str, Any]) -> tuple[Question, str]:
+    """(question or turns, answer) from a reply that passed the template's schema."""
+    answer = str(reply.get("answer", "")).strip()
+    if "turns" in reply:
+        turns = [{"role": t["role"], "content": t["content"].strip()} for t in reply["turns"]]
+        return turns, answer
+    return str(reply["question"]).strip(), answer
+
+
+def _turn_order(question: Question) -> Verdict:
+    """Turns alternate user/assistant, starting and ending with the user."""
+    if isinstance(question, str):
+        return PASS
+    roles = [turn["role"] for turn in question]
+    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
+    if roles == expected and roles[-1] == "user":
+        return PASS
+    return Verdict.failed(
+        "bad_turns", f"roles {roles}: they must alternate user/assistant and end with the user"
+    )
+
+
+def _information_gain(old: str, new: str) -> Verdict:
+    if [w.lower() for w in heuristics.words(old)] != [w.lower() for w in heuristics.words(new)]:
+        return PASS
+    return Verdict.failed("no_information_gain", f"the rewrite repeats the question: {new[:80]!r}")
+
+
+def _answer_present(answer: str) -> Verdict:
+    if heuristics.words(answer):
+        return PASS
+    return Verdict.failed("empty_answer", f"the answer has no words: {answer[:80]!r}")
+
+
+@dataclass
+class QuestionRewrite:
+    """One Ragas-style rewrite op on ``qa`` and ``rag`` records (an ``Evolver``).
+
+    Input: a record with a question (a string or turns), an answer and contexts.
+    Output: a child record (id ``{parent}/{op}``) with the new question, the
+    model's answer, the contexts the rewrite used, ``meta.rewrite = {op,
+    max_words}`` and, for ``rag``, ``synthesizer_name = op``; or a
+    ``Rejection`` carrying a reason code (see the module docstring).
+
+    ``max_words`` defaults to ``DEFAULT_MAX_WORDS[op]`` (per user turn for
+    conversational). ``second_context`` gives ``multi_context`` its second
+    context (default: the record's second context, when it has two or more).
+    ``template`` replaces the built-in ``rewrite_{op}`` prompt.
+    """
+
+    name: ClassVar[str] = "rewrite"
+
+    op: str
+    max_words: int | None = None
+    second_context: SecondContext | None = None
+    template: PromptTemplate | None = None
+
+    def __post_init__(self) -> None:
+        _check_op(self.op)
+        if self.max_words is None:
+            self.max_words = DEFAULT_MAX_WORDS[self.op]
+        if self.max_words < 1:
+            raise ConfigError(f"{self.op}: max_words must be 1 or more, got {self.max_words}")
+        if self.template is None:
+            self.template = builtin_template(f"rewrite_{self.op}")
+        if self.template.output_schema is None:
+            raise ConfigError(
+                f"{self.template.source}: a rewrite template needs an output_schema "
+                '({"question", "answer"} or {"turns", "answer"})'
+            )
+
+    async def evolve(self, record: Record, ctx: RecordContext, round_: int) -> Record | Rejection:
+        template = self.template
+        assert template is not None and self.max_words is not None
+        fields = _fields_of(record)
+        contexts = list(record.get(fields.contexts) or [])
+        if not any(text.strip() for text in contexts):
+            detail = f"field {fields.contexts!r} holds no context"
+            return Rejection(record.id, "no_context", detail, record.to_json())
+        if self.op == "multi_context":
+            second = (self.second_context or record_second_context)(record)
+            if not second or not second.strip():
+                detail = (
+                    "second_context gave no context for this record"
+                    if self.second_context
+                    else f"multi_context needs two contexts in {fields.contexts!r}, "
+                    f"the record has {len(contexts)}; or supply second_context"
+                )
+                return Rejection(record.id, "no_second_context", detail, record.to_json())
+            values = {"context": contexts[0], "second_context": second}
+            used = [contexts[0], second]
+        else:
+            values = {"context": "\n\n".join(contexts)}
+            used = contexts
+
+        op_name = f"rewrite_{self.op}"
+        original = record[fields.question]
+        completion = await ctx.ask(
+            template,
+            op=op_name,
+            round_=round_,
+            question=_as_prompt_text(original),
+            answer=record.get(fields.answer, ""),
+            max_words=self.max_words,
+            **values,
+        )
+        question, answer = _read_reply(completion.parsed)
+
+        changes: dict[str, Any] = {
+            fields.question: question,
+            fields.answer: answer,
+            fields.contexts: used,
+        }
+        if fields.synthesizer:
+            changes[fields.synthesizer] = self.op
+        candidate = record.derive(ctx.step(op_name, template, round_), suffix=self.op, **changes)
+        candidate.meta["rewrite"] = {"op": self.op, "max_words": self.max_words}
+        self._keep_context_ids(candidate, fields)
+
+        failed = next(
+            (v for v in self._verdicts(_as_text(original), question, answer) if not v.ok), None
+        )
+        if failed is not None:
+            return Rejection(candidate.id, str(failed.reason), failed.detail, candidate.to_json())
+        return candidate
+
+    def _verdicts(self, original: str, question: Question, answer: str) -> Iterator[Verdict]:
+        """The checks, in the order a rejection reports them; evaluated lazily."""
+        assert self.max_words is not None
+        text = _as_text(question)
+        shown = [text] if isinstance(question, str) else [t["content"] for t in question]
+        yield _turn_order(question)
+        yield _information_gain(original, text)
+        yield _answer_present(answer)
+        for part in shown:
+            yield heuristics.context_reference(part)
+        for part in (*shown, answer):
+            yield heuristics.prompt_leak(part)
+        yield heuristics.language_drift(original, text)
+        user_turns = _user_texts(question)
+        for number, part in enumerate(user_turns, start=1):
+            verdict = heuristics.too_long(part, max_words=self.max_words)
+            if not verdict.ok and not isinstance(question, str):
+                verdict = Verdict.failed("too_long", f"user turn {number}: {verdict.detail}")
+            yield verdict
+
+    def _keep_context_ids(self, candidate: Record, fields: _KindFields) -> None:
+        """Keep context provenance parallel to the contexts a multi_context rewrite used."""
+        if self.op != "multi_context" or fields.context_ids not in candidate.fields:
+            return
+        if self.second_context is None:  # the record's own first two contexts
+            candidate.fields[fields.context_ids] = candidate.fields[fields.context_ids][:2]
+        else:  # a caller's context has no known provenance
+            del candidate.fields[fields.context_ids]
+
+
+@dataclass
+class RewriteMix:
+    """A Task: the seed at input position ``ctx.seq`` gets op ``plan.op_for(ctx.seq)``.
+
+    The plan's counts are exact (largest remainder), so over N seeds each op is
+    used exactly its planned number of times; seeds past the plan are rejected
+    ``over_plan`` rather than rewritten, so the output never exceeds the
+    request. Each seed is rewritten once (round 1). ``max_words`` overrides
+    ``DEFAULT_MAX_WORDS`` per op.
+    """
+
+    plan: MixPlan
+    max_words: dict[str, int] | None = None
+    second_context: SecondContext | None = None
+    rewrites: dict[str, QuestionRewrite] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for op in self.plan.counts:
+            _check_op(op, "--mix")
+        limits = dict(self.max_words or {})
+        for op in limits:
+            _check_op(op, "max_words")
+        self.rewrites = {
+            op: QuestionRewrite(op, limits.get(op), self.second_context)
+            for op, count in self.plan.counts.items()
+            if count
+        }
+
+    def config(self) -> dict[str, Any]:
+        """What shapes the output, for the run's manifest and journal fingerprint."""
+        return {
+            "mix": dict(self.plan.counts),
+            "max_words": {op: rewrite.max_words for op, rewrite in self.rewrites.items()},
+            "prompts": {
+                rewrite.template.id: rewrite.template.content_hash
+                for rewrite in self.rewrites.values()
+                if rewrite.template is not None
+            },
+        }
+
+    async def __call__(self, record: Record, ctx: RecordContext) -> Result:
+        op = self.plan.op_for(ctx.seq)
+        if op is None:
+            return Result.reject(
+                record, "over_plan", f"seed #{ctx.seq + 1} is past the {self.plan.n} planned"
+            )
+        outcome = await self.rewrites[op].evolve(record, ctx, 1)
+        if isinstance(outcome, Rejection):
+            return Result(rejections=[outcome])
+        return Result.accept(outcome)
+
+
+def mix_from_spec(spec: str, n: int, seed: int = 0) -> MixPlan:
+    """``"reasoning=0.5,compress=0.5"`` over ``n`` seeds -> an exact ``MixPlan``."""
+    return MixPlan(n, parse_weights(spec, REWRITE_OPS, flag="--mix"), seed)
