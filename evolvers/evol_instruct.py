@@ -34,6 +34,8 @@ from evoforge.validators.heuristics import empty_answer, language_drift, prompt_
 IN_DEPTH_OPS = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
 IN_BREADTH_OPS = ("breadth",)
 OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
+# The verdict is "Equal" or "Not Equal": a few tokens, greedy.
+JUDGE_PARAMS = {"max_tokens": 8, "temperature": 0.0}
 
 
 @dataclass
@@ -153,7 +155,12 @@ class EvolInstruct:
         if self.judge:
             assert self.judge_template is not None
             reply = await ctx.ask(
-                self.judge_template, op="evolve_judge", round_=round_, first=old, second=new
+                self.judge_template,
+                op="evolve_judge",
+                round_=round_,
+                params=JUDGE_PARAMS,
+                first=old,
+                second=new,
             )
             equal = parse_equal_verdict(reply.text)
             if equal:

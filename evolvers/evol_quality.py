@@ -16,6 +16,7 @@ from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.errors import RequestRejected
 from evoforge.evolvers.base import choose_op
 from evoforge.evolvers.evol_instruct import (
+    JUDGE_PARAMS,
     check_variables,
     clean_reply,
     only_declared,
@@ -142,7 +143,12 @@ class EvolQuality:
         if self.judge:
             assert self.judge_template is not None
             reply = await ctx.ask(
-                self.judge_template, op="quality_judge", round_=round_, first=old, second=new
+                self.judge_template,
+                op="quality_judge",
+                round_=round_,
+                params=JUDGE_PARAMS,
+                first=old,
+                second=new,
             )
             equal = parse_equal_verdict(reply.text)
             if equal:
