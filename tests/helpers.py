@@ -30,3 +30,62 @@ def run_cli(
         env=full_env,
         timeout=timeout,
     )
+
+
+def _first_sentence(text: str) -> str:
+    import re
+
+    text = text.strip()
+    match = re.search(r"(.+?[.!?。！？])(\s|$)", text, re.S)
+    sentence = (match.group(1) if match else text[:200]).strip()
+    return " ".join(sentence.split())
+
+
+def _is_chinese(text: str) -> bool:
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) / 4
+
+
+def rag_responder(messages: list[dict], n: int) -> str:
+    """A scripted model that plays every role of the RAG pipeline plausibly: seed
+    questions grounded in the passage, rewrites, yes-verdicts, Not Equal."""
+    import re
+
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    user = messages[-1]["content"]
+    if "You write questions for a test set" in system:
+        passage = user.split("Passage:", 1)[1].split("\n\n")[0]
+        answer = _first_sentence(passage)
+        if _is_chinese(passage):
+            return json.dumps({"question": f"{answer[:10]}是怎么回事？", "answer": answer})
+        words = re.findall(r"[A-Za-z']+", answer)[:7]
+        return json.dumps({"question": f"What is known about {' '.join(words)}?", "answer": answer})
+    if "You rewrite questions" in system:
+        question = re.search(r"question: (.*)", user).group(1).strip()
+        answer = re.search(r"answer: (.*)", user).group(1).strip()
+        chinese = _is_chinese(question)
+        stem = question.rstrip("?？")
+        if "turns" in system:
+            turns = [
+                {"role": "user", "content": f"{stem}?" if not chinese else f"{stem}？"},
+                {"role": "assistant", "content": answer[:60]},
+                {
+                    "role": "user",
+                    "content": "And why does it matter?" if not chinese else "为什么重要？",
+                },
+            ]
+            return json.dumps({"turns": turns, "answer": answer})
+        core = " ".join(stem.split()[-6:]) if not chinese else stem[-8:]
+        new = f"Why, in short, {core}?" if not chinese else f"简单地说，为什么{core}？"
+        return json.dumps({"question": new, "answer": answer})
+    if "You repair samples" in system:
+        question = re.search(r"Question:\s*(.*)", user)
+        reference = re.search(r"Reference answer:\s*(.*)", user)
+        return json.dumps(
+            {"question": (question.group(1) if question else "What happened?").strip(),
+             "reference": (reference.group(1) if reference else "It happened.").strip()}
+        )  # fmt: skip
+    if "strict" in system:
+        return json.dumps({"verdict": "yes", "reason": "supported"})
+    if "compare two prompts" in system:
+        return "Not Equal"
+    return "ok"

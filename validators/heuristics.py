@@ -25,6 +25,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from functools import cache
 
 from evoforge.validators.base import PASS, Verdict
 
@@ -139,12 +140,24 @@ def _is_cjk(ch: str) -> bool:
     return "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af"
 
 
-def _find(text: str, phrases: tuple[str, ...]) -> str | None:
-    lowered = text.lower()
+@cache
+def _pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """Whole words for alphabetic phrases ("in the text" is not in "textile"); CJK
+    phrases, which have no word boundaries, match as substrings."""
+    parts = []
     for phrase in phrases:
-        if phrase in lowered:
-            return phrase
-    return None
+        escaped = re.escape(phrase)
+        if phrase[:1].isascii() and phrase[:1].isalnum():
+            escaped = r"(?<!\w)" + escaped
+        if phrase[-1:].isascii() and phrase[-1:].isalnum():
+            escaped += r"(?!\w)"
+        parts.append(escaped)
+    return re.compile("|".join(parts))
+
+
+def _find(text: str, phrases: tuple[str, ...]) -> str | None:
+    match = _pattern(phrases).search(text.lower())
+    return match.group(0) if match else None
 
 
 def empty_answer(text: str) -> Verdict:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, InputError
 from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_records
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
@@ -358,3 +359,197 @@ def evolve(
             seeds, out, evolution=evolution, options=options, field_map=field_map, model=model
         )
     )
+
+
+@dataclass
+class RagOptions:
+    """What ``rag`` builds. Defaults are written down here, once."""
+
+    n: int = 50
+    mix: str | None = None  # default: simple 0.4, reasoning 0.2, multi_context 0.2, ...
+    chunk_size: int = 1000
+    chunk_overlap: int = 100
+    chunk_unit: str = "chars"  # or "tokens"
+    embedder: str = "minilm"  # "hashing", "openai:MODEL[@URL]"
+    graph: str | None = None  # node-link JSON to save, and to reuse when present
+    top_k: int = 5
+    similarity: float = 0.6
+    personas: int = 0
+    styles: str | None = None  # e.g. "web_search,misspelled,formal"
+    critics: bool = True
+    max_words: dict[str, int] | None = None
+    max_passes: int = 4
+    text_field: str = "text"
+    format: str | None = None  # jsonl, json, csv, parquet, ragas, deepeval
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("--n must be at least 1")
+        if self.max_passes < 1:
+            raise ConfigError("--max-passes must be at least 1")
+
+
+def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
+    """Load the graph from ``rag.graph`` when it exists and matches, else build (and save) it."""
+    from evoforge.embeddings import EmbeddingCache, load_embedder
+    from evoforge.generators.knowledge_graph import KnowledgeGraph
+    from evoforge.io.documents import chunk_documents
+
+    doc_ids = sorted(doc.id for doc in report.documents)
+    chunking = {"size": rag.chunk_size, "overlap": rag.chunk_overlap, "unit": rag.chunk_unit}
+    if rag.graph and Path(rag.graph).exists():
+        graph = KnowledgeGraph.load(rag.graph)
+        built_with = graph.graph.graph.get("chunking")
+        if sorted(graph.documents()) != doc_ids or built_with != chunking:
+            raise ConfigError(
+                f"--graph {rag.graph} was built from other documents or chunk settings; "
+                "delete it to rebuild, or point --graph at a new file"
+            )
+        return graph
+    chunks = chunk_documents(
+        report.documents, size=rag.chunk_size, overlap=rag.chunk_overlap, unit=rag.chunk_unit
+    )
+    if not chunks:
+        raise ConfigError("the documents gave no chunks of text to ask questions about")
+    cache = None
+    if options.cache:
+        cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        cache = EmbeddingCache(cache_dir / "embeddings.db")
+    graph = KnowledgeGraph.build(
+        report.documents,
+        chunks,
+        load_embedder(rag.embedder),
+        top_k=rag.top_k,
+        threshold=rag.similarity,
+        cache=cache,
+    )
+    graph.graph.graph["chunking"] = chunking
+    if rag.graph:
+        graph.save(rag.graph)
+    return graph
+
+
+async def rag_async(
+    docs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    rag: RagOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> RunSummary:
+    """Documents -> knowledge graph -> exactly ``rag.n`` evaluation samples with provenance."""
+    from evoforge.engine.runner import update_manifest
+    from evoforge.generators.rag import (
+        PERSONAS,
+        STYLES,
+        RagSampleTask,
+        RagSelector,
+        ScenarioPlanner,
+        deficits,
+        parse_mix,
+        plan_counts,
+    )
+    from evoforge.io.documents import load_documents
+    from evoforge.validators.critics import CriticPanel
+
+    rag = rag or RagOptions()
+    options = options or EngineOptions()
+    report = load_documents(docs, text_field=rag.text_field)
+    skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
+    if not report.documents:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) or "no files"
+        raise InputError(f"no usable documents in {', '.join(map(str, docs))} ({reasons})")
+    if rag.personas > len(PERSONAS):
+        raise ConfigError(f"--personas: at most {len(PERSONAS)} built-in personas")
+    styles = [s.strip() for s in (rag.styles or "").split(",") if s.strip()]
+    for style in styles:
+        if style not in STYLES:
+            raise ConfigError(f"--styles: unknown style {style!r}; styles: {', '.join(STYLES)}")
+    graph = _rag_graph(report, rag, options)
+    counts = plan_counts(rag.n, parse_mix(rag.mix), options.seed)
+    planner = ScenarioPlanner(
+        graph, seed=options.seed, personas=PERSONAS[: rag.personas], styles=styles
+    )
+    critics = CriticPanel() if rag.critics else None
+    task = RagSampleTask(graph, critics=critics, max_words=rag.max_words)
+    prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]
+    prompts += [f"rewrite_{kind}" for kind in counts if kind != "simple"]
+    config = {
+        "seed": options.seed,
+        "rag": {**asdict(rag), "plan": counts, "format": None, "graph": None},
+        "graph": {
+            "chunks": graph.stats().get("chunks"),
+            "embedder": graph.embedder_identity,
+            "documents": sorted(graph.documents()),
+        },  # fmt: skip
+        "prompts": _prompt_hashes(prompts),
+    }
+    selectors: list[RagSelector] = []
+
+    def select() -> RagSelector:
+        selectors.append(RagSelector(counts))
+        return selectors[-1]
+
+    client = build_client(options, model)
+    summary: RunSummary | None = None
+    kept: Counter[str] = Counter()
+    passes = 0
+    try:
+        progress = ProgressBar("rag", rag.n, enabled=None if not options.quiet else False)
+        with progress:
+            for pass_no in range(1, rag.max_passes + 1):
+                need = deficits(counts, kept, factor=1.0 if pass_no == 1 else 1.5)
+                scenarios = planner.plan(need, pass_no)
+                if not scenarios:
+                    break
+                passes = pass_no
+                run = Run(
+                    command="rag", task=task, kind="rag", client=client, out=out,
+                    config=config, seed=options.seed,
+                    overwrite=options.overwrite and pass_no == 1,
+                    progress=progress.update if progress.enabled else None,
+                    settings=_engine_settings(options), out_format=rag.format, select=select,
+                )  # fmt: skip
+                summary = await run.execute(s.as_record() for s in scenarios)
+                kept = selectors[-1].kept
+                if summary.status != "complete" or all(kept[k] >= v for k, v in counts.items()):
+                    break
+    finally:
+        await client.aclose()
+        if client.cache is not None:
+            client.cache.close()
+    assert summary is not None  # the first pass always plans at least one scenario
+    shortfall = {
+        kind: {
+            "missing": counts[kind] - kept[kind],
+            "why": "the corpus has no unused chunks left for it"
+            if kind in planner.exhausted
+            else f"samples kept failing the checks after {passes} passes (see the rejects)",
+        }
+        for kind in counts
+        if kept[kind] < counts[kind]
+    }
+    extras = {
+        "documents": {"loaded": len(report.documents), "skipped": skipped},
+        "graph": graph.stats(),
+        "plan": counts,
+        "kept": dict(kept),
+        "passes": passes,
+        "coverage": dict(selectors[-1].coverage),
+        "shortfall": shortfall,
+    }
+    update_manifest(summary.manifest, extras)
+    summary.extra = extras
+    return summary
+
+
+def rag(
+    docs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    rag: RagOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> RunSummary:
+    """Build a RAG evaluation set: see :class:`RagOptions` and ``evoforge.generators.rag``."""
+    return asyncio.run(rag_async(docs, out, rag=rag, options=options, model=model))

@@ -327,6 +327,146 @@ def _int_pairs(pairs: list[str] | None, flag: str) -> dict[str, int] | None:
 
 @app.command()
 @_errors_as_messages
+def rag(
+    docs: Annotated[
+        list[Path],
+        typer.Option(
+            "--docs", help="Files or folders (.txt .md .html .jsonl .pdf); repeat for more."
+        ),
+    ],
+    n: Annotated[int, typer.Option("--n", help="Samples to produce, exactly.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
+    ],
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Scenario mix (default simple=0.4,reasoning=0.2,multi_context=0.2,"
+            "conditional=0.1,conversational=0.1)."
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="jsonl | json | csv | parquet | ragas | deepeval (default: from --out).",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option(help="Chunk size.", rich_help_panel="Documents")
+    ] = 1000,
+    chunk_overlap: Annotated[
+        int, typer.Option(help="Chunk overlap.", rich_help_panel="Documents")
+    ] = 100,
+    chunk_unit: Annotated[
+        str, typer.Option(help="chars | tokens", rich_help_panel="Documents")
+    ] = "chars",
+    text_field: Annotated[
+        str, typer.Option(help="Text field of .jsonl documents.", rich_help_panel="Documents")
+    ] = "text",
+    graph: Annotated[
+        Path | None,
+        typer.Option(
+            help="Knowledge graph file: saved, and reused when present.",
+            rich_help_panel="Knowledge graph",
+        ),
+    ] = None,
+    embedder: Annotated[
+        str,
+        typer.Option(
+            help="minilm | hashing | openai:MODEL[@URL]", rich_help_panel="Knowledge graph"
+        ),
+    ] = "minilm",
+    top_k: Annotated[
+        int, typer.Option(help="Similarity edges per chunk.", rich_help_panel="Knowledge graph")
+    ] = 5,
+    similarity: Annotated[
+        float,
+        typer.Option(
+            help="Cosine threshold of similarity edges.", rich_help_panel="Knowledge graph"
+        ),
+    ] = 0.6,
+    personas: Annotated[
+        int,
+        typer.Option(help="Vary the asker over N built-in personas.", rich_help_panel="Phrasing"),
+    ] = 0,
+    styles: Annotated[
+        str | None,
+        typer.Option(
+            help="Vary phrasing: formal,web_search,misspelled,conversational.",
+            rich_help_panel="Phrasing",
+        ),
+    ] = None,
+    no_critics: Annotated[
+        bool, typer.Option("--no-critics", help="Skip the critics (not recommended).")
+    ] = False,
+    max_words: Annotated[
+        list[str] | None,
+        typer.Option("--max-words", help="Word limit per rewrite, e.g. reasoning=20."),
+    ] = None,
+    max_passes: Annotated[int, typer.Option(help="Passes that replace failed samples.")] = 4,
+    llm: Llm = "local",
+    llm_arg: LlmArg = None,
+    temperature: Temperature = None,
+    max_output_tokens: MaxOutput = None,
+    concurrency: Concurrency = 16,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    timeout: Timeout = 120.0,
+    max_attempts: MaxAttempts = 6,
+    max_retry_wait: MaxRetryWait = 300.0,
+    no_cache: NoCache = False,
+    cache_dir: CacheDir = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build a RAG evaluation set from documents: exactly N samples with provenance.
+
+    Example: evoforge rag --docs ./mydocs --n 100 --out eval.jsonl --format ragas --llm openai:MODEL
+    """
+    from evoforge.api import RagOptions
+    from evoforge.api import rag as run_rag
+
+    options = _engine_options(
+        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
+        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
+        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
+    )  # fmt: skip
+    settings = RagOptions(
+        n=n, mix=mix, chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunk_unit=chunk_unit,
+        embedder=embedder, graph=str(graph) if graph else None, top_k=top_k,
+        similarity=similarity, personas=personas, styles=styles, critics=not no_critics,
+        max_words=_int_pairs(max_words, "--max-words"), max_passes=max_passes,
+        text_field=text_field, format=fmt,
+    )  # fmt: skip
+    summary = run_rag(docs, out, rag=settings, options=options)
+    _print_summary(summary, title="evoforge rag")
+    _print_rag_report(summary.extra, n)
+    raise typer.Exit(summary.exit_code)
+
+
+def _print_rag_report(extra: dict, n: int) -> None:
+    coverage = extra.get("coverage", {})
+    skipped = extra.get("documents", {}).get("skipped", [])
+    typer.echo(f"documents: {extra.get('documents', {}).get('loaded', 0)} loaded, "
+               f"{len(skipped)} skipped; samples per document:")  # fmt: skip
+    for path, count in sorted(coverage.items()):
+        typer.echo(f"  {count:>4}  {path}")
+    for item in skipped:
+        typer.echo(f"  skipped {item['path']}: {item['reason']} ({item['detail']})", err=True)
+    kept = sum(extra.get("kept", {}).values())
+    for kind, gap in extra.get("shortfall", {}).items():
+        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
+    if kept < n:
+        typer.echo(f"evoforge: wrote {kept} of the {n} samples asked for", err=True)
+
+
+@app.command()
+@_errors_as_messages
 def validate(
     file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
     kind: Annotated[

@@ -34,11 +34,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from evoforge.engine.client import LLMClient
 from evoforge.engine.store import Journal
-from evoforge.errors import ConfigError, EvoforgeError, InputError, RequestRejected, RunStopped
+from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped
+from evoforge.io.writers import format_for, open_writer
 from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate
 from evoforge.records import Record, schema_error
@@ -126,6 +127,20 @@ class RecordContext:
 
 
 Task = Callable[[Record, RecordContext], Awaitable[Result]]
+
+
+class Selector(Protocol):
+    """Decides, record by record in input order at the end of a run, what is written.
+
+    ``drop`` returns ``None`` to keep a record, or ``(reason, detail)`` to move it
+    to the rejects file (e.g. ``surplus`` past a quota, ``duplicate``). A fresh
+    selector sees the whole journal each time, so its decisions are the same on
+    every run over the same journal.
+    """
+
+    def drop(self, record: dict[str, Any]) -> tuple[str, str] | None: ...
+
+
 SeedItem = Record | InputError
 
 
@@ -143,6 +158,7 @@ class RunSummary:
     manifest: Path
     wall_s: float
     usage: dict[str, dict[str, int]]
+    extra: dict[str, Any] = field(default_factory=dict)  # what a driver adds (coverage, ...)
 
     @property
     def exit_code(self) -> int:
@@ -190,17 +206,17 @@ class Run:
         max_tasks: int | None = None,
         progress: Callable[[dict[str, int]], None] | None = None,
         settings: dict[str, Any] | None = None,
+        out_format: str | None = None,
+        select: Callable[[], Selector] | None = None,
     ) -> None:
         self.command = command
         self.task = task
         self.kind = kind
         self.client = client
         self.paths = output_paths(Path(out))
-        if self.paths["out"].suffix not in (".jsonl", ".json"):
-            raise ConfigError(
-                f"--out {self.paths['out']}: use a .jsonl or .json file name "
-                "(JSON Lines is written; .json writes one JSON array)"
-            )
+        self.out_format = format_for(self.paths["out"], out_format)
+        self.select = select
+        self.extra_manifest: dict[str, Any] = {}  # set by a driver, e.g. corpus coverage
         self.config = config
         self.seed = seed
         self.overwrite = overwrite
@@ -368,24 +384,39 @@ class Run:
         paths = self.paths
         reasons: Counter[str] = Counter()
         accepted = rejected = 0
-        as_array = paths["out"].suffix == ".json"
-        with _atomic_writer(paths["out"]) as out, _atomic_writer(paths["rejects"]) as rej:
-            if as_array:
-                out.write("[")
-            for row in self._journal.rows():
-                for data in row["records"]:
-                    line = json.dumps(data, ensure_ascii=False)
-                    if as_array:
-                        out.write((",\n" if accepted else "\n") + line)
-                    else:
-                        out.write(line + "\n")
-                    accepted += 1
-                for rejection in row["rejections"]:
+        selector = self.select() if self.select is not None else None
+        writer = open_writer(paths["out"], self.out_format)
+        try:
+            with _atomic_writer(paths["rejects"]) as rej:
+
+                def reject(rejection: dict[str, Any]) -> None:
+                    nonlocal rejected
                     rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
                     reasons[rejection["reason"]] += 1
                     rejected += 1
-            if as_array:
-                out.write("\n]\n")
+
+                for row in self._journal.rows():
+                    for data in row["records"]:
+                        dropped = selector.drop(data) if selector is not None else None
+                        if dropped is not None:
+                            reason, detail = dropped
+                            reject(
+                                {
+                                    "id": data["id"],
+                                    "reason": reason,
+                                    "detail": detail,
+                                    "record": data,
+                                }
+                            )
+                            continue
+                        writer.write(data)
+                        accepted += 1
+                    for rejection in row["rejections"]:
+                        reject(rejection)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
         stop = self._stop
         status = "complete" if stop is None else "stopped"
         message = (
@@ -429,11 +460,22 @@ class Run:
             },
             "usage": summary.usage,
             "files": {name: str(path) for name, path in paths.items()},
+            "format": self.out_format,
+            **self.extra_manifest,
         }
         with _atomic_writer(paths["manifest"]) as fh:
             json.dump(manifest, fh, indent=2, ensure_ascii=False, default=str)
             fh.write("\n")
         return summary
+
+
+def update_manifest(path: Path, extra: dict[str, Any]) -> None:
+    """Add a driver's findings (coverage, shortfall, ...) to a written manifest, atomically."""
+    data = json.loads(path.read_text("utf-8"))
+    data.update(extra)
+    with _atomic_writer(path) as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+        fh.write("\n")
 
 
 def _item_id(item: SeedItem) -> str:
