@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main() -> None:
     words = sum(len(c.text.split()) for c in chunks) / max(1, len(chunks))
     embedder = load_embedder(args.embedder)
     before = peak_rss_mb()
+    load_before = os.getloadavg()[0]  # others' work on a shared machine slows the build
     started = time.perf_counter()
     graph = KnowledgeGraph.build(
         documents, chunks, embedder, top_k=args.top_k, threshold=args.threshold
@@ -155,11 +157,14 @@ def main() -> None:
         npy_mb = path.with_suffix(".npy").stat().st_size / 2**20
         assert loaded.stats() == stats
 
+    load = os.getloadavg()[0]
     print(f"{args.chunks:,} chunks ({words:.0f} words each), {len(documents):,} documents, "
           f"embedder {args.embedder} ({stats['dim']}-d), top_k {args.top_k}, "
           f"threshold {args.threshold}")  # fmt: skip
     for phase in ("embedding_s", "similarity_s", "keyphrases_s", "graph_s", "total_s"):
         print(f"  {phase[:-2]:<11} {timings[phase]:8.2f} s")
+    cpus = os.cpu_count()
+    print(f"  load avg    {load_before:8.2f} before the build, {load:.2f} after ({cpus} CPUs)")
     print(f"  peak RSS    {before:8.1f} MB before the build, {after:.1f} MB after")
     print(f"  edges       {stats['edges']}")
     print(f"  same topic  {same_topic} (share of links within a topic; 12 topics)")
@@ -172,6 +177,8 @@ def main() -> None:
         "build_wall_s": round(wall, 3),
         "peak_rss_before_mb": round(before, 1),
         "peak_rss_after_mb": round(after, 1),
+        "load_avg": [round(load_before, 2), round(load, 2)],
+        "cpus": cpus,
         "edges": stats["edges"],
         "same_topic": same_topic,
         "save_s": round(save_s, 3),

