@@ -13,7 +13,7 @@ import pytest
 
 from helpers import read_jsonl, run_cli, write_jsonl
 
-COMMANDS = ["answer", "evolve", "rag", "validate", "demo"]
+COMMANDS = ["answer", "evolve", "rag", "in2", "validate", "demo"]
 
 
 def test_help_lists_every_command():

@@ -6,7 +6,7 @@ import json
 
 from evoforge import EngineOptions
 from evoforge.api import EvolveOptions, evolve
-from helpers import read_jsonl, run_cli, write_jsonl
+from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
 
 
 def rewrite_responder(request):
@@ -96,8 +96,18 @@ def test_rewrite_questions_with_an_exact_mix(fake_openai, tmp_path):
     assert run_cli("validate", str(out), "--kind", "qa").returncode == 0
 
 
+def demo_responder(request):
+    """Evolution prompts as above; the RAG prompts through the scripted RAG player."""
+    system = request.messages[0]["content"] if request.messages else ""
+    if "prompt rewriter" in system or "prompt creator" in system or "compare two prompts" in system:
+        return rewrite_responder(request)
+    if "helpful, accurate assistant" in system:
+        return rewrite_responder(request)
+    return rag_responder(request.messages, request.n)
+
+
 def test_demo_runs_end_to_end_against_any_model(fake_openai, tmp_path):
-    fake_openai.responder = rewrite_responder
+    fake_openai.responder = demo_responder
     result = run_cli(
         "demo", "--out", str(tmp_path / "demo"), "--quiet",
         "--llm", f"openai:fake-model@{fake_openai.base_url}",
@@ -111,3 +121,6 @@ def test_demo_runs_end_to_end_against_any_model(fake_openai, tmp_path):
     # This fake model answers in English, so the Chinese seed's rounds drift.
     assert {r["reason"] for r in rejected} <= {"language_drift"}
     assert "constraints" in result.stdout or "deepen" in result.stdout or "breadth" in result.stdout
+    samples = read_jsonl(tmp_path / "demo" / "eval.jsonl")
+    assert len(samples) == 4
+    assert "samples per document" in result.stdout

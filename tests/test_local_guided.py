@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import pytest
+import torch
 from jsonschema import Draft202012Validator
 
 from evoforge.llm import local
@@ -151,6 +152,7 @@ def test_optional_properties_are_left_out_when_some_are_required():
         {"type": "object", "required": ["x"], "properties": {"y": {"type": "string"}}},
         {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "array"}}}},
         {"type": "object", "properties": {"s": {"type": "string"}}, "$defs": {}},
+        {"type": "object", "required": [["s"]], "properties": {"s": {"type": "string"}}},
     ],
 )
 def test_other_shapes_are_not_guided(schema):
@@ -217,6 +219,28 @@ def test_usage_counts_the_prompt_the_scaffold_and_every_value(question_replies, 
         written = tokenizer(reply.text[len(opening) :])["input_ids"]  # values and scaffold
         assert 0.7 * len(written) <= reply.usage.completion_tokens <= 1.3 * len(written) + 1
         assert reply.usage.completion_tokens <= 2 * 40 + len('", "answer": "}') + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schema", [TURNS, KEYWORDS], ids=["turns", "keywords"])
+def test_any_scores_give_json_at_every_step(model, schema):
+    """Random scores stand in for the model: whatever it prefers, the text stays JSON."""
+    if model._tokenizer is None:
+        model._load()
+    classes = local._TokenClasses.build(model._tokenizer, model._model.config.vocab_size)
+    scaffold = local._JsonScaffold.for_schema(schema, max_tokens=0)
+    cursor = local._ScaffoldCursor(scaffold, model._tokenizer, classes)
+    random = torch.Generator().manual_seed(7)
+    for _ in range(scaffold.max_new_tokens):
+        json.loads(cursor.json_text())
+        scores = torch.randn(len(classes.inside), generator=random)
+        cursor.constrain(scores)
+        cursor.advance(int(scores.argmax()))
+        if cursor.done:
+            break
+    assert cursor.done
+    value = json.loads(cursor.json_text())
+    assert Draft202012Validator(schema).is_valid(value), value
 
 
 @pytest.mark.slow

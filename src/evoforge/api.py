@@ -16,7 +16,7 @@ import contextlib
 import difflib
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_recor
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
 from evoforge.progress import ProgressBar
+from evoforge.records import Record
 
 
 @dataclass
@@ -432,6 +433,85 @@ def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
     return graph
 
 
+def _shortfall(
+    counts: dict[str, int], kept: Counter[str], exhausted: set[str], passes: int, material: str
+) -> dict[str, dict[str, Any]]:
+    """Per type that fell short: how many are missing and why."""
+    return {
+        kind: {
+            "missing": counts[kind] - kept[kind],
+            "why": f"the corpus has no unused {material} left for it"
+            if kind in exhausted
+            else f"samples kept failing the checks after {passes} passes (see the rejects)",
+        }
+        for kind in counts
+        if kept[kind] < counts[kind]
+    }
+
+
+async def _close(client: LLMClient) -> None:
+    await client.aclose()
+    if client.cache is not None:
+        client.cache.close()
+
+
+async def _run_passes(
+    *,
+    command: str,
+    kind: str,
+    task: Task,
+    out: str | Path,
+    config: dict[str, Any],
+    options: EngineOptions,
+    client: LLMClient,
+    counts: dict[str, int],
+    plan: Callable[[dict[str, int], int], list[Record]],
+    selector: Callable[[], Any],
+    max_passes: int,
+    out_format: str | None,
+) -> tuple[RunSummary, Counter[str], int]:
+    """Run planned scenarios until each type has its count: pass 1 plans exactly the
+    counts, later passes plan what is missing (with a margin) from fresh material.
+
+    All passes share one journal, so a re-run replays them without paying again;
+    ``selector`` (per-type quotas, duplicates) decides what is written. Returns the
+    last summary (its ``extra["selector"]`` is the last selector), the kept counts
+    per type, and the number of passes run.
+    """
+    from evoforge.generators.rag import deficits
+
+    selectors: list[Any] = []
+
+    def select() -> Any:
+        selectors.append(selector())
+        return selectors[-1]
+
+    summary: RunSummary | None = None
+    kept: Counter[str] = Counter()
+    passes = 0
+    progress = ProgressBar(command, sum(counts.values()), enabled=False if options.quiet else None)
+    with progress:
+        for pass_no in range(1, max_passes + 1):
+            items = plan(deficits(counts, kept, factor=1.0 if pass_no == 1 else 1.5), pass_no)
+            if not items:
+                break
+            passes = pass_no
+            run = Run(
+                command=command, task=task, kind=kind, client=client, out=out, config=config,
+                seed=options.seed, overwrite=options.overwrite and pass_no == 1,
+                progress=progress.update if progress.enabled else None,
+                settings=_engine_settings(options), out_format=out_format, select=select,
+            )  # fmt: skip
+            summary = await run.execute(items)
+            kept = selectors[-1].kept
+            if summary.status != "complete" or all(kept[k] >= v for k, v in counts.items()):
+                break
+    if summary is None:
+        raise ConfigError("nothing to plan: the inputs give no material for any sample")
+    summary.extra["selector"] = selectors[-1]
+    return summary, kept, passes
+
+
 async def rag_async(
     docs: Sequence[str | Path],
     out: str | Path,
@@ -448,7 +528,6 @@ async def rag_async(
         RagSampleTask,
         RagSelector,
         ScenarioPlanner,
-        deficits,
         parse_mix,
         plan_counts,
     )
@@ -487,58 +566,25 @@ async def rag_async(
         },  # fmt: skip
         "prompts": _prompt_hashes(prompts),
     }
-    selectors: list[RagSelector] = []
-
-    def select() -> RagSelector:
-        selectors.append(RagSelector(counts))
-        return selectors[-1]
-
     client = build_client(options, model)
-    summary: RunSummary | None = None
-    kept: Counter[str] = Counter()
-    passes = 0
     try:
-        progress = ProgressBar("rag", rag.n, enabled=None if not options.quiet else False)
-        with progress:
-            for pass_no in range(1, rag.max_passes + 1):
-                need = deficits(counts, kept, factor=1.0 if pass_no == 1 else 1.5)
-                scenarios = planner.plan(need, pass_no)
-                if not scenarios:
-                    break
-                passes = pass_no
-                run = Run(
-                    command="rag", task=task, kind="rag", client=client, out=out,
-                    config=config, seed=options.seed,
-                    overwrite=options.overwrite and pass_no == 1,
-                    progress=progress.update if progress.enabled else None,
-                    settings=_engine_settings(options), out_format=rag.format, select=select,
-                )  # fmt: skip
-                summary = await run.execute(s.as_record() for s in scenarios)
-                kept = selectors[-1].kept
-                if summary.status != "complete" or all(kept[k] >= v for k, v in counts.items()):
-                    break
+        summary, kept, passes = await _run_passes(
+            command="rag", kind="rag", task=task, out=out, config=config, options=options,
+            client=client, counts=counts,
+            plan=lambda need, pass_no: [s.as_record() for s in planner.plan(need, pass_no)],
+            selector=lambda: RagSelector(counts), max_passes=rag.max_passes,
+            out_format=rag.format,
+        )  # fmt: skip
     finally:
-        await client.aclose()
-        if client.cache is not None:
-            client.cache.close()
-    assert summary is not None  # the first pass always plans at least one scenario
-    shortfall = {
-        kind: {
-            "missing": counts[kind] - kept[kind],
-            "why": "the corpus has no unused chunks left for it"
-            if kind in planner.exhausted
-            else f"samples kept failing the checks after {passes} passes (see the rejects)",
-        }
-        for kind in counts
-        if kept[kind] < counts[kind]
-    }
+        await _close(client)
+    shortfall = _shortfall(counts, kept, planner.exhausted, passes, "chunks")
     extras = {
         "documents": {"loaded": len(report.documents), "skipped": skipped},
         "graph": graph.stats(),
         "plan": counts,
         "kept": dict(kept),
         "passes": passes,
-        "coverage": dict(selectors[-1].coverage),
+        "coverage": dict(summary.extra.pop("selector").coverage),
         "shortfall": shortfall,
     }
     update_manifest(summary.manifest, extras)
@@ -556,3 +602,128 @@ def rag(
 ) -> RunSummary:
     """Build a RAG evaluation set: see :class:`RagOptions` and ``evoforge.generators.rag``."""
     return asyncio.run(rag_async(docs, out, rag=rag, options=options, model=model))
+
+
+@dataclass
+class In2Options:
+    """What ``in2`` builds (defaults from An et al., 2024)."""
+
+    n: int = 100
+    min_tokens: int = 4096
+    max_tokens: int = 32768
+    segment_tokens: int = 128
+    short_ratio: float | None = None  # None: the paper's 9%; else the short share of the mix
+    mix: str | None = None  # fine_grained=0.63,integration=0.17,short=0.09,general=0.11
+    general: str | None = None  # instruction records for the general share
+    decontaminate: str | None = None  # evaluation examples: drop documents sharing a 10-gram
+    tokenizer: str | None = None  # None: the embedded model's; "regex"; or a tokenizer folder
+    text_field: str = "text"
+    pool_capacity: int = 20000
+    max_passes: int = 3
+    format: str | None = None  # jsonl (default), json, csv, parquet, plain
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("--n must be at least 1")
+        if not 0 < self.min_tokens <= self.max_tokens:
+            raise ConfigError("--min-tokens must be positive and at most --max-tokens")
+        if self.short_ratio is not None and not 0 <= self.short_ratio < 1:
+            raise ConfigError("--short-ratio must be in [0, 1)")
+
+
+async def in2_async(
+    corpus: Sequence[str | Path],
+    out: str | Path,
+    *,
+    in2: In2Options | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> RunSummary:
+    """A corpus -> exactly ``in2.n`` IN2 samples (see ``evoforge.generators.in2``)."""
+    from evoforge.engine.runner import update_manifest
+    from evoforge.evolvers.base import exact_mix
+    from evoforge.generators.in2 import (
+        In2Planner,
+        In2Selector,
+        In2Task,
+        SourceSampler,
+        general_records,
+        mix_weights,
+    )
+    from evoforge.generators.in2_assembly import Decontaminator, iter_corpus, load_tokenizer
+
+    in2 = in2 or In2Options()
+    options = options or EngineOptions()
+    weights = mix_weights(in2.mix, has_general=in2.general is not None)
+    if in2.short_ratio is not None:
+        rest = sum(v for k, v in weights.items() if k != "short")
+        weights = {k: (v / rest) * (1 - in2.short_ratio) for k, v in weights.items()}
+        weights["short"] = in2.short_ratio
+    counts = exact_mix(in2.n, weights, options.seed)
+    tokenizer = load_tokenizer(in2.tokenizer)
+    decontaminator = Decontaminator.from_file(in2.decontaminate) if in2.decontaminate else None
+    sampler = SourceSampler(
+        counts, tokenizer, segment_tokens=in2.segment_tokens, max_short_tokens=in2.max_tokens,
+        pool_capacity=in2.pool_capacity, seed=options.seed,
+    )  # fmt: skip
+    skipped: list[dict[str, str]] = []
+    for doc in iter_corpus(
+        corpus,
+        text_field=in2.text_field,
+        on_skip=lambda s: skipped.append({"path": s.path, "reason": s.reason}),
+    ):
+        if decontaminator is not None and decontaminator.contaminated(doc.text):
+            continue
+        sampler.consume(doc.id, doc.text)
+    if sampler.documents == 0:
+        raise InputError(f"no usable documents in {', '.join(map(str, corpus))}")
+    general: list[Record] = []
+    if in2.general:
+        items = read_records(in2.general, kind="instruction", **SEED_FIELDS["instruction"])
+        general = general_records(items, limit=max(1, counts["general"] * 2))
+    planner = In2Planner(sampler, general, seed=options.seed)
+    task = In2Task(sampler.pool, tokenizer, min_tokens=in2.min_tokens, max_tokens=in2.max_tokens)
+    config = {
+        "seed": options.seed,
+        "in2": {**asdict(in2), "plan": counts, "format": None},
+        "tokenizer": tokenizer.name,
+        "prompts": _prompt_hashes(["in2_fine_grained", "in2_integration"]),
+    }
+    client = build_client(options, model)
+    try:
+        summary, kept, passes = await _run_passes(
+            command="in2", kind="in2", task=task, out=out, config=config, options=options,
+            client=client, counts=counts, plan=lambda need, _pass: planner.plan(need),
+            selector=lambda: In2Selector(counts), max_passes=in2.max_passes,
+            out_format=in2.format,
+        )  # fmt: skip
+    finally:
+        await _close(client)
+    summary.extra.pop("selector")
+    extras = {
+        "plan": counts,
+        "kept": dict(kept),
+        "passes": passes,
+        "documents": {"used": sampler.documents, "skipped": skipped},
+        "decontamination": {
+            "eval_file": in2.decontaminate,
+            "documents_dropped": decontaminator.dropped if decontaminator else 0,
+        },
+        "tokenizer": tokenizer.name,
+        "shortfall": _shortfall(counts, kept, planner.exhausted, passes, "sources"),
+    }
+    update_manifest(summary.manifest, extras)
+    summary.extra = extras
+    return summary
+
+
+def in2(
+    corpus: Sequence[str | Path],
+    out: str | Path,
+    *,
+    in2: In2Options | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> RunSummary:
+    """Build IN2 long-context training data: see :class:`In2Options`."""
+    return asyncio.run(in2_async(corpus, out, in2=in2, options=options, model=model))

@@ -467,6 +467,168 @@ def _print_rag_report(extra: dict, n: int) -> None:
 
 @app.command()
 @_errors_as_messages
+def in2(
+    corpus: Annotated[
+        list[Path],
+        typer.Option(
+            "--corpus", help="Text files, .jsonl, folders or a datasets folder; repeat for more."
+        ),
+    ],
+    n: Annotated[int, typer.Option("--n", help="Samples to produce, exactly.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
+    ],
+    min_tokens: Annotated[int, typer.Option(help="Shortest context (tokens).")] = 4096,
+    max_tokens: Annotated[int, typer.Option(help="Longest context (tokens).")] = 32768,
+    segment_tokens: Annotated[int, typer.Option(help="Segment size (tokens).")] = 128,
+    short_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of samples whose context is only the original document (paper: 0.09)."
+        ),
+    ] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="fine_grained=0.63,integration=0.17,short=0.09,general=0.11")
+    ] = None,
+    general: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instruction records (instruction, input, output) for the general share."
+        ),
+    ] = None,
+    decontaminate: Annotated[
+        Path | None, typer.Option(help="Evaluation examples: drop documents sharing a 10-gram.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="regex, or a local Hugging Face tokenizer folder (default: the embedded model's)."
+        ),
+    ] = None,
+    text_field: Annotated[str, typer.Option(help="Text field of .jsonl / datasets rows.")] = "text",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="jsonl | json | csv | parquet | plain (context/question/answer)."
+        ),
+    ] = None,
+    llm: Llm = "local",
+    llm_arg: LlmArg = None,
+    temperature: Temperature = None,
+    max_output_tokens: MaxOutput = None,
+    concurrency: Concurrency = 16,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    max_calls: MaxCalls = None,
+    max_tokens_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--max-total-tokens",
+            help="Stop cleanly after this many tokens in total.",
+            rich_help_panel="Budget",
+        ),
+    ] = None,
+    timeout: Timeout = 120.0,
+    max_attempts: MaxAttempts = 6,
+    max_retry_wait: MaxRetryWait = 300.0,
+    no_cache: NoCache = False,
+    cache_dir: CacheDir = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """IN2 long-context training data (An et al., 2024): needles in 4K-32K token contexts.
+
+    Example: evoforge in2 --corpus ./texts --n 1000 --out in2.jsonl --llm openai:MODEL
+    """  # fmt: skip
+    from evoforge.api import In2Options
+    from evoforge.api import in2 as run_in2
+
+    options = _engine_options(
+        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
+        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls,
+        max_tokens=max_tokens_budget, timeout=timeout, max_attempts=max_attempts,
+        max_retry_wait=max_retry_wait, no_cache=no_cache, cache_dir=cache_dir, seed=seed,
+        overwrite=overwrite, quiet=quiet,
+    )  # fmt: skip
+    settings = In2Options(
+        n=n, min_tokens=min_tokens, max_tokens=max_tokens, segment_tokens=segment_tokens,
+        short_ratio=short_ratio, mix=mix, general=str(general) if general else None,
+        decontaminate=str(decontaminate) if decontaminate else None, tokenizer=tokenizer,
+        text_field=text_field, format=fmt,
+    )  # fmt: skip
+    summary = run_in2(corpus, out, in2=settings, options=options)
+    _print_summary(summary, title="evoforge in2")
+    extra = summary.extra
+    typer.echo(f"plan {extra['plan']}; kept {extra['kept']}; documents used "
+               f"{extra['documents']['used']}; decontamination dropped "
+               f"{extra['decontamination']['documents_dropped']}")  # fmt: skip
+    for kind, gap in extra.get("shortfall", {}).items():
+        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+probe_app = typer.Typer(
+    help="VaL probing sets (An et al., 2024): measure lost-in-the-middle by needle position.",
+    no_args_is_help=True,
+)
+app.add_typer(probe_app, name="probe")
+
+
+@probe_app.command("build")
+@_errors_as_messages
+def probe_build(
+    task: Annotated[str, typer.Option("--task", help="document | code | database")],
+    corpus: Annotated[
+        list[Path],
+        typer.Option(
+            "--corpus",
+            help="document: text; code: .py files or folders; database: JSONL of "
+            "id/label/description.",
+        ),
+    ],
+    n: Annotated[int, typer.Option("--n", help="Probes to build.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .jsonl of probes.")],
+    context_tokens: Annotated[int, typer.Option(help="Context length (tokens).")] = 32000,
+    buckets: Annotated[
+        int, typer.Option(help="Position buckets the needles are spread over.")
+    ] = 16,
+    seed: Seed = 0,
+) -> None:
+    """Build a probing set: long contexts, one needle each at positions spread evenly.
+
+    Example: evoforge probe build --task document --corpus doc.txt --n 64 --out probe.jsonl
+    """
+    from evoforge.generators.probing import build_probe_file
+
+    stats = build_probe_file(task, [str(p) for p in corpus], n, out,
+                             context_tokens=context_tokens, buckets=buckets, seed=seed)  # fmt: skip
+    typer.echo(json.dumps(stats, indent=2, default=str))
+
+
+@probe_app.command("score")
+@_errors_as_messages
+def probe_score(
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions .jsonl: {id, prediction}.")],
+    gold: Annotated[Path, typer.Option("--gold", help="The probing set built by probe build.")],
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of score against position (default: beside --pred).")
+    ] = None,
+) -> None:
+    """Score predictions per position bucket: the average and the best-worst gap.
+
+    Example: evoforge probe score --pred preds.jsonl --gold probe.jsonl --plot probe.png
+    """
+    from evoforge.generators.probing import score_probe
+
+    plot = plot or pred.with_suffix(".png")
+    report = score_probe(pred, gold, plot_path=plot)
+    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.echo(f"plot: {plot}", err=True)
+
+
+@app.command()
+@_errors_as_messages
 def validate(
     file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
     kind: Annotated[
@@ -524,9 +686,10 @@ def demo(
     """
     from importlib import resources
 
-    from evoforge.api import EvolveOptions
+    from evoforge.api import EvolveOptions, RagOptions
     from evoforge.api import answer as run_answer
     from evoforge.api import evolve as run_evolve
+    from evoforge.api import rag as run_rag
 
     options = _engine_options(
         llm=llm, llm_arg=llm_arg, temperature=None, max_output_tokens=max_output_tokens,
@@ -536,14 +699,14 @@ def demo(
     )  # fmt: skip
     examples = resources.files("evoforge.examples")
     out.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"evoforge demo: 1/2 answering instructions.jsonl with --llm {llm} (the first "
+    typer.echo(f"evoforge demo: 1/3 answering instructions.jsonl with --llm {llm} (the first "
                "run converts the embedded model, about 30 s)", err=True)  # fmt: skip
     with resources.as_file(examples.joinpath("instructions.jsonl")) as seeds_path:
         answered = run_answer(seeds_path, out / "answers.jsonl", options=options)
     _print_summary(answered, title="evoforge demo: answer")
     _show_samples(answered.out, limit=2)
 
-    typer.echo("\nevoforge demo: 2/2 evolving evolve_seeds.jsonl through 2 Evol-Instruct "
+    typer.echo("\nevoforge demo: 2/3 evolving evolve_seeds.jsonl through 2 Evol-Instruct "
                "rounds, answering each evolution", err=True)  # fmt: skip
     with resources.as_file(examples.joinpath("evolve_seeds.jsonl")) as seeds_path:
         evolved = run_evolve(
@@ -554,7 +717,31 @@ def demo(
         )
     _print_summary(evolved, title="evoforge demo: evolve")
     _show_lineage(evolved.out)
-    raise typer.Exit(max(answered.exit_code, evolved.exit_code))
+
+    typer.echo("\nevoforge demo: 3/3 a RAG evaluation set of 4 samples from examples/docs "
+               "(knowledge graph with MiniLM embeddings, critics on)", err=True)  # fmt: skip
+    with resources.as_file(examples.joinpath("docs")) as docs_path:
+        built = run_rag(
+            [docs_path],
+            out / "eval.jsonl",
+            rag=RagOptions(n=4, mix="simple=0.5,reasoning=0.5", chunk_size=600, chunk_overlap=60,
+                           max_passes=2, graph=str(out / "graph.json")),
+            options=options,
+        )  # fmt: skip
+    _print_summary(built, title="evoforge demo: rag")
+    _print_rag_report(built.extra, 4)
+    _show_questions(built.out)
+    raise typer.Exit(max(answered.exit_code, evolved.exit_code, built.exit_code))
+
+
+def _show_questions(path: Path) -> None:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            ref = record["reference_context_ids"][0]
+            typer.echo(f"\n[{record['synthesizer_name']}] {record['user_input']}")
+            typer.echo(f"  -> {record['reference'][:200]}")
+            typer.echo(f"     ({ref['path']} characters {ref['start']}-{ref['end']})")
 
 
 def _show_lineage(path: Path) -> None:

@@ -11,6 +11,8 @@ the fields those tools load without adapters:
   single-turn and multi-turn samples in different datasets, so conversational
   samples (turns as ``{"content", "type": "human" | "ai"}``) go to a sibling file
   ``<stem>.multi_turn.jsonl``.
+- ``plain`` (IN2 records): ``{"id", "sample_type", "context", "question",
+  "answer", "needles"}`` a line, the context cut out of the training prompt.
 - ``deepeval``: a JSON array of Golden fields that
   ``EvaluationDataset.add_goldens_from_json_file`` loads: ``input``,
   ``expected_output``, ``context``, ``source_file``, ``additional_metadata``
@@ -31,7 +33,7 @@ from typing import Any
 
 from evoforge.errors import ConfigError
 
-FORMATS = ("jsonl", "json", "csv", "parquet", "ragas", "deepeval")
+FORMATS = ("jsonl", "json", "csv", "parquet", "ragas", "deepeval", "plain")
 _BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -299,6 +301,21 @@ def to_deepeval(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def to_plain(record: dict[str, Any]) -> dict[str, Any]:
+    """An IN2 record as ``context / question / answer`` (needle offsets are into ``context``)."""
+    user = record["messages"][0]["content"]
+    start = record.get("context_start")
+    context = user[start : start + record["context_chars"]] if start is not None else ""
+    return {
+        "id": record["id"],
+        "sample_type": record.get("sample_type"),
+        "context": context,
+        "question": (record.get("meta") or {}).get("question", user),
+        "answer": record["messages"][-1]["content"],
+        "needles": record.get("needles", []),
+    }
+
+
 class RagasWriter(RecordWriter):
     """Single-turn samples to ``path``; multi-turn ones to ``<stem>.multi_turn.jsonl``."""
 
@@ -343,6 +360,7 @@ _WRITERS: dict[str, Callable[[Path], RecordWriter]] = {
     "parquet": ParquetWriter,
     "ragas": RagasWriter,
     "deepeval": lambda path: JsonArrayWriter(path, to_deepeval),
+    "plain": lambda path: JsonlWriter(path, to_plain),
 }
 
 

@@ -498,12 +498,14 @@ class _JsonScaffold:
     prompt ends with the opening (``{"question": "``), keys, quotes and brackets are
     forced token by token, and the model writes only inside the slots. A string
     slot takes any tokens without a raw quote or control character, must start
-    with something visible, and ends when the model writes a token ending in a
-    quote (or wanted to end its turn, or used its share of ``max_tokens``). An enum
-    slot takes the option whose next token the model ranks highest, step by step:
-    for options that start differently, a comparison of first-token logits. All
+    with something visible, and ends with the first token that ends in a quote;
+    the model's wish to end the value another way (a newline, ``",``, the end of
+    its turn) counts for the bare quote, and a value that used its share of
+    ``max_tokens`` is closed where it stands. An enum slot takes the option whose
+    next token the model ranks highest, token by token (for options that start
+    differently, a comparison of first-token logits); it is never sampled. All
     happens inside one ``generate`` call (:class:`_ScaffoldProcessor`), so the
-    prompt is read once and guided requests batch like any other. The finished
+    prompt is read once and guided requests batch like any other. Each finished
     value is re-escaped with ``json.dumps``, so the text is valid JSON whatever the
     model wrote; the model still chooses the words and the options.
 
@@ -533,7 +535,9 @@ class _JsonScaffold:
 
     @property
     def max_new_tokens(self) -> int:
-        """A bound on the reply's tokens: a token holds at least one byte."""
+        """A bound on the reply's tokens (a token holds at least one byte), rounded up to
+        a multiple of 32 so that similar scaffolds share batches: each guided row ends
+        by itself, so a higher bound costs nothing."""
         total = 1  # the end-of-turn token
         for piece in self.pieces:
             if isinstance(piece, str):
@@ -542,7 +546,7 @@ class _JsonScaffold:
                 total += self.field_tokens
             else:
                 total += max(len(_json_string_tail(option).encode()) for option in piece.options)
-        return total
+        return -(-total // 32) * 32
 
 
 def _object_pieces(schema: Any, *, nested: bool) -> list[_Piece]:
@@ -554,9 +558,9 @@ def _object_pieces(schema: Any, *, nested: bool) -> list[_Piece]:
     required = schema.get("required") or []
     if not isinstance(properties, dict) or not properties or not isinstance(required, list):
         raise _Unguided
-    keys = required or list(properties)
-    if any(not isinstance(key, str) or key not in properties for key in keys):
+    if not all(isinstance(key, str) and key in properties for key in required):
         raise _Unguided
+    keys = list(dict.fromkeys(required)) or list(properties)
     pieces: list[_Piece] = ["{"]
     for number, key in enumerate(keys):
         pieces.append((", " if number else "") + json.dumps(key, ensure_ascii=False) + ": ")
