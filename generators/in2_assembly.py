@@ -96,8 +96,9 @@ class Tokenizer(Protocol):
 
     ``spans(text)`` is the ``(start, end)`` character span of each token, in order.
     Whitespace between tokens may belong to no token (:class:`RegexTokenizer`) or to
-    the next one (byte-level BPE's ``" world"``). A character that a byte-level BPE
-    splits into several tokens gives each of them the same span.
+    the next one (byte-level BPE's ``" world"``). The tokens a byte-level BPE splits
+    one character into all include it, so their spans overlap; a segment never ends
+    between two of them.
     """
 
     name: str
@@ -656,6 +657,10 @@ class FillerPool:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[Segment]:
+        """The segments held now, in no particular order."""
+        return iter(self._items)
+
     def add(self, segment: Segment) -> None:
         """Offer ``segment``; it is kept with probability ``capacity / seen``."""
         self.seen += 1
@@ -761,9 +766,11 @@ def assemble(
     0 when ``tokenizer_counts`` is ``None``. ``context_tokens`` and the needles'
     token offsets follow that sum exactly; a BPE tokenizer run over the whole context
     can differ by a token at some piece boundaries. Fillers are drawn until the sum
-    reaches ``target_tokens``, so a context overshoots by less than one segment (or
-    has only the needles, if they alone reach it). Raises :class:`ConfigError` when
-    the pool cannot supply enough filler.
+    reaches ``target_tokens``, and the last one is kept only if that lands nearer the
+    target, so ``context_tokens`` is within half a segment (plus a separator) of it,
+    unbiased; if the needles alone reach the target, the context is the needles only
+    (none is ever dropped). Raises :class:`ConfigError` when the pool cannot supply
+    enough filler.
     """
     if not needles:
         raise ConfigError("assemble needs at least one needle segment")
@@ -781,6 +788,12 @@ def assemble(
             f"{supplied} in {len(pool)} segments); fill it from more documents, raise its "
             "capacity or lower the maximum context length"
         )
+    # The last filler took the sum past the target: keep it only if that lands nearer,
+    # so lengths are not biased upwards by half a segment on average.
+    if fillers:
+        last = fillers[-1].tokens + sep_tokens
+        if supplied - needed > needed - (supplied - last):
+            fillers.pop()
     pieces: list[tuple[Segment, bool]] = [(s, True) for s in needles]
     pieces += [(s, False) for s in fillers]
     rng.shuffle(pieces)
