@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evoforge.engine.runner import RecordContext, Result
+from evoforge.errors import ConfigError
 from evoforge.evolvers.base import parse_weights
 from evoforge.generators.in2_assembly import (
     FillerPool,
@@ -254,8 +255,10 @@ class In2Task:
         rng = ctx.rng(1)
         target = sample_target_tokens(rng, self.min_tokens, self.max_tokens)
         try:
-            assembled = assemble(needles, self.pool, rng, target_tokens=target)
-        except ValueError as exc:
+            assembled = assemble(
+                needles, self.pool, rng, target_tokens=target, tokenizer_counts=self.tokenizer.count
+            )
+        except ConfigError as exc:  # the pool cannot supply fillers from other documents
             return Result.reject(item, "no_filler", str(exc))
         needle_data = [asdict(needle) for needle in assembled.needles]
         return Result.accept(

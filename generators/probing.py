@@ -58,16 +58,15 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import ConfigError, InputError
+from evoforge.generators.in2 import TRAINING_INSTRUCTION
 from evoforge.io.writers import JsonlWriter
 
 TokenCounter = Callable[[str], int]
 
 # The FILM-7B prompt (the IN2 training prompt without the model's [INST] tags),
 # so that probe scores compare with the paper's.
-PROBE_INSTRUCTION = (
-    "Below is a context and an instruction. Based on the information provided in the "
-    "context, write a response for the instruction."
-)
+# The paper's training prompt, so probe scores compare with FILM-7B's.
+PROBE_INSTRUCTION = TRAINING_INSTRUCTION
 REFERENCE = {"FILM-7B": {"average": 85.9, "gap": 13.9, "scale": "percent"}}
 PREDICTION_KEYS = ("prediction", "output", "response")
 

@@ -178,6 +178,33 @@ def test_hf_segments_cover_the_document(smollm2_dir):
             check_cover(text, segments, tokenizer, limit)
 
 
+def test_hf_token_accounting_matches_a_count_of_the_context(smollm2_dir):
+    tokenizer = HFTokenizer(smollm2_dir)
+    rng = random.Random(4)
+    pool = FillerPool(seed=4)
+    by_doc = {}
+    for d in range(40):
+        text = synthetic_text(rng, 150) if d % 4 else CHINESE[rng.randrange(40) :]
+        by_doc[d] = segment_document(f"doc{d}", text, tokenizer, 32)
+        for segment in by_doc[d]:
+            pool.add(segment)
+    for _ in range(20):
+        needles = rng.sample(by_doc[rng.randrange(40)], 2)
+        assembled = assemble(
+            needles,
+            pool,
+            rng,
+            target_tokens=rng.randint(300, 1500),
+            tokenizer_counts=tokenizer.count,
+        )
+        whole = tokenizer.count(assembled.context)
+        assert abs(whole - assembled.context_tokens) <= max(2, whole // 200)
+        for needle in assembled.needles:
+            assert assembled.context[needle.char_start : needle.char_end] == needle.text
+            prefix = tokenizer.count(assembled.context[: needle.char_end])
+            assert abs(prefix - needle.token_end) <= max(2, prefix // 200)
+
+
 @pytest.mark.slow
 def test_default_tokenizer_reads_the_gguf_without_a_converted_model(tmp_path, monkeypatch):
     pytest.importorskip("gguf")
