@@ -47,7 +47,8 @@ from evoforge.generators.in2_assembly import (
 )
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
-from evoforge.validators.heuristics import context_reference, empty_answer, language_drift
+from evoforge.validators.critics import SelfContained, WellFormed
+from evoforge.validators.heuristics import empty_answer, language_drift
 
 SAMPLE_TYPES = ("fine_grained", "integration", "short", "general")
 PAPER_MIX = {"fine_grained": 0.63, "integration": 0.17, "short": 0.09, "general": 0.11}
@@ -199,8 +200,9 @@ def _segments(item: Record) -> list[Segment]:
 class In2Task:
     """One planned scenario -> one IN2 record (a Task). LLM for the QA, none for assembly.
 
-    Reason codes: ``context_reference`` ("based on the provided context" in the
-    question), ``empty_answer``, ``language_drift`` (the question left the
+    Reason codes: ``not_self_contained`` ("based on the provided context", "the
+    text" ... in the question), ``not_a_question`` (a title, or the answer
+    repeated), ``empty_answer``, ``language_drift`` (the question left the
     segment's language), ``too_few_pieces`` (an integration answer that does not
     name two or more valid pieces), ``no_filler`` (the pool could not supply
     fillers from other documents), plus the engine's (``invalid_json``, ...).
@@ -216,6 +218,8 @@ class In2Task:
     integration_template: PromptTemplate = field(
         default_factory=lambda: builtin_template("in2_integration")
     )
+    well_formed: WellFormed = field(default_factory=WellFormed)
+    self_contained: SelfContained = field(default_factory=SelfContained)
 
     async def __call__(self, item: Record, ctx: RecordContext) -> Result:
         kind = item["sample_type"]
@@ -231,9 +235,11 @@ class In2Task:
             reply = await ctx.ask(template, op="in2_fine_grained", segment=segments[0].text)
         question = reply.parsed["question"].strip()
         answer = reply.parsed["answer"].strip()
+        probe = Record("qa", {"question": question, "answer": answer, "contexts": []}, id=item.id)
         for verdict in (
-            context_reference(question),
             empty_answer(answer),
+            self.well_formed.screen(probe),
+            self.self_contained.screen(probe),
             language_drift(segments[0].text, question),
         ):
             if not verdict.ok:

@@ -323,7 +323,7 @@ def test_passing_sample_is_kept_with_the_names_of_its_critics():
     out = panel_review(record, model)
     assert isinstance(out, Record) and out.id == "r0"
     assert out.meta["critics"] == {
-        "passed": ["self_contained", "grounded", "answerable", "information_gain"]
+        "passed": ["well_formed", "self_contained", "grounded", "answerable", "information_gain"]
     }
     assert kinds(model) == ["grounded", "answerable", "equal"]
     assert "critics" not in record.meta  # the input is not changed
@@ -414,3 +414,21 @@ def test_panel_as_a_task_writes_every_rejection_with_its_reason(tmp_path):
     # No context cannot be fixed by a rewrite: rejected at once.
     assert summary.rejected_by_reason == {"no_context": 1}
     assert rejects[0]["id"] == "empty" and rejects[0]["record"]["reference"] == REFERENCE
+
+
+def test_well_formed_rejects_titles_and_echoes():
+    from evoforge.validators.critics import WellFormed
+
+    def sample(question, reference="The press spread printing across Europe."):
+        return Record(
+            "rag",
+            {"user_input": question, "reference": reference, "reference_contexts": ["c"]},
+            id="w",
+        )
+
+    assert WellFormed().check(sample("The Printing Press")).reason == "not_a_question"
+    echo = sample(
+        "The press spread printing across Europe", "The press spread printing across Europe."
+    )
+    assert WellFormed().check(echo).reason == "not_a_question"
+    assert WellFormed().check(sample("Who built the first printing press in Mainz?")).ok

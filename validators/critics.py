@@ -544,9 +544,40 @@ class InformationGain(Critic):
         return PASS
 
 
+class WellFormed(Critic):
+    """The question must be a question a person could ask (no model call).
+
+    Small models sometimes return a title ("The Printing Press") or echo the
+    answer as the question, and judges of the same size wave it through. Fails
+    ``not_a_question`` when the (last user) question has fewer than
+    ``min_words`` words, or has the same words as the reference.
+    """
+
+    name: ClassVar[str] = "well_formed"
+
+    def __init__(self, min_words: int = 4) -> None:
+        self.min_words = min_words
+
+    def check(self, record: Record) -> Verdict:
+        return self.screen(record)
+
+    def screen(self, record: Record) -> Verdict:
+        texts = _user_texts(question_of(record))
+        question = texts[-1] if texts else ""
+        count = heuristics.word_count(question)
+        if count < self.min_words:
+            return Verdict.failed(
+                "not_a_question",
+                f"{question!r} has {count} words; a question needs {self.min_words}",
+            )
+        if _same_words(question, reference_of(record)):
+            return Verdict.failed("not_a_question", "the question only repeats the reference")
+        return PASS
+
+
 def default_critics() -> list[Critic]:
     """Cheapest first: the lexical checks screen before any judge is asked."""
-    return [SelfContained(), Grounded(), Answerable(), InformationGain()]
+    return [WellFormed(), SelfContained(), Grounded(), Answerable(), InformationGain()]
 
 
 # --- the panel -------------------------------------------------------------------------

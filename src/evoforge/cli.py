@@ -686,9 +686,10 @@ def demo(
     """
     from importlib import resources
 
-    from evoforge.api import EvolveOptions, RagOptions
+    from evoforge.api import EvolveOptions, In2Options, RagOptions
     from evoforge.api import answer as run_answer
     from evoforge.api import evolve as run_evolve
+    from evoforge.api import in2 as run_in2
     from evoforge.api import rag as run_rag
 
     options = _engine_options(
@@ -699,14 +700,14 @@ def demo(
     )  # fmt: skip
     examples = resources.files("evoforge.examples")
     out.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"evoforge demo: 1/3 answering instructions.jsonl with --llm {llm} (the first "
+    typer.echo(f"evoforge demo: 1/4 answering instructions.jsonl with --llm {llm} (the first "
                "run converts the embedded model, about 30 s)", err=True)  # fmt: skip
     with resources.as_file(examples.joinpath("instructions.jsonl")) as seeds_path:
         answered = run_answer(seeds_path, out / "answers.jsonl", options=options)
     _print_summary(answered, title="evoforge demo: answer")
     _show_samples(answered.out, limit=2)
 
-    typer.echo("\nevoforge demo: 2/3 evolving evolve_seeds.jsonl through 2 Evol-Instruct "
+    typer.echo("\nevoforge demo: 2/4 evolving evolve_seeds.jsonl through 2 Evol-Instruct "
                "rounds, answering each evolution", err=True)  # fmt: skip
     with resources.as_file(examples.joinpath("evolve_seeds.jsonl")) as seeds_path:
         evolved = run_evolve(
@@ -718,7 +719,7 @@ def demo(
     _print_summary(evolved, title="evoforge demo: evolve")
     _show_lineage(evolved.out)
 
-    typer.echo("\nevoforge demo: 3/3 a RAG evaluation set of 4 samples from examples/docs "
+    typer.echo("\nevoforge demo: 3/4 a RAG evaluation set of 4 samples from examples/docs "
                "(knowledge graph with MiniLM embeddings, critics on)", err=True)  # fmt: skip
     with resources.as_file(examples.joinpath("docs")) as docs_path:
         built = run_rag(
@@ -731,7 +732,35 @@ def demo(
     _print_summary(built, title="evoforge demo: rag")
     _print_rag_report(built.extra, 4)
     _show_questions(built.out)
-    raise typer.Exit(max(answered.exit_code, evolved.exit_code, built.exit_code))
+
+    typer.echo(
+        "\nevoforge demo: 4/4 three IN2 long-context samples from examples/docs (contexts "
+        "of 512-2048 tokens here; the paper's 4K-32K is the default)",
+        err=True,
+    )
+    with resources.as_file(examples.joinpath("docs")) as docs_path:
+        long = run_in2(
+            [docs_path],
+            out / "in2.jsonl",
+            in2=In2Options(n=3, mix="fine_grained=2,short=1", min_tokens=512, max_tokens=2048,
+                           max_passes=2),
+            options=options,
+        )  # fmt: skip
+    _print_summary(long, title="evoforge demo: in2")
+    _show_needles(long.out)
+    codes = (answered.exit_code, evolved.exit_code, built.exit_code, long.exit_code)
+    raise typer.Exit(max(codes))
+
+
+def _show_needles(path: Path) -> None:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            needle = record["needles"][0]
+            typer.echo(f"\n[{record['sample_type']}] {record['meta']['question']}")
+            where = f"{needle['char_start']}-{needle['char_end']}"
+            typer.echo(f"  context {record['context_tokens']} tokens; needle at characters "
+                       f"{where}: {needle['text'][:100]}")  # fmt: skip
 
 
 def _show_questions(path: Path) -> None:
