@@ -8,8 +8,10 @@ config (the message names the file, line and field); 3 the run stopped early
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,6 +105,73 @@ def _engine_options(**kwargs: Any) -> Any:
     return EngineOptions(**kwargs)
 
 
+_ENGINE_PARAMS: list[tuple[str, Any, Any]] = [
+    ("llm", Llm, "local"),
+    ("llm_arg", LlmArg, None),
+    ("temperature", Temperature, None),
+    ("max_output_tokens", MaxOutput, None),
+    ("concurrency", Concurrency, 16),
+    ("rpm", Rpm, None),
+    ("tpm", Tpm, None),
+    ("max_calls", MaxCalls, None),
+    ("max_tokens", MaxTokens, None),
+    ("timeout", Timeout, 120.0),
+    ("max_attempts", MaxAttempts, 6),
+    ("max_retry_wait", MaxRetryWait, 300.0),
+    ("no_cache", NoCache, False),
+    ("cache_dir", CacheDir, None),
+    ("seed", Seed, 0),
+    ("overwrite", Overwrite, False),
+    ("quiet", Quiet, False),
+]
+
+
+def with_engine_options(*, max_tokens_flag: str = "--max-tokens") -> Any:
+    """Give a command every engine flag (model, limits, budgets, cache, seed) once,
+    and hand it the parsed ``EngineOptions`` as ``options``.
+
+    ``max_tokens_flag`` renames the token budget where a command's own
+    ``--max-tokens`` means something else (``in2``: the longest context).
+    """
+
+    def decorate(fn: Any) -> Any:
+        signature = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)  # strings -> Annotated[...]
+        own = [
+            p.replace(annotation=hints.get(name, p.annotation))
+            for name, p in signature.parameters.items()
+            if name != "options"
+        ]
+        engine = []
+        renamed = {}  # python parameter name -> EngineOptions field
+        for name, annotation, default in _ENGINE_PARAMS:
+            if name == "max_tokens" and max_tokens_flag != "--max-tokens":
+                renamed["total_tokens_budget"] = name
+                name = "total_tokens_budget"
+                annotation = Annotated[
+                    int | None,
+                    typer.Option(max_tokens_flag, help="Stop cleanly after this many tokens "
+                                 "in total.", rich_help_panel="Budget"),
+                ]  # fmt: skip
+            engine.append(
+                inspect.Parameter(
+                    name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                )
+            )
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {renamed.get(p.name, p.name): kwargs.pop(p.name) for p in engine}
+            return fn(options=_engine_options(**values), **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + engine)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + engine}
+        return wrapper
+
+    return decorate
+
+
 def _errors_as_messages(fn: Any) -> Any:
     """Known errors print one line naming the fix, not a traceback (exit 2)."""
 
@@ -150,6 +219,7 @@ def _print_summary(summary: Any, *, title: str) -> None:
 
 @app.command()
 @_errors_as_messages
+@with_engine_options()
 def answer(
     seeds: Annotated[
         Path,
@@ -162,23 +232,7 @@ def answer(
     ],
     field: FieldMap = None,
     allow_truncated: Annotated[bool, typer.Option(help="Keep answers cut at max tokens.")] = False,
-    llm: Llm = "local",
-    llm_arg: LlmArg = None,
-    temperature: Temperature = None,
-    max_output_tokens: MaxOutput = None,
-    concurrency: Concurrency = 16,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    max_calls: MaxCalls = None,
-    max_tokens: MaxTokens = None,
-    timeout: Timeout = 120.0,
-    max_attempts: MaxAttempts = 6,
-    max_retry_wait: MaxRetryWait = 300.0,
-    no_cache: NoCache = False,
-    cache_dir: CacheDir = None,
-    seed: Seed = 0,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
+    options: Any = None,
 ) -> None:
     """Write an output for every instruction seed.
 
@@ -187,12 +241,6 @@ def answer(
     from evoforge.api import answer as run_answer
     from evoforge.io.readers import parse_field_map
 
-    options = _engine_options(
-        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
-        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
-        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
-        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
-    )  # fmt: skip
     summary = run_answer(
         seeds, out, options=options, field_map=parse_field_map(field),
         allow_truncated=allow_truncated,
@@ -203,6 +251,7 @@ def answer(
 
 @app.command()
 @_errors_as_messages
+@with_engine_options()
 def evolve(
     seeds: Annotated[
         Path, typer.Option("--seeds", help="Seeds: instructions, or qa / rag samples.")
@@ -266,23 +315,7 @@ def evolve(
         ),
     ] = None,
     field: FieldMap = None,
-    llm: Llm = "local",
-    llm_arg: LlmArg = None,
-    temperature: Temperature = None,
-    max_output_tokens: MaxOutput = None,
-    concurrency: Concurrency = 16,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    max_calls: MaxCalls = None,
-    max_tokens: MaxTokens = None,
-    timeout: Timeout = 120.0,
-    max_attempts: MaxAttempts = 6,
-    max_retry_wait: MaxRetryWait = 300.0,
-    no_cache: NoCache = False,
-    cache_dir: CacheDir = None,
-    seed: Seed = 0,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
+    options: Any = None,
 ) -> None:
     """Grow seeds into harder ones: Evol-Instruct (+ Evol-Quality), or Ragas-style rewrites.
 
@@ -292,12 +325,6 @@ def evolve(
     from evoforge.api import evolve as run_evolve
     from evoforge.io.readers import parse_field_map
 
-    options = _engine_options(
-        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
-        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
-        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
-        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
-    )  # fmt: skip
     evolution = EvolveOptions(
         kind=kind, rounds=rounds, ops=ops, answers=answers, judge=not no_judge,
         quality_rounds=quality_rounds, quality_ops=quality_ops, keep_all_rounds=keep_all_rounds,
@@ -327,6 +354,7 @@ def _int_pairs(pairs: list[str] | None, flag: str) -> dict[str, int] | None:
 
 @app.command()
 @_errors_as_messages
+@with_engine_options()
 def rag(
     docs: Annotated[
         list[Path],
@@ -405,23 +433,7 @@ def rag(
         typer.Option("--max-words", help="Word limit per rewrite, e.g. reasoning=20."),
     ] = None,
     max_passes: Annotated[int, typer.Option(help="Passes that replace failed samples.")] = 4,
-    llm: Llm = "local",
-    llm_arg: LlmArg = None,
-    temperature: Temperature = None,
-    max_output_tokens: MaxOutput = None,
-    concurrency: Concurrency = 16,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    max_calls: MaxCalls = None,
-    max_tokens: MaxTokens = None,
-    timeout: Timeout = 120.0,
-    max_attempts: MaxAttempts = 6,
-    max_retry_wait: MaxRetryWait = 300.0,
-    no_cache: NoCache = False,
-    cache_dir: CacheDir = None,
-    seed: Seed = 0,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
+    options: Any = None,
 ) -> None:
     """Build a RAG evaluation set from documents: exactly N samples with provenance.
 
@@ -430,12 +442,6 @@ def rag(
     from evoforge.api import RagOptions
     from evoforge.api import rag as run_rag
 
-    options = _engine_options(
-        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
-        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls, max_tokens=max_tokens,
-        timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
-        no_cache=no_cache, cache_dir=cache_dir, seed=seed, overwrite=overwrite, quiet=quiet,
-    )  # fmt: skip
     settings = RagOptions(
         n=n, mix=mix, chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunk_unit=chunk_unit,
         embedder=embedder, graph=str(graph) if graph else None, top_k=top_k,
@@ -467,6 +473,7 @@ def _print_rag_report(extra: dict, n: int) -> None:
 
 @app.command()
 @_errors_as_messages
+@with_engine_options(max_tokens_flag="--max-total-tokens")
 def in2(
     corpus: Annotated[
         list[Path],
@@ -512,30 +519,7 @@ def in2(
             "--format", help="jsonl | json | csv | parquet | plain (context/question/answer)."
         ),
     ] = None,
-    llm: Llm = "local",
-    llm_arg: LlmArg = None,
-    temperature: Temperature = None,
-    max_output_tokens: MaxOutput = None,
-    concurrency: Concurrency = 16,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    max_calls: MaxCalls = None,
-    max_tokens_budget: Annotated[
-        int | None,
-        typer.Option(
-            "--max-total-tokens",
-            help="Stop cleanly after this many tokens in total.",
-            rich_help_panel="Budget",
-        ),
-    ] = None,
-    timeout: Timeout = 120.0,
-    max_attempts: MaxAttempts = 6,
-    max_retry_wait: MaxRetryWait = 300.0,
-    no_cache: NoCache = False,
-    cache_dir: CacheDir = None,
-    seed: Seed = 0,
-    overwrite: Overwrite = False,
-    quiet: Quiet = False,
+    options: Any = None,
 ) -> None:
     """IN2 long-context training data (An et al., 2024): needles in 4K-32K token contexts.
 
@@ -544,13 +528,6 @@ def in2(
     from evoforge.api import In2Options
     from evoforge.api import in2 as run_in2
 
-    options = _engine_options(
-        llm=llm, llm_arg=llm_arg, temperature=temperature, max_output_tokens=max_output_tokens,
-        concurrency=concurrency, rpm=rpm, tpm=tpm, max_calls=max_calls,
-        max_tokens=max_tokens_budget, timeout=timeout, max_attempts=max_attempts,
-        max_retry_wait=max_retry_wait, no_cache=no_cache, cache_dir=cache_dir, seed=seed,
-        overwrite=overwrite, quiet=quiet,
-    )  # fmt: skip
     settings = In2Options(
         n=n, min_tokens=min_tokens, max_tokens=max_tokens, segment_tokens=segment_tokens,
         short_ratio=short_ratio, mix=mix, general=str(general) if general else None,
