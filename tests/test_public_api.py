@@ -10,6 +10,8 @@ from evoforge.testing.scripted import ScriptedChatModel
 
 PUBLIC = {
     "ChatModel", "Completion", "ConfigError", "EngineOptions", "EvoforgeError", "InputError",
+    "EvolveOptions", "In2Options", "RagOptions", "evolve", "evolve_async", "in2", "in2_async",
+    "rag", "rag_async",
     "LLMError", "PromptTemplate", "QuotaExhausted", "Record", "RecordContext", "Rejection",
     "RequestRejected", "Result", "RunStopped", "RunSummary", "TransientError", "Usage",
     "answer", "answer_async", "builtin_template", "load_chat_model", "load_template",

@@ -2,10 +2,24 @@
 
 The public surface (pinned by tests/test_public_api.py)::
 
-    from evoforge import EngineOptions, answer, load_chat_model, Record
+    from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
 """
 
-from evoforge.api import EngineOptions, answer, answer_async, run_task_async
+from evoforge.api import (
+    EngineOptions,
+    EvolveOptions,
+    In2Options,
+    RagOptions,
+    answer,
+    answer_async,
+    evolve,
+    evolve_async,
+    in2,
+    in2_async,
+    rag,
+    rag_async,
+    run_task_async,
+)
 from evoforge.engine.runner import RecordContext, Rejection, Result, RunSummary
 from evoforge.errors import (
     ConfigError,
@@ -28,6 +42,9 @@ __all__ = [
     "Completion",
     "ConfigError",
     "EngineOptions",
+    "EvolveOptions",
+    "In2Options",
+    "RagOptions",
     "EvoforgeError",
     "InputError",
     "LLMError",
@@ -45,6 +62,12 @@ __all__ = [
     "answer",
     "answer_async",
     "builtin_template",
+    "evolve",
+    "evolve_async",
+    "in2",
+    "in2_async",
+    "rag",
+    "rag_async",
     "load_chat_model",
     "load_template",
     "read_records",
