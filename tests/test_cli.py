@@ -84,7 +84,9 @@ def test_validate_reports_line_and_path_and_exits_1(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [good, bad, {**good, "id": "c"}])
     result = run_cli("validate", str(path), "--kind", "instruction")
     assert result.returncode == 1
-    assert result.stdout.strip() == f"{path} line 2: at $.output: 5 is not of type 'string'"
+    assert result.stdout.strip() == (
+        f"{path} line 2: schema_invalid: at $.output: 5 is not of type 'string'"
+    )
     assert "3 records, 1 invalid" in result.stderr
     ok = write_jsonl(tmp_path / "ok.jsonl", [good])
     assert run_cli("validate", str(ok), "--kind", "instruction").returncode == 0

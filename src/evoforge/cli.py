@@ -612,16 +612,39 @@ def validate(
         str | None,
         typer.Option(help="instruction | qa | rag | in2 (default: each record's own kind field)."),
     ] = None,
+    checks: Annotated[
+        str,
+        typer.Option(help="Comma list of: schema, length, refusal, empty, leak, language, lima."),
+    ] = "schema",
+    min_len: Annotated[int | None, typer.Option(help="length: shortest answer.")] = None,
+    max_len: Annotated[int | None, typer.Option(help="length: longest answer.")] = None,
+    unit: Annotated[str, typer.Option(help="length: chars | words | tokens.")] = "words",
+    lima_length: Annotated[
+        bool, typer.Option("--lima-length", help="lima: answers of 1,200-4,096 characters only.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the records that pass here; rejects beside it.")
+    ] = None,
 ) -> None:
-    """Check every record against its kind's JSON Schema; exit 1 if any is invalid.
+    """Check every record (its JSON Schema, and any heuristics named); exit 1 if any fails.
 
-    Example: evoforge validate out/answers.jsonl --kind instruction
+    Example: evoforge validate out/answers.jsonl --kind instruction --checks schema,refusal,lima
     """
     from evoforge.io.readers import iter_rows
-    from evoforge.records import KINDS, schema_error, schema_for
+    from evoforge.io.writers import format_for, open_writer
+    from evoforge.records import KINDS, schema_for
+    from evoforge.validators.checks import Bounds, CheckSettings, ValidatorChain, parse_checks
 
     if kind is not None:
         schema_for(kind)  # unknown kinds fail here with the list of kinds
+    settings = CheckSettings(
+        kind=kind, length=Bounds(min_len, max_len, unit), lima_length=lima_length
+    )
+    chain = ValidatorChain(parse_checks(checks), settings)
+    writer = rejects = None
+    if out is not None:
+        writer = open_writer(out, format_for(out, None))
+        rejects = open_writer(out.with_name(f"{out.stem}.rejects.jsonl"), "jsonl")
     total = invalid = 0
     for item in iter_rows(file):
         total += 1
@@ -630,16 +653,29 @@ def validate(
             typer.echo(str(item))
             continue
         line, data = item
-        record_kind = kind or data.get("kind")
-        if record_kind not in KINDS:
+        if (kind or data.get("kind")) not in KINDS:
             invalid += 1
-            typer.echo(f'{file} line {line}: field "kind" is {record_kind!r}; pass --kind')
+            typer.echo(f'{file} line {line}: field "kind" is {data.get("kind")!r}; pass --kind')
             continue
-        problem = schema_error(data, record_kind)
-        if problem:
-            invalid += 1
-            typer.echo(f"{file} line {line}: {problem}")
-    typer.echo(f"{file}: {total} records, {invalid} invalid", err=True)
+        verdict = chain.check(data)
+        if verdict.ok:
+            if writer is not None:
+                writer.write(data)
+            continue
+        invalid += 1
+        typer.echo(f"{file} line {line}: {verdict.reason}: {verdict.detail}")
+        if rejects is not None:
+            rejects.write({"id": data.get("id"), "reason": verdict.reason,
+                           "detail": verdict.detail, "record": data})  # fmt: skip
+    if writer is not None and rejects is not None:
+        writer.close()
+        rejects.close()
+    counts = ", ".join(
+        f"{reason} {n}" for reason, n in chain.counts.most_common() if reason != "passed"
+    )
+    typer.echo(
+        f"{file}: {total} records, {invalid} invalid" + (f" ({counts})" if counts else ""), err=True
+    )
     raise typer.Exit(1 if invalid else 0)
 
 

@@ -1,0 +1,176 @@
+"""Per-record checks by name, composed into a chain with a report of reasons.
+
+Each check reads a record (the flat JSON of any kind), picks the text it needs
+(the prompt side and the answer side of its kind), and returns a ``Verdict``.
+``ValidatorChain`` runs them in order and stops at the first failure; its
+``counts`` say how many records each reason rejected.
+
+Checks (reason codes):
+
+- ``schema``: the kind's JSON Schema (``schema_invalid``, with the JSON path);
+- ``length``: answer length within bounds in characters, words or tokens
+  (``too_short`` / ``too_long``);
+- ``refusal``, ``empty``, ``leak``, ``language``: Evol-Instruct's elimination
+  rules (``refusal``, ``empty_answer``, ``prompt_leak``, ``language_drift``);
+- ``lima``: LIMA's answer filters (Zhou et al., 2023): first-person answers
+  (``first_person``), answers that point at other answers ("as mentioned
+  above": ``references_other_answer``), and, with ``lima_length``, answers
+  outside 1,200-4,096 characters (``too_short`` / ``too_long``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evoforge.errors import ConfigError
+from evoforge.records import schema_error
+from evoforge.validators import heuristics
+from evoforge.validators.base import PASS, Verdict
+
+# (prompt side, answer side) of each kind.
+_SIDES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
+    "instruction": lambda r: (r.get("instruction", ""), r.get("output", "")),
+    "qa": lambda r: (_text(r.get("question")), r.get("answer", "")),
+    "rag": lambda r: (_text(r.get("user_input")), r.get("reference", "")),
+    "in2": lambda r: (r["messages"][0]["content"], r["messages"][-1]["content"]),
+}
+
+_FIRST_PERSON = re.compile(r"(?<!\w)(i|i'm|i've|i'd|me|my|mine|myself)(?!\w)", re.IGNORECASE)
+_OTHER_ANSWERS = (
+    "as mentioned above",
+    "as mentioned earlier",
+    "as mentioned before",
+    "as i said",
+    "as i mentioned",
+    "as stated above",
+    "as stated earlier",
+    "as discussed above",
+    "in my previous answer",
+    "in the previous answer",
+    "see above",
+    "如上所述",
+    "如前所述",
+)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(turn.get("content", "") for turn in value if isinstance(turn, dict))
+    return value or ""
+
+
+def sides(record: dict[str, Any], kind: str | None = None) -> tuple[str, str]:
+    """The prompt-side and answer-side text of a record (of ``kind``, else its own)."""
+    kind = kind or record.get("kind", "")
+    reader = _SIDES.get(kind)
+    if reader is None:
+        raise ConfigError(f"record {record.get('id')!r}: unknown kind {kind!r}")
+    return reader(record)
+
+
+@dataclass
+class Bounds:
+    """Length bounds of the answer; ``unit`` is chars, words or tokens (regex count)."""
+
+    min: int | None = None
+    max: int | None = None
+    unit: str = "words"
+
+    def measure(self, text: str) -> int:
+        if self.unit == "chars":
+            return len(text)
+        if self.unit == "words":
+            return heuristics.word_count(text)
+        if self.unit == "tokens":
+            from evoforge.io.documents import count_tokens
+
+            return count_tokens(text)
+        raise ConfigError(f"length unit must be chars, words or tokens, not {self.unit!r}")
+
+
+def check_length(answer: str, bounds: Bounds) -> Verdict:
+    size = bounds.measure(answer)
+    if bounds.min is not None and size < bounds.min:
+        return Verdict.failed("too_short", f"{size} {bounds.unit}, the minimum is {bounds.min}")
+    if bounds.max is not None and size > bounds.max:
+        return Verdict.failed("too_long", f"{size} {bounds.unit}, the maximum is {bounds.max}")
+    return PASS
+
+
+def check_lima(answer: str, *, lima_length: bool = False) -> Verdict:
+    """LIMA's filters: no first person, no pointers to other answers, optionally 1,200-4,096
+    characters."""
+    match = _FIRST_PERSON.search(answer)
+    if match:
+        return Verdict.failed(
+            "first_person", f"the answer speaks in the first person ({match.group(0)!r})"
+        )
+    lowered = answer.lower()
+    for phrase in _OTHER_ANSWERS:
+        if phrase in lowered:
+            return Verdict.failed("references_other_answer", f"the answer says {phrase!r}")
+    if lima_length:
+        return check_length(answer, Bounds(1200, 4096, "chars"))
+    return PASS
+
+
+@dataclass
+class CheckSettings:
+    kind: str | None = None  # read every record as this kind (else its own "kind" field)
+    length: Bounds = field(default_factory=Bounds)
+    lima_length: bool = False
+    refusal_max_words: int = 80
+
+
+def _schema(record: dict[str, Any], settings: CheckSettings) -> Verdict:
+    problem = schema_error(record, settings.kind or record.get("kind", ""))
+    return PASS if problem is None else Verdict.failed("schema_invalid", problem)
+
+
+CHECKS: dict[str, Callable[[dict[str, Any], CheckSettings], Verdict]] = {
+    "schema": _schema,
+    "length": lambda r, s: check_length(sides(r, s.kind)[1], s.length),
+    "refusal": lambda r, s: heuristics.refusal(sides(r, s.kind)[1], max_words=s.refusal_max_words),
+    "empty": lambda r, s: heuristics.empty_answer(sides(r, s.kind)[1]),
+    "leak": lambda r, s: heuristics.prompt_leak(" ".join(sides(r, s.kind))),
+    "language": lambda r, s: heuristics.language_drift(*sides(r, s.kind)),
+    "lima": lambda r, s: check_lima(sides(r, s.kind)[1], lima_length=s.lima_length),
+}
+DEFAULT_CHECKS = ("schema",)
+
+
+def parse_checks(spec: str | Sequence[str] | None) -> list[str]:
+    names = spec.split(",") if isinstance(spec, str) else list(spec or DEFAULT_CHECKS)
+    names = [name.strip() for name in names if name.strip()]
+    for name in names:
+        if name not in CHECKS:
+            import difflib
+
+            hint = difflib.get_close_matches(name, list(CHECKS), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"--checks: unknown check {name!r}{suggestion}; checks: {', '.join(CHECKS)}"
+            )
+    return names
+
+
+@dataclass
+class ValidatorChain:
+    """Named checks in order; the first failure is the record's verdict."""
+
+    checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
+    settings: CheckSettings = field(default_factory=CheckSettings)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def check(self, record: dict[str, Any]) -> Verdict:
+        for name in self.checks:
+            verdict = CHECKS[name](record, self.settings)
+            if not verdict.ok:
+                self.counts[verdict.reason or name] += 1
+                return verdict
+        self.counts["passed"] += 1
+        return PASS
