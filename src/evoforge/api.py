@@ -727,3 +727,142 @@ def in2(
 ) -> RunSummary:
     """Build IN2 long-context training data: see :class:`In2Options`."""
     return asyncio.run(in2_async(corpus, out, in2=in2, options=options, model=model))
+
+
+def _read_evoforge_records(path: str | Path) -> Iterable[Record | InputError]:
+    """Records written by evoforge (with ``id`` and ``kind``); other rows are errors."""
+    from evoforge.io.readers import iter_rows
+
+    for item in iter_rows(path):
+        if isinstance(item, InputError):
+            yield item
+            continue
+        line, data = item
+        if not data.get("id") or data.get("kind") not in ("instruction", "qa", "rag", "in2"):
+            yield InputError(
+                "is not an evoforge record (needs an id and a kind)", path=str(path), line=line
+            )
+            continue
+        yield Record.from_json(data)
+
+
+SCORERS = {"deita": "DeitaScorer", "alpagasus": "AlpagasusRater"}
+
+
+@dataclass
+class SelectOptions:
+    method: str = "deita"  # deita | alpagasus | kcenter | random
+    budget: int | None = None
+    tau: float = 0.9
+    min_score: float = 4.5
+    embedder: str = "minilm"
+    fields: list[str] | None = None
+    clusters: int | None = None  # k-center: k-means clusters (default budget // 10)
+
+
+async def select_async(
+    source: str | Path,
+    out: str | Path,
+    *,
+    selection: SelectOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Score (DEITA, AlpaGasus: LLM judges through the engine) and select a subset.
+
+    Writes ``OUT`` (the selected records, in input order), ``OUT.rejects.jsonl``
+    (every other record with its reason: ``too_similar`` with the id and cosine it
+    lost to, ``over_budget``, ``low_score``, ``not_selected``, ``unscored``) and
+    ``OUT.manifest.json``. Scores go to ``OUT.scored.jsonl`` (journaled and cached,
+    so a re-run pays nothing).
+    """
+    import json
+
+    from evoforge.engine.runner import output_paths
+    from evoforge.io.writers import format_for, open_writer
+    from evoforge.validators import select as selection_module
+
+    selection = selection or SelectOptions()
+    options = options or EngineOptions()
+    out = Path(out)
+    paths = output_paths(out)
+    records: list[Any]
+    if selection.method in SCORERS:
+        stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+        scored_path = out.with_name(f"{stem}.scored.jsonl")
+        scorer = getattr(selection_module, SCORERS[selection.method])()
+        first = next((r for r in _read_evoforge_records(source) if isinstance(r, Record)), None)
+        scoring = await run_task_async(
+            command=f"select-{selection.method}", task=scorer,
+            kind=first.kind if first is not None else "instruction",
+            items=_read_evoforge_records(source), out=scored_path, options=options,
+            config={"method": selection.method, "seed": options.seed}, model=model,
+        )  # fmt: skip
+        records = [Record.from_json(r) for r in _jsonl(scored_path)]
+        scoring_report = {"scored": scoring.accepted, "rejected": scoring.rejected_by_reason}
+    else:
+        records = []
+        for item in _read_evoforge_records(source):
+            if isinstance(item, InputError):
+                raise item
+            records.append(item)
+        scoring_report = {}
+    kwargs: dict[str, Any] = {}
+    if selection.method == "deita":
+        kwargs = {"tau": selection.tau, "fields": selection.fields}
+    elif selection.method == "alpagasus":
+        kwargs = {"min_score": selection.min_score}
+    elif selection.method == "kcenter":
+        kwargs = {"k": selection.clusters, "seed": options.seed, "fields": selection.fields}
+    else:
+        kwargs = {"seed": options.seed}
+    if selection.method in ("deita", "kcenter") and not (
+        selection.method == "deita" and selection.tau >= 1
+    ):
+        from evoforge.embeddings import load_embedder
+
+        kwargs["embedder"] = load_embedder(selection.embedder)
+    selected, dropped = selection_module.select(
+        records, selection.method, selection.budget, **kwargs
+    )
+    writer = open_writer(paths["out"], format_for(paths["out"], None))
+    for record in selected:
+        writer.write(record.to_json() if isinstance(record, Record) else record)
+    writer.close()
+    reasons: Counter[str] = Counter()
+    rejects = open_writer(paths["rejects"], "jsonl")
+    for rejection in dropped:
+        rejects.write(rejection.to_json())
+        reasons[rejection.reason] += 1
+    rejects.close()
+    report = {
+        "method": selection.method,
+        "budget": selection.budget,
+        "input": len(records),
+        "selected": len(selected),
+        "dropped_by_reason": dict(reasons.most_common()),
+        "settings": asdict(selection),
+        "scoring": scoring_report,
+        "files": {"out": str(paths["out"]), "rejects": str(paths["rejects"])},
+    }
+    paths["manifest"].write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+    return report
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def select(
+    source: str | Path,
+    out: str | Path,
+    *,
+    selection: SelectOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Select the best-and-most-diverse subset: see :func:`select_async`."""
+    return asyncio.run(select_async(source, out, selection=selection, options=options, model=model))

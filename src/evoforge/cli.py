@@ -604,6 +604,44 @@ def probe_score(
     typer.echo(f"plot: {plot}", err=True)
 
 
+@app.command("select")
+@_errors_as_messages
+@with_engine_options()
+def select_command(
+    source: Annotated[Path, typer.Argument(help="Records written by evoforge (.jsonl ...).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="The selected records; rejects and manifest beside.")
+    ],
+    method: Annotated[str, typer.Option(help="deita | alpagasus | kcenter | random")] = "deita",
+    budget: Annotated[
+        int | None, typer.Option(help="How many to select (all but alpagasus).")
+    ] = None,
+    tau: Annotated[float, typer.Option(help="deita: max cosine to any selected record.")] = 0.9,
+    min_score: Annotated[float, typer.Option(help="alpagasus: keep ratings >= this.")] = 4.5,
+    embedder: Annotated[str, typer.Option(help="minilm | hashing | openai:MODEL[@URL]")] = "minilm",
+    fields: Annotated[
+        list[str] | None, typer.Option("--fields", help="Fields to embed (default: by kind).")
+    ] = None,
+    clusters: Annotated[
+        int | None, typer.Option(help="kcenter: k-means clusters (default budget // 10).")
+    ] = None,
+    options: Any = None,
+) -> None:
+    """Select the best-and-most-diverse subset: DEITA, AlpaGasus, LTD k-center or random.
+
+    Example: evoforge select out/evolved.jsonl --out out/best.jsonl --method deita --budget 1000
+    """  # fmt: skip
+    from evoforge.api import SelectOptions
+    from evoforge.api import select as run_select
+
+    report = run_select(
+        source, out, options=options,
+        selection=SelectOptions(method=method, budget=budget, tau=tau, min_score=min_score,
+                                embedder=embedder, fields=fields, clusters=clusters),
+    )  # fmt: skip
+    typer.echo(json.dumps(report, indent=2, default=str))
+
+
 @app.command()
 @_errors_as_messages
 def validate(
