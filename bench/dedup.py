@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from evoforge.validators.dedup import (
+    RECALL_WEIGHT,
     MinHasher,
     NearDuplicateGraph,
     candidate_probability,
@@ -116,7 +117,7 @@ def main() -> None:
         f"kept {len(kept)}, dropped {len(dropped)}"
     )
 
-    bands, rows = lsh_params(args.threshold, args.num_perm)
+    bands, rows = lsh_params(args.threshold, args.num_perm, RECALL_WEIGHT)
     signatures = MinHasher(args.num_perm).signatures(sets)
     print(f"LSH bands {bands} x rows {rows}; candidate rate per planted level vs 1-(1-s^r)^b:")
     for level in LEVELS:

@@ -604,6 +604,107 @@ def probe_score(
     typer.echo(f"plot: {plot}", err=True)
 
 
+@app.command()
+@_errors_as_messages
+def dedup(
+    source: Annotated[
+        Path, typer.Argument(help="Records (.jsonl .json .csv .parquet) with an id.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Kept records; rejects beside it.")],
+    method: Annotated[
+        str, typer.Option(help="Comma list of exact, minhash, semantic.")
+    ] = "exact,minhash",
+    threshold: Annotated[float, typer.Option(help="minhash: Jaccard of near-duplicates.")] = 0.7,
+    semantic_threshold: Annotated[
+        float, typer.Option(help="semantic: cosine of duplicates.")
+    ] = 0.9,
+    fields: Annotated[
+        list[str] | None, typer.Option("--fields", help="Fields to compare (default: by kind).")
+    ] = None,
+    embedder: Annotated[
+        str, typer.Option(help="semantic: minilm | hashing | openai:MODEL[@URL]")
+    ] = "minilm",
+    prefer: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the highest of this numeric field per group, e.g. meta.deita.score."
+        ),
+    ] = None,
+    clusters: Annotated[
+        Path | None, typer.Option(help="Write each duplicate group here (JSON lines).")
+    ] = None,
+    seed: Seed = 1,
+) -> None:
+    """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group.
+
+    Example: evoforge dedup out/evolved.jsonl --out out/unique.jsonl --method exact,minhash,semantic
+    """  # fmt: skip
+    from evoforge.io.readers import iter_rows
+    from evoforge.io.writers import format_for, open_writer
+    from evoforge.validators.dedup import NearDuplicateGraph
+
+    records = []
+    for item in iter_rows(source):
+        if isinstance(item, EvoforgeError):
+            raise item
+        records.append(item[1])
+    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    model = None
+    if "semantic" in methods:
+        from evoforge.embeddings import load_embedder
+
+        model = load_embedder(embedder)
+    compared = tuple(fields) if fields else _default_fields(records)
+    try:
+        graph = NearDuplicateGraph(
+            methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
+            fields=compared, seed=seed, embedder=model,
+        ).build(records)  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    kept, dropped = graph.resolve(_field_score(prefer) if prefer else None)
+    writer = open_writer(out, format_for(out, None))
+    for record in kept:
+        writer.write(record)
+    writer.close()
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    rejects = open_writer(out.with_name(f"{stem}.rejects.jsonl"), "jsonl")
+    for rejection in dropped:
+        rejects.write(rejection)
+    rejects.close()
+    if clusters is not None:
+        graph.write_clusters(clusters)
+    by_method: dict[str, int] = {}
+    for rejection in dropped:
+        by_method[rejection.get("method", "?")] = by_method.get(rejection.get("method", "?"), 0) + 1
+    typer.echo(json.dumps({"input": len(records), "kept": len(kept), "dropped": len(dropped),
+                           "dropped_by_method": by_method, "fields": list(compared),
+                           "groups": len(graph.components())}, indent=2))  # fmt: skip
+
+
+_DEFAULT_FIELDS = {
+    "instruction": ("instruction", "output"),
+    "qa": ("question",),
+    "rag": ("user_input",),
+    "in2": ("messages",),
+}
+
+
+def _default_fields(records: list[dict]) -> tuple[str, ...]:
+    kind = records[0].get("kind") if records else None
+    return _DEFAULT_FIELDS.get(kind or "", ("instruction", "output"))
+
+
+def _field_score(path: str) -> Any:
+    def score(record: dict) -> float:
+        value: Any = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, int | float) else float("-inf")
+
+    return score
+
+
 @app.command("select")
 @_errors_as_messages
 @with_engine_options()
