@@ -124,3 +124,5 @@ def test_demo_runs_end_to_end_against_any_model(fake_openai, tmp_path):
     samples = read_jsonl(tmp_path / "demo" / "eval.jsonl")
     assert len(samples) == 4
     assert "samples per document" in result.stdout
+    assert read_jsonl(tmp_path / "demo" / "selected.jsonl")
+    assert "select (LTD k-center)" in result.stdout

@@ -900,8 +900,38 @@ def demo(
         )  # fmt: skip
     _print_summary(long, title="evoforge demo: in2")
     _show_needles(long.out)
+
+    typer.echo("\nevoforge demo: and last, duplicates and a diverse subset of the answers "
+               "and their evolutions", err=True)  # fmt: skip
+    _demo_prune(out, answered.out, evolved.out)
     codes = (answered.exit_code, evolved.exit_code, built.exit_code, long.exit_code)
     raise typer.Exit(max(codes))
+
+
+def _demo_prune(out: Path, *paths: Path) -> None:
+    """Dedup the demo's instruction records, then pick a k-center subset (no LLM)."""
+    from evoforge.api import SelectOptions
+    from evoforge.api import select as run_select
+    from evoforge.io.writers import open_writer
+    from evoforge.validators.dedup import NearDuplicateGraph
+
+    records = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            records.extend(json.loads(line) for line in fh if line.strip())
+    kept, dropped = NearDuplicateGraph(fields=("instruction",)).build(records).resolve()
+    writer = open_writer(out / "pool.jsonl", "jsonl")
+    for record in kept:
+        writer.write(record)
+    writer.close()
+    typer.echo(f"dedup: {len(records)} records, {len(dropped)} near-duplicates dropped")
+    for rejection in dropped[:3]:
+        typer.echo(f"  {rejection['id']}: {rejection['detail']}")
+    budget = max(1, len(kept) // 2)
+    report = run_select(out / "pool.jsonl", out / "selected.jsonl",
+                        selection=SelectOptions(method="kcenter", budget=budget))  # fmt: skip
+    typer.echo(f"select (LTD k-center): {report['selected']} of {report['input']} kept in "
+               f"{out / 'selected.jsonl'}")  # fmt: skip
 
 
 def _show_needles(path: Path) -> None:
