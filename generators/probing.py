@@ -59,6 +59,7 @@ from typing import Any
 
 from evoforge.errors import ConfigError, InputError
 from evoforge.generators.in2 import TRAINING_INSTRUCTION
+from evoforge.io.readers import iter_rows
 from evoforge.io.writers import JsonlWriter
 
 TokenCounter = Callable[[str], int]
@@ -345,35 +346,10 @@ def _docstring_first(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line; a bad line raises InputError."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below; bytes, so a bad byte has a line
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror}", path=str(path)) from None
-    with fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"is not UTF-8 text ({exc.reason})", path=str(path), line=line_no
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"is not valid JSON: {exc.msg} (column {exc.colno})",
-                    path=str(path),
-                    line=line_no,
-                ) from None
-            if not isinstance(data, dict):
-                raise InputError(
-                    f"expected a JSON object, got {type(data).__name__}",
-                    path=str(path),
-                    line=line_no,
-                )
-            yield line_no, data
+    for item in iter_rows(path):
+        if isinstance(item, InputError):
+            raise item
+        yield item
 
 
 def _entity(row: dict[str, Any], *, path: Path, line: int) -> dict[str, str]:

@@ -35,11 +35,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlparse
 
 import numpy as np
 
 from evoforge.errors import ConfigError, LLMError, MissingDependency, TransientError
+from evoforge.llm.openai_backend import resolve_endpoint
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -329,8 +329,6 @@ class MiniLMEmbedder:
 
 # ----------------------------------------------------------------------------- OpenAI
 
-OPENAI_URL = "https://api.openai.com/v1"
-
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``POST {base_url}/embeddings`` (OpenAI, vLLM, Ollama, TEI, ...).
@@ -366,18 +364,7 @@ class OpenAIEmbedder:
         if batch_size < 1 or max_attempts < 1:
             raise ConfigError("openai embedder: batch_size and max_attempts must be >= 1")
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
-        if urlparse(self.base_url).scheme not in ("http", "https"):
-            raise ConfigError(
-                f"openai embedder: base URL {self.base_url!r} must start with http(s)://"
-            )
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and self.base_url == OPENAI_URL:
-            raise ConfigError(
-                "openai embedder: set OPENAI_API_KEY (or pass a base URL for a local server: "
-                "openai:MODEL@http://127.0.0.1:8000/v1)"
-            )
-        self._api_key = key or "no-key-needed"
+        self.base_url, self._api_key = resolve_endpoint(base_url, api_key, who="openai embedder")
         self.batch_size = batch_size
         self.dimensions = dimensions
         self.timeout = timeout

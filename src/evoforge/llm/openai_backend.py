@@ -32,6 +32,21 @@ TRANSPORTS = ("http", "sdk")
 _TRANSIENT_STATUS = {408, 409, 429}
 
 
+def resolve_endpoint(base_url: str | None, api_key: str | None, *, who: str) -> tuple[str, str]:
+    """The base URL (argument, ``OPENAI_BASE_URL`` or OpenAI's) and key (argument or
+    ``OPENAI_API_KEY``; a placeholder for local servers, which need none)."""
+    url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
+    if urlparse(url).scheme not in ("http", "https"):
+        raise ConfigError(f"{who}: base URL {url!r} must start with http(s)://")
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key and url == OPENAI_URL:
+        raise ConfigError(
+            f"{who}: set OPENAI_API_KEY (or pass a base URL for a local server: "
+            "openai:MODEL@http://127.0.0.1:8000/v1)"
+        )
+    return url, key or "no-key-needed"
+
+
 class OpenAIChatModel:
     """``openai:MODEL`` or ``openai:MODEL@BASE_URL`` (+ ``--llm-arg transport=sdk``).
 
@@ -57,16 +72,7 @@ class OpenAIChatModel:
             raise ConfigError(f"openai: transport must be one of {', '.join(TRANSPORTS)}")
         self.model = model
         self.transport = transport
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
-        if urlparse(self.base_url).scheme not in ("http", "https"):
-            raise ConfigError(f"openai: base URL {self.base_url!r} must start with http(s)://")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and self.base_url == OPENAI_URL:
-            raise ConfigError(
-                "openai: set OPENAI_API_KEY (or pass a base URL for a local server: "
-                "openai:MODEL@http://127.0.0.1:8000/v1)"
-            )
-        self._api_key = key or "no-key-needed"
+        self.base_url, self._api_key = resolve_endpoint(base_url, api_key, who="openai")
         self._organization = organization
         self._sdk: Any = None
         self._session: Any = None
