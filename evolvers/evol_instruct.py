@@ -154,22 +154,15 @@ class EvolInstruct:
             return reject("no_information_gain", "the evolved instruction is the original one")
         if self.judge:
             assert self.judge_template is not None
-            reply = await ctx.ask(
-                self.judge_template,
-                op="evolve_judge",
-                round_=round_,
-                params=JUDGE_PARAMS,
-                first=old,
-                second=new,
+            equal, said = await ask_equal_judge(
+                ctx, self.judge_template, op="evolve_judge", round_=round_, first=old, second=new
             )
-            equal = parse_equal_verdict(reply.text)
             if equal:
                 return reject(
-                    "no_information_gain",
-                    f"the judge found both instructions equal: {reply.text.strip()[:80]!r}",
+                    "no_information_gain", f"the judge found both instructions equal: {said[:80]!r}"
                 )
             if equal is None:
-                candidate.meta["judge"] = f"unparsed: {reply.text.strip()[:200]}"
+                candidate.meta["judge"] = f"unparsed: {said[:200]}"
         if self.answers:
             assert self.answer_template is not None
             answered = await ctx.ask(
@@ -209,6 +202,23 @@ def clean_reply(text: str) -> str:
 def same_text(first: str, second: str) -> bool:
     """Equal once case and whitespace are normalised."""
     return " ".join(first.casefold().split()) == " ".join(second.casefold().split())
+
+
+async def ask_equal_judge(
+    ctx: RecordContext,
+    template: PromptTemplate,
+    *,
+    op: str,
+    round_: int,
+    first: str,
+    second: str,
+) -> tuple[bool | None, str]:
+    """Ask the equality judge (Evol-Instruct's elimination rule 1) whether ``first`` and
+    ``second`` are equal: ``(verdict, reply text)``, verdict as ``parse_equal_verdict``."""
+    reply = await ctx.ask(
+        template, op=op, round_=round_, params=JUDGE_PARAMS, first=first, second=second
+    )
+    return parse_equal_verdict(reply.text), reply.text.strip()
 
 
 def parse_equal_verdict(text: str) -> bool | None:

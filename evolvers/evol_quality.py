@@ -16,11 +16,10 @@ from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.errors import RequestRejected
 from evoforge.evolvers.base import choose_op
 from evoforge.evolvers.evol_instruct import (
-    JUDGE_PARAMS,
+    ask_equal_judge,
     check_variables,
     clean_reply,
     only_declared,
-    parse_equal_verdict,
     resolve_templates,
     resolve_weights,
     same_text,
@@ -142,20 +141,13 @@ class EvolQuality:
             return reject("no_information_gain", "the rewritten response is the original one")
         if self.judge:
             assert self.judge_template is not None
-            reply = await ctx.ask(
-                self.judge_template,
-                op="quality_judge",
-                round_=round_,
-                params=JUDGE_PARAMS,
-                first=old,
-                second=new,
+            equal, said = await ask_equal_judge(
+                ctx, self.judge_template, op="quality_judge", round_=round_, first=old, second=new
             )
-            equal = parse_equal_verdict(reply.text)
             if equal:
                 return reject(
-                    "no_information_gain",
-                    f"the judge found both responses equal: {reply.text.strip()[:80]!r}",
+                    "no_information_gain", f"the judge found both responses equal: {said[:80]!r}"
                 )
             if equal is None:
-                candidate.meta["judge"] = f"unparsed: {reply.text.strip()[:200]}"
+                candidate.meta["judge"] = f"unparsed: {said[:200]}"
         return candidate

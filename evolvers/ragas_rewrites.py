@@ -48,7 +48,7 @@ from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError
 from evoforge.evolvers.base import MixPlan, parse_weights
 from evoforge.prompting import PromptTemplate, builtin_template
-from evoforge.records import Record
+from evoforge.records import Record, SampleFields, sample_fields
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Verdict
 
@@ -67,36 +67,8 @@ SecondContext = Callable[[Record], str | None]
 Question = str | list[dict[str, str]]
 
 
-@dataclass(frozen=True)
-class _KindFields:
-    """Where a record kind keeps the parts a rewrite reads and writes."""
-
-    question: str
-    answer: str
-    contexts: str
-    synthesizer: str | None = None  # names the op that made the sample
-    context_ids: str | None = None  # provenance of each context, parallel to contexts
-
-
-_FIELDS = {
-    "qa": _KindFields("question", "answer", "contexts"),
-    "rag": _KindFields(
-        "user_input",
-        "reference",
-        "reference_contexts",
-        synthesizer="synthesizer_name",
-        context_ids="reference_context_ids",
-    ),
-}
-
-
-def _fields_of(record: Record) -> _KindFields:
-    try:
-        return _FIELDS[record.kind]
-    except KeyError:
-        raise ConfigError(
-            f"question rewrites work on {' and '.join(_FIELDS)} records, not {record.kind!r}"
-        ) from None
+def _fields_of(record: Record) -> SampleFields:
+    return sample_fields(record.kind, who="question rewrites")
 
 
 def _check_op(op: str, flag: str = "op") -> None:
@@ -279,7 +251,7 @@ class QuestionRewrite:
                 verdict = Verdict.failed("too_long", f"user turn {number}: {verdict.detail}")
             yield verdict
 
-    def _keep_context_ids(self, candidate: Record, fields: _KindFields) -> None:
+    def _keep_context_ids(self, candidate: Record, fields: SampleFields) -> None:
         """Keep context provenance parallel to the contexts a multi_context rewrite used."""
         if self.op != "multi_context" or fields.context_ids not in candidate.fields:
             return

@@ -44,9 +44,9 @@ from typing import Any, ClassVar
 
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError, RequestRejected
-from evoforge.evolvers.evol_instruct import JUDGE_PARAMS, parse_equal_verdict
+from evoforge.evolvers.evol_instruct import ask_equal_judge
 from evoforge.prompting import PromptTemplate, builtin_template
-from evoforge.records import Record
+from evoforge.records import Record, SampleFields, sample_fields
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Verdict
 
@@ -59,27 +59,8 @@ Question = str | list[dict[str, str]]
 # --- the parts of a sample -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Parts:
-    question: str
-    reference: str
-    contexts: str
-    synthesizer: str | None = None
-
-
-_PARTS = {
-    "rag": _Parts("user_input", "reference", "reference_contexts", "synthesizer_name"),
-    "qa": _Parts("question", "answer", "contexts"),
-}
-
-
-def _parts_of(record: Record) -> _Parts:
-    try:
-        return _PARTS[record.kind]
-    except KeyError:
-        raise ConfigError(
-            f"critics review {' and '.join(_PARTS)} records, not {record.kind!r} ({record.id})"
-        ) from None
+def _parts_of(record: Record) -> SampleFields:
+    return sample_fields(record.kind, who=f"critics ({record.id})")
 
 
 def question_of(record: Record) -> Question:
@@ -88,7 +69,7 @@ def question_of(record: Record) -> Question:
 
 
 def reference_of(record: Record) -> str:
-    return str(record.get(_parts_of(record).reference) or "")
+    return str(record.get(_parts_of(record).answer) or "")
 
 
 def contexts_of(record: Record) -> list[str]:
@@ -528,18 +509,18 @@ class InformationGain(Critic):
         if pair is None:
             return PASS
         assert self.template is not None
-        reply = await ctx.ask(
+        equal, said = await ask_equal_judge(
+            ctx,
             self.template,
             op="critic_information_gain",
-            params=JUDGE_PARAMS,
+            round_=0,
             first=pair[0],
             second=pair[1],
         )
-        if parse_equal_verdict(reply.text):
+        if equal:
             return Verdict.failed(
                 "no_information_gain",
-                f"the judge found the question equal to its seed {pair[0][:80]!r}: "
-                f"{reply.text.strip()[:40]!r}",
+                f"the judge found the question equal to its seed {pair[0][:80]!r}: {said[:40]!r}",
             )
         return PASS
 
@@ -713,7 +694,7 @@ class CriticPanel:
         fixed = record.derive(
             ctx.step("critic_fix", template),
             suffix="fix",
-            **{parts.question: new_question, parts.reference: new_reference},
+            **{parts.question: new_question, parts.answer: new_reference},
         )
         fixed.meta.pop("critics", None)
         fixed.meta["critic_fix"] = {"reason": failure.reason, "feedback": failure.detail}

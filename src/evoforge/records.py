@@ -77,6 +77,37 @@ class Record:
         )
 
 
+@dataclass(frozen=True)
+class SampleFields:
+    """Where a question-answering kind keeps its question, answer and contexts."""
+
+    question: str
+    answer: str
+    contexts: str
+    synthesizer: str | None = None  # names the op or scenario that made the sample
+    context_ids: str | None = None  # provenance of each context, parallel to contexts
+
+
+SAMPLE_FIELDS = {
+    "qa": SampleFields("question", "answer", "contexts"),
+    "rag": SampleFields(
+        "user_input",
+        "reference",
+        "reference_contexts",
+        synthesizer="synthesizer_name",
+        context_ids="reference_context_ids",
+    ),
+}
+
+
+def sample_fields(kind: str, *, who: str) -> SampleFields:
+    """The field layout of a qa or rag record; ``who`` names the caller in the error."""
+    try:
+        return SAMPLE_FIELDS[kind]
+    except KeyError:
+        raise ConfigError(f"{who} work on qa and rag records, not {kind!r}") from None
+
+
 def content_id(fields: dict[str, Any], *, prefix: str = "") -> str:
     """A stable id from a record's content (12 hex digits of SHA-256)."""
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())

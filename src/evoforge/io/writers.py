@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import ConfigError
+from evoforge.records import SAMPLE_FIELDS
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "ragas", "deepeval", "plain")
 _BY_SUFFIX = {
@@ -232,21 +233,18 @@ class ParquetWriter(RecordWriter):
 
 # --- evaluation-tool formats ---------------------------------------------------------
 
-_QUESTION_FIELDS = {
-    "rag": ("user_input", "reference", "reference_contexts"),
-    "qa": ("question", "answer", "contexts"),
-    "instruction": ("instruction", "output", None),
-}
-
 
 def _sample_parts(record: dict[str, Any]) -> tuple[Any, str, list[str]]:
-    question, answer, contexts = _QUESTION_FIELDS.get(
-        record.get("kind", "rag"), _QUESTION_FIELDS["rag"]
-    )
+    """Question, answer and contexts of a qa or rag record (an instruction's output is its
+    answer, with no contexts)."""
+    kind = record.get("kind", "rag")
+    if kind == "instruction":
+        return record.get("instruction"), record.get("output") or "", []
+    fields = SAMPLE_FIELDS.get(kind, SAMPLE_FIELDS["rag"])
     return (
-        record.get(question),
-        record.get(answer) or "",
-        list(record.get(contexts) or []) if contexts else [],
+        record.get(fields.question),
+        record.get(fields.answer) or "",
+        list(record.get(fields.contexts) or []),
     )
 
 
