@@ -45,7 +45,9 @@ class EvolInstruct:
     Input: a record with ``instruction`` and an optional ``input``. Output: the
     evolved record ``<id>/r<round>`` (``parent_id`` = the input's id) with the new
     ``instruction``, lineage step ``evolve_<op>`` (and ``answer`` when
-    ``answers``) and ``meta["evol"] = {"op", "round", "depth"}``; or a
+    ``answers``), ``meta["evol"] = {"op", "round", "depth"}`` and, for in-depth
+    ops, ``meta["instruction_chain"]``: the earlier instructions, oldest first,
+    which DEITA's scorer rank-scores with this one (``breadth`` starts afresh); or a
     ``Rejection`` of that would-be record. ``input`` is kept by the in-depth ops
     and dropped by ``breadth``, whose new instruction stands on its own. A stale
     ``output`` is dropped (an old answer does not fit a new instruction) unless
@@ -139,6 +141,13 @@ class EvolInstruct:
             "round": round_,
             "depth": "in-breadth" if op in IN_BREADTH_OPS else "in-depth",
         }
+        # DEITA rank-scores an in-depth chain; a breadth instruction starts a new one,
+        # and earlier responses answered another instruction.
+        candidate.meta.pop("response_chain", None)
+        if op in IN_BREADTH_OPS:
+            candidate.meta.pop("instruction_chain", None)
+        else:
+            keep_earlier(candidate, "instruction_chain", old)
 
         def reject(reason: str, detail: str) -> Rejection:
             return Rejection(
@@ -197,6 +206,13 @@ def clean_reply(text: str) -> str:
         if text[0] not in inner and text[-1] not in inner:  # '"a" and "b"' is not quoted
             return inner.strip()
     return text
+
+
+def keep_earlier(candidate: Record, key: str, earlier: str) -> None:
+    """Append the version ``candidate`` evolved from to its ``meta[key]`` chain (oldest
+    first), so DEITA can rank-score the whole chain in one prompt."""
+    chain = candidate.meta.get(key)
+    candidate.meta[key] = [*(chain if isinstance(chain, list) else []), earlier]
 
 
 def same_text(first: str, second: str) -> bool:

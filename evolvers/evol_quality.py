@@ -19,6 +19,7 @@ from evoforge.evolvers.evol_instruct import (
     ask_equal_judge,
     check_variables,
     clean_reply,
+    keep_earlier,
     only_declared,
     resolve_templates,
     resolve_weights,
@@ -43,7 +44,8 @@ class EvolQuality:
     Input: a record with a non-empty ``output`` (and its ``instruction``, optional
     ``input``). Output: the record ``<id>/q<round>`` with the new ``output``, the
     ``instruction`` and ``input`` unchanged, lineage step ``quality_<op>`` and
-    ``meta["evol_quality"] = {"op", "round"}``; or a ``Rejection`` of it.
+    ``meta["evol_quality"] = {"op", "round"}`` and ``meta["response_chain"]`` (the
+    earlier responses, oldest first, for DEITA's rank-scoring); or a ``Rejection``.
 
     Reason codes, checked in this order (Evol-Instruct's elimination rules,
     applied to the response):
@@ -123,6 +125,7 @@ class EvolQuality:
         )
         candidate.meta.pop("judge", None)  # the parent's verdict is not this one's
         candidate.meta["evol_quality"] = {"op": op, "round": round_}
+        keep_earlier(candidate, "response_chain", old)  # DEITA rank-scores the chain
 
         def reject(reason: str, detail: str) -> Rejection:
             return Rejection(

@@ -4,10 +4,14 @@ Scoring runs per record as engine tasks ``(record, ctx) -> Result``, so it gets
 the engine's cache, retries and journal:
 
 - :class:`DeitaScorer` -- DEITA (Liu et al., ICLR 2024, arXiv 2312.15685). A judge
-  scores the complexity of the instruction (``prompts/deita_complexity.yaml``) and
-  the quality of the (instruction, response) pair (``prompts/deita_quality.yaml``),
-  each on 1-6; the evol score is complexity x quality, summed over the turns of a
-  conversation. Writes ``meta["deita"]``.
+  scores the complexity of the instruction and the quality of the (instruction,
+  response) pair, each on 1-6: a record with an evolution chain is rank-scored
+  together with its earlier versions in one prompt
+  (``prompts/deita_{complexity,quality}_chain.yaml``), one without is scored alone
+  (``prompts/deita_complexity.yaml``, ``prompts/deita_quality.yaml``). With token
+  logprobs the score is the expected value over the score tokens. The evol score is
+  complexity x quality, summed over the turns of a conversation. Writes
+  ``meta["deita"]``.
 - :class:`AlpagasusRater` -- AlpaGasus (Chen et al., 2023): a judge rates the
   response's accuracy on 0-5 (``prompts/alpagasus_rating.yaml``). Writes
   ``meta["alpagasus"]``.
@@ -45,6 +49,7 @@ import numpy as np
 from evoforge.embeddings import Embedder
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError
+from evoforge.llm.base import Completion, TokenLogprob
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
 
@@ -52,9 +57,11 @@ __all__ = [
     "SELECTORS",
     "AlpagasusRater",
     "DeitaScorer",
+    "expected_score",
     "greedy_kcenter",
     "kmeans",
     "parse_alpagasus_score",
+    "parse_deita_chain",
     "parse_deita_score",
     "select",
     "select_alpagasus",
@@ -66,7 +73,9 @@ __all__ = [
 ]
 
 # Greedy judges; the replies are one short line (DEITA) or a score and a paragraph.
-DEITA_PARAMS = {"max_tokens": 32, "temperature": 0.0}
+# DEITA asks for the top token logprobs, for the expected score (a server that
+# refuses them is asked without; the parsed integer is the score then).
+DEITA_PARAMS = {"max_tokens": 32, "temperature": 0.0, "logprobs": True, "top_logprobs": 10}
 ALPAGASUS_PARAMS = {"max_tokens": 256, "temperature": 0.0}
 
 RecordLike = Record | dict[str, Any]
@@ -177,27 +186,112 @@ def parse_deita_score(text: str, aspect: str) -> float | None:
 
     Read in order: the last ``##Complexity: N`` / ``##Quality: N`` line (the
     scorer's format; ``#``s and case optional), a JSON object ``{"complexity": N}``,
-    a reply that is a bare number. Our ``Completion`` has no token logprobs, so the
-    parsed number is the score, not the paper's expected value sum p(k) * k.
+    a reply that is a bare number. This is the parsed number; :class:`DeitaScorer`
+    turns it into the expected value when the reply carries token logprobs.
     """
-    found = re.findall(rf"#*\s*{aspect}\s*(?:score)?\s*[:：]\s*\**\s*{_NUMBER}", text, re.I)
-    value: Any = found[-1] if found else None
-    if value is None:
-        match = re.search(r"\{.*\}", text, re.S)
-        if match:
-            try:
-                data = json.loads(match.group(0))
-            except ValueError:
-                data = None
-            if isinstance(data, dict):
-                value = {k.lower(): v for k, v in data.items()}.get(aspect.lower())
-    if value is None and re.fullmatch(rf"\s*{_NUMBER}\s*\.?\s*", text):
-        value = text.strip().rstrip(".")
+    found = _deita_score_at(text, aspect)
+    return None if found is None else found[0]
+
+
+def _in_scale(value: Any) -> float | None:
     try:
         score = float(value)
     except (TypeError, ValueError):
         return None
     return score if 1.0 <= score <= 6.0 else None
+
+
+def _deita_score_at(text: str, aspect: str) -> tuple[float, int | None] | None:
+    """(score, offset of its number in ``text``, or None for a JSON reply) or None."""
+    found = list(re.finditer(rf"#*\s*{aspect}\s*(?:score)?\s*[:：]\s*\**\s*{_NUMBER}", text, re.I))
+    if found:
+        score = _in_scale(found[-1].group(1))
+        return None if score is None else (score, found[-1].start(1))
+    match = re.search(r"\{.*\}", text, re.S)
+    if match:
+        try:
+            data = json.loads(match.group(0))
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            value = {k.lower(): v for k, v in data.items()}.get(aspect.lower())
+            if value is not None:
+                score = _in_scale(value)
+                return None if score is None else (score, None)
+    bare = re.fullmatch(rf"\s*{_NUMBER}\s*\.?\s*", text)
+    if bare is None:
+        return None
+    score = _in_scale(bare.group(1))
+    return None if score is None else (score, bare.start(1))
+
+
+def parse_deita_chain(text: str, n: int) -> list[float] | None:
+    """The 1-6 scores of a rank-scoring reply over ``n`` variants, in order, or None.
+
+    One score per variant, each read from a ``[Score k]: N`` line (also
+    ``[Instruction k] Score: N`` / ``[Response k] Score: N``, the paper's own
+    format); the last line for a ``k`` wins. None unless all ``n`` are there.
+    """
+    found = _deita_chain_at(text, n)
+    return None if found is None else [score for score, _ in found]
+
+
+_CHAIN_LINE = re.compile(
+    rf"\[\s*(?:score\s*(\d+)\s*\]|(?:instruction|response|query)\s*(\d+)\s*\]\s*score)"
+    rf"\s*[:：=]?\s*\**\s*{_NUMBER}",
+    re.I,
+)
+
+
+def _deita_chain_at(text: str, n: int) -> list[tuple[float, int]] | None:
+    scores: dict[int, tuple[float, int]] = {}
+    for match in _CHAIN_LINE.finditer(text):
+        position = int(match.group(1) or match.group(2))
+        score = _in_scale(match.group(3))
+        if 1 <= position <= n and score is not None:
+            scores[position] = (score, match.start(3))
+    if len(scores) != n:
+        return None
+    return [scores[k] for k in range(1, n + 1)]
+
+
+SCORE_TOKENS = {str(k): k for k in range(1, 7)}
+
+
+def expected_score(
+    logprobs: Sequence[TokenLogprob] | None, text: str, offset: int | None, parsed: float
+) -> float:
+    """DEITA's expected score sum p(k) * k over the score tokens "1".."6".
+
+    ``offset`` is where the parsed number starts in ``text``; the token there must
+    be the score digit alone (spaces aside). Its top alternatives that are score
+    tokens (" 4" and "4" are one) are renormalised to probabilities. Without
+    logprobs, when the tokens do not spell ``text``, or when no alternative is a
+    score token, the parsed number is returned.
+    """
+    if not logprobs or offset is None:
+        return parsed
+    joined = "".join(entry.token for entry in logprobs)
+    if joined.strip() != text.strip():
+        return parsed
+    offset += (len(joined) - len(joined.lstrip())) - (len(text) - len(text.lstrip()))
+    start = 0
+    for entry in logprobs:
+        end = start + len(entry.token)
+        if start <= offset < end:
+            if entry.token.strip() not in SCORE_TOKENS:
+                return parsed
+            mass: dict[int, float] = {}
+            for token, logprob in entry.top.items():
+                k = SCORE_TOKENS.get(token.strip())
+                if k is not None:
+                    mass[k] = mass.get(k, 0.0) + math.exp(logprob)
+            total = sum(mass.values())
+            if total <= 0:
+                return parsed
+            return sum(k * p for k, p in mass.items()) / total
+        start = end
+    return parsed
 
 
 def parse_alpagasus_score(text: str) -> float | None:
@@ -235,20 +329,48 @@ def _with_meta(record: Record, key: str, value: dict[str, Any]) -> Record:
     return dataclasses.replace(record, meta={**record.meta, key: value})
 
 
+# DEITA evolves a seed five times and rank-scores the six variants together.
+MAX_CHAIN = 6
+
+
+def _chain_of(record: Record, key: str) -> list[str]:
+    """The earlier versions an evolver kept in ``meta[key]`` (oldest first), as far back
+    as fits ``MAX_CHAIN`` with the record itself; [] when there are none."""
+    chain = record.meta.get(key)
+    if not isinstance(chain, list) or not all(isinstance(v, str) and v.strip() for v in chain):
+        return []
+    return chain[-(MAX_CHAIN - 1) :]
+
+
 class DeitaScorer:
     """DEITA's evol score (Liu et al., ICLR 2024, arXiv 2312.15685), judged directly.
 
-    For each turn, the judge scores the instruction's complexity c and the
-    response's quality q on 1-6 (two calls, ops ``deita_complexity`` and
-    ``deita_quality``); the record gets ``meta["deita"] = {"complexity": c,
-    "quality": q, "score": c * q}``. A conversation sums c * q over its turns
-    (``score``), keeps the per-turn scores in ``turns``, and reports the mean c and q.
+    Complexity c and quality q are each scored on 1-6:
 
-    Differences from the paper, on purpose: each item is scored alone, not
-    rank-scored with the rest of its evolution chain in one prompt; the paper
-    trains 7B scorers, we ask a judge model; without token logprobs the parsed
-    integer is the score (not sum p(k) * k). Rejections: ``unparseable_score``
-    (with the reply's first line), ``missing_response`` (no response to score).
+    - a record with an evolution chain is rank-scored with it, as in the paper: the
+      earlier instructions in ``meta["instruction_chain"]`` (written by
+      ``EvolInstruct``'s in-depth ops) and the record's own instruction go into one
+      prompt (``prompts/deita_complexity_chain.yaml``, op
+      ``deita_complexity_chain``) that scores every variant; the earlier responses
+      in ``meta["response_chain"]`` (Evol-Quality rewrites of the same instruction)
+      likewise for quality (``prompts/deita_quality_chain.yaml``). The record's
+      score is the one at its own (last) position; the chain's scores are kept in
+      ``meta["deita"]["chain"]``. At most ``MAX_CHAIN`` = 6 variants (the seed and
+      five evolutions in the paper): a longer chain keeps its latest versions;
+    - otherwise the item is scored alone (``prompts/deita_complexity.yaml``,
+      ``prompts/deita_quality.yaml``, ops ``deita_complexity``/``deita_quality``).
+
+    The params ask for the top token logprobs; when the reply has them, a score is
+    the expected value sum p(k) * k over the tokens "1".."6" at the score's
+    position (:func:`expected_score`), otherwise the parsed integer. The record
+    gets ``meta["deita"] = {"complexity": c, "quality": q, "score": c * q}``. A
+    conversation (scored turn by turn, alone) sums c * q over its turns
+    (``score``), keeps the per-turn scores in ``turns``, and reports the mean c
+    and q.
+
+    Differences from the paper, on purpose: the paper trains 7B scorers, we ask a
+    judge model. Rejections: ``unparseable_score`` (with the reply's first
+    line), ``missing_response`` (no response to score).
     """
 
     def __init__(
@@ -256,12 +378,22 @@ class DeitaScorer:
         *,
         complexity_template: PromptTemplate | None = None,
         quality_template: PromptTemplate | None = None,
+        complexity_chain_template: PromptTemplate | None = None,
+        quality_chain_template: PromptTemplate | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
         self.complexity_template = complexity_template or builtin_template("deita_complexity")
         self.quality_template = quality_template or builtin_template("deita_quality")
+        self.complexity_chain_template = complexity_chain_template or builtin_template(
+            "deita_complexity_chain"
+        )
+        self.quality_chain_template = quality_chain_template or builtin_template(
+            "deita_quality_chain"
+        )
         _require_variables(self.complexity_template, {"instruction"}, "DeitaScorer")
         _require_variables(self.quality_template, {"instruction", "response"}, "DeitaScorer")
+        _require_variables(self.complexity_chain_template, {"instructions"}, "DeitaScorer")
+        _require_variables(self.quality_chain_template, {"instruction", "responses"}, "DeitaScorer")
         self.params = dict(DEITA_PARAMS if params is None else params)
 
     async def __call__(self, record: Record, ctx: RecordContext) -> Result:
@@ -269,15 +401,24 @@ class DeitaScorer:
         if not pairs or any(not answer.strip() for _, answer in pairs):
             return Result.reject(record, "missing_response", "DEITA quality needs a response")
         turns = []
+        chains: dict[str, list[float]] = {}
         try:
-            for i, (instruction, response) in enumerate(pairs):
-                c = await self._score(ctx, "complexity", i, instruction=instruction)
-                q = await self._score(ctx, "quality", i, instruction=instruction, response=response)
+            if len(pairs) == 1:
+                c, q = await self._score_single_turn(record, ctx, *pairs[0], chains)
                 turns.append({"complexity": c, "quality": q, "score": c * q})
+            else:
+                for i, (instruction, response) in enumerate(pairs):
+                    c = await self._score(ctx, "complexity", i, instruction=instruction)
+                    q = await self._score(
+                        ctx, "quality", i, instruction=instruction, response=response
+                    )
+                    turns.append({"complexity": c, "quality": q, "score": c * q})
         except _Unparseable as exc:
             return Result.reject(record, "unparseable_score", str(exc))
         if len(turns) == 1:
             deita: dict[str, Any] = dict(turns[0])
+            if chains:
+                deita["chain"] = chains
         else:
             deita = {
                 "complexity": sum(t["complexity"] for t in turns) / len(turns),
@@ -287,16 +428,67 @@ class DeitaScorer:
             }
         return Result.accept(_with_meta(record, "deita", deita))
 
+    async def _score_single_turn(
+        self,
+        record: Record,
+        ctx: RecordContext,
+        instruction: str,
+        response: str,
+        chains: dict[str, list[float]],
+    ) -> tuple[float, float]:
+        """(c, q) of a one-turn record: each rank-scored with its chain when it has one."""
+        earlier = _chain_of(record, "instruction_chain")
+        if earlier:
+            extra = str(record.get("input") or "").strip() if record.kind == "instruction" else ""
+            variants = [f"{text}\n\n{extra}" if extra else text for text in earlier]
+            chains["complexity"] = await self._score_chain(
+                ctx, "complexity", instructions=[*variants, instruction]
+            )
+            c = chains["complexity"][-1]
+        else:
+            c = await self._score(ctx, "complexity", 0, instruction=instruction)
+        earlier = _chain_of(record, "response_chain")
+        if earlier:
+            chains["quality"] = await self._score_chain(
+                ctx, "quality", instruction=instruction, responses=[*earlier, response]
+            )
+            q = chains["quality"][-1]
+        else:
+            q = await self._score(ctx, "quality", 0, instruction=instruction, response=response)
+        return c, q
+
     async def _score(self, ctx: RecordContext, aspect: str, turn: int, **values: str) -> float:
         template = self.complexity_template if aspect == "complexity" else self.quality_template
         reply = await ctx.ask(template, op=f"deita_{aspect}", params=self.params, **values)
-        score = parse_deita_score(reply.text, aspect)
-        if score is None:
+        found = _deita_score_at(reply.text, aspect)
+        if found is None:
             where = f" (turn {turn + 1})" if turn else ""
             raise _Unparseable(
                 f"deita {aspect}{where}: no 1-6 score in the reply: {_first_line(reply.text)!r}"
             )
-        return score
+        return _expected(reply, *found)
+
+    async def _score_chain(self, ctx: RecordContext, aspect: str, **values: Any) -> list[float]:
+        """One rank-scoring call over a chain; the scores of its variants, in order."""
+        if aspect == "complexity":
+            template, n = self.complexity_chain_template, len(values["instructions"])
+        else:
+            template, n = self.quality_chain_template, len(values["responses"])
+        params = dict(self.params)
+        if "max_tokens" in params:  # one "[Score k]: N" line, about 8 tokens, per variant
+            params["max_tokens"] = max(int(params["max_tokens"]), 8 * n + 16)
+        reply = await ctx.ask(template, op=f"deita_{aspect}_chain", params=params, **values)
+        found = _deita_chain_at(reply.text, n)
+        if found is None:
+            raise _Unparseable(
+                f"deita {aspect} chain of {n}: not one 1-6 score per variant in the reply: "
+                f"{_first_line(reply.text)!r}"
+            )
+        return [_expected(reply, score, offset) for score, offset in found]
+
+
+def _expected(reply: Completion, score: float, offset: int | None) -> float:
+    return expected_score(reply.logprobs, reply.text, offset, score)
 
 
 class AlpagasusRater:

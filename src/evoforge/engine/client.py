@@ -4,7 +4,8 @@ Backends only speak their protocol and classify their failures; everything a
 run decides about a call is here, once:
 
 - a cached answer is returned without a call (key: backend identity, model,
-  messages, params, schema, prompt hash);
+  messages, params -- ``logprobs``/``top_logprobs`` included -- schema, prompt
+  hash); the cached completion keeps its token logprobs;
 - requests wait for a concurrency slot (halved on a 429 storm, recovering) and
   for the requests/min and tokens/min buckets;
 - ``TransientError`` is retried with jittered exponential backoff, or exactly
@@ -17,6 +18,7 @@ run decides about a call is here, once:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -266,13 +268,7 @@ class LLMClient:
 
 
 def _with_parsed(completion: Completion, parsed: Any) -> Completion:
-    return Completion(
-        text=completion.text,
-        usage=completion.usage,
-        model=completion.model,
-        finish_reason=completion.finish_reason,
-        parsed=parsed,
-    )
+    return dataclasses.replace(completion, parsed=parsed)
 
 
 def _estimate_tokens(messages: list[Message], params: dict[str, Any]) -> int:

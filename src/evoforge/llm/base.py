@@ -31,28 +31,57 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One output token with its log probability and the most likely alternatives
+    at its position (``top``: token -> logprob, the token itself included)."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenLogprob:
+        top = {str(k): float(v) for k, v in (data.get("top") or {}).items()}
+        return cls(str(data["token"]), float(data["logprob"]), top)
+
+
+@dataclass(frozen=True)
 class Completion:
-    """What a model said. ``parsed`` is filled by the engine when a schema was asked for."""
+    """What a model said. ``parsed`` is filled by the engine when a schema was asked for.
+
+    ``logprobs`` holds one :class:`TokenLogprob` per output token when the request
+    asked for them (params ``logprobs=True, top_logprobs=N``, the OpenAI names) and
+    the backend could give them; otherwise ``None``.
+    """
 
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str | None = None
     parsed: Any = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("parsed")
+        if self.logprobs is None:
+            data.pop("logprobs")
+        else:
+            data["logprobs"] = [asdict(entry) for entry in self.logprobs]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Completion:
         usage = Usage(**data.get("usage", {}))
+        logprobs = data.get("logprobs")
         return cls(
             text=data["text"],
             usage=usage,
             model=data.get("model", ""),
             finish_reason=data.get("finish_reason"),
+            logprobs=None
+            if logprobs is None
+            else tuple(TokenLogprob.from_json(entry) for entry in logprobs),
         )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from evoforge.errors import ConfigError, QuotaExhausted, RequestRejected, TransientError
-from evoforge.llm.base import Completion, Message, Usage, with_schema_hint
+from evoforge.llm.base import Completion, Message, TokenLogprob, Usage, with_schema_hint
 
 OPENAI_URL = "https://api.openai.com/v1"
 TRANSPORTS = ("http", "sdk")
@@ -55,6 +55,11 @@ class OpenAIChatModel:
     key get a placeholder. With a schema the request carries a ``json_schema``
     response format; a server that refuses it is asked without it from then on
     (the engine validates replies either way).
+
+    Token logprobs are requested only when the caller's params ask
+    (``logprobs=True, top_logprobs=N``, passed through as the API names them) and
+    come back in ``Completion.logprobs``; a server that refuses them is asked
+    without them from then on, and the completion has ``logprobs=None``.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class OpenAIChatModel:
         self._sdk: Any = None
         self._session: Any = None
         self._schema_supported = True
+        self._logprobs_supported = True
 
     @property
     def identity(self) -> dict[str, str]:
@@ -90,6 +96,9 @@ class OpenAIChatModel:
         **params: Any,
     ) -> Completion:
         body: dict[str, Any] = {"model": self.model, "messages": messages, **params}
+        if not self._logprobs_supported:
+            body.pop("logprobs", None)
+            body.pop("top_logprobs", None)
         if schema is not None and self._schema_supported:
             body["response_format"] = {
                 "type": "json_schema",
@@ -103,6 +112,9 @@ class OpenAIChatModel:
         except RequestRejected as error:
             if "response_format" in body and _mentions_response_format(str(error)):
                 self._schema_supported = False
+                return await self.complete(messages, schema=schema, **params)
+            if body.get("logprobs") and "logprobs" in str(error).lower():
+                self._logprobs_supported = False
                 return await self.complete(messages, schema=schema, **params)
             raise
         return _completion_from(data, self.model)
@@ -182,7 +194,28 @@ def _completion_from(data: Any, model: str) -> Completion:
         ),
         model=data.get("model") or model,
         finish_reason=finish_reason,
+        logprobs=_logprobs_from(choice.get("logprobs")),
     )
+
+
+def _logprobs_from(block: Any) -> tuple[TokenLogprob, ...] | None:
+    """``choices[0].logprobs.content`` as ``TokenLogprob``s; ``None`` when absent."""
+    content = block.get("content") if isinstance(block, dict) else None
+    if not isinstance(content, list):
+        return None
+    tokens = []
+    for entry in content:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            return None
+        logprob = float(entry.get("logprob") or 0.0)
+        top = {
+            alt["token"]: float(alt.get("logprob") or 0.0)
+            for alt in entry.get("top_logprobs") or []
+            if isinstance(alt, dict) and isinstance(alt.get("token"), str)
+        }
+        top.setdefault(entry["token"], logprob)
+        tokens.append(TokenLogprob(entry["token"], logprob, top))
+    return tuple(tokens)
 
 
 def _mentions_response_format(text: str) -> bool:

@@ -161,7 +161,8 @@ class Reply:
     200 the response body is ``{"error": error}`` with defaults filled in from the status.
     ``body``, when set, is sent verbatim as the JSON body (with ``status``/``headers``).
     ``delay`` overrides the server's global latency for this reply; ``disconnect`` closes the
-    connection without any response (the client sees a connection error).
+    connection without any response (the client sees a connection error).  ``logprobs``
+    scripts the ``choices[].logprobs`` block a ``logprobs: true`` request gets.
     """
 
     content: str | None = None
@@ -173,6 +174,9 @@ class Reply:
     finish_reason: str = "stop"
     usage: dict[str, int] | None = None
     body: Any = None
+    logprobs: list[tuple[str, dict[str, float]]] | None = None
+    """The output tokens with their top alternatives (token -> logprob), sent only when
+    the request asks ``logprobs: true``; unset, the content's words get logprob 0."""
 
     @classmethod
     def fail(
@@ -295,6 +299,31 @@ def _content_text(content: Any) -> str:
 
 def _count_words(text: str) -> int:
     return len(text.split())
+
+
+def _logprobs_block(body: dict[str, Any], reply: Reply, content: str) -> Any:
+    """OpenAI's ``{"content": [{token, logprob, top_logprobs}]}``, when the request asks."""
+    if body.get("logprobs") is not True:
+        return None
+    top_n = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
+    tokens = reply.logprobs
+    if tokens is None:  # one token per space-separated word, each certain
+        words = [w if i == 0 else f" {w}" for i, w in enumerate(content.split(" "))]
+        tokens = [(word, {word: 0.0}) for word in words if word]
+    entries = []
+    for token, top in tokens:
+        ranked = sorted(top.items(), key=lambda item: -item[1])[:top_n]
+        entries.append(
+            {
+                "token": token,
+                "logprob": top.get(token, 0.0),
+                "bytes": list(token.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in ranked
+                ],
+            }
+        )
+    return {"content": entries, "refusal": None}
 
 
 # ----------------------------------------------------------------------------- default replies
@@ -787,7 +816,7 @@ class FakeOpenAI:
                     {
                         "index": i,
                         "message": message,
-                        "logprobs": None,
+                        "logprobs": _logprobs_block(body, reply, content),
                         "finish_reason": reply.finish_reason,
                     }
                     for i in range(count)
