@@ -14,6 +14,8 @@ EvoforgeError
 
 from __future__ import annotations
 
+import re
+
 
 class EvoforgeError(Exception):
     """Base class of every error evoforge raises on purpose."""
@@ -114,3 +116,26 @@ class RunStopped(EvoforgeError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+# Credentials as they show up in text: a password in a URL (``https://user:pw@host``),
+# ``key=value`` for secret-looking names (``--llm-arg api_key=...``), a bearer token,
+# and OpenAI-style keys (``sk-...``).
+_URL_PASSWORD = re.compile(r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@\"']+:)[^/\s@\"']+@")
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<keep>\b[\w-]*(?:api[_-]?key|secret|password|passwd|access[_-]?token)"
+    r"\"?\s*[=:]\s*\"?)"
+    r"(?!\*\*\*)[^\s\"',}]+",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<keep>\bBearer\s+)[^\s\"']+", re.IGNORECASE)
+_OPENAI_KEY = re.compile(r"(?P<keep>\bsk-)[A-Za-z0-9_-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials masked as ``***``; used on everything evoforge writes
+    or prints that may quote a URL, a command line or a server's error message."""
+    text = _URL_PASSWORD.sub(r"\g<keep>***@", text)
+    text = _SECRET_ASSIGNMENT.sub(r"\g<keep>***", text)
+    text = _BEARER.sub(r"\g<keep>***", text)
+    return _OPENAI_KEY.sub(r"\g<keep>***", text)

@@ -38,8 +38,8 @@ from typing import Any, Protocol
 
 from evoforge.engine.client import LLMClient
 from evoforge.engine.store import Journal
-from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped
-from evoforge.io.writers import format_for, open_writer
+from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
+from evoforge.io.writers import format_for, open_writer, remove_stale_temporaries
 from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate
 from evoforge.records import Record, schema_error
@@ -162,9 +162,16 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
+        """0 complete; 130 interrupted; 4 out of quota; 3 any other early stop."""
         if self.status == "complete":
             return 0
-        return 130 if self.stop_reason == "interrupted" else 3
+        return STOP_EXIT_CODES.get(self.stop_reason or "", 3)
+
+
+# The exit code of a stopped run, by stop reason; every other reason exits 3.
+STOP_EXIT_CODES = {"interrupted": 130, "insufficient_quota": 4}
+# How long a first SIGINT / SIGTERM lets the requests in flight finish.
+DEFAULT_DRAIN_SECONDS = 10.0
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -236,6 +243,13 @@ class Run:
             fingerprint({"command": self.command, **self.config}),
             overwrite=self.overwrite,
         )
+        if journal.moved_aside is not None:
+            print(
+                f"evoforge: warning: {self.paths['journal']} could not be read "
+                f"({journal.unreadable_because}); moved aside to {journal.moved_aside} and "
+                "starting a new journal. Finished calls come back from the response cache.",
+                file=sys.stderr,
+            )
         self._journal = journal
         self._dirty = asyncio.Event()
         self.client.before_send = self._flush
@@ -316,6 +330,8 @@ class Run:
             else:
                 result.rejections.append(Rejection(record.id, "schema_invalid", problem, data))
         rejections = [r.to_json() for r in result.rejections]
+        for rejection in rejections:  # a server's error message may quote a URL or key
+            rejection["detail"] = redact(rejection["detail"])
         final = not any(r.reason in RETRY_ON_RESUME for r in result.rejections)
         self._journal.add(seq, _item_id(item), records, rejections, final=final)
         self.counts["seeds_done"] += 1
@@ -358,13 +374,32 @@ class Run:
             self.client.cache.flush()
 
     def _install_signal_handlers(self, pending: set[asyncio.Task[None]]) -> Callable[[], None]:
+        """SIGINT / SIGTERM: no new seeds start; the ones in flight get ``drain`` seconds
+        to finish (and be journaled), then are cancelled. A second signal cancels at once."""
         loop = asyncio.get_running_loop()
+        drain = float(os.environ.get("EVOFORGE_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS))
 
-        def interrupt() -> None:
-            if self._stop is None:
-                self._stop = RunStopped("interrupted", "interrupted; re-run the command to resume")
+        def cancel_pending() -> None:
             for task in pending:
                 task.cancel()
+
+        def interrupt() -> None:
+            if self._stop is not None and self._stop.reason == "interrupted":
+                cancel_pending()  # the second signal: stop waiting
+                return
+            if self._stop is None:
+                self._stop = RunStopped(
+                    "interrupted", "interrupted; finished seeds are saved in the journal"
+                )
+            if pending:
+                print(
+                    f"evoforge: stopping: waiting up to {drain:g} s for {len(pending)} seeds "
+                    "in flight (signal again to stop at once)",
+                    file=sys.stderr,
+                )
+            timers.append(loop.call_later(drain, cancel_pending))
+
+        timers: list[asyncio.TimerHandle] = []
 
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -377,6 +412,8 @@ class Run:
         def restore() -> None:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            for timer in timers:
+                timer.cancel()
 
         return restore
 
@@ -391,9 +428,10 @@ class Run:
 
                 def reject(rejection: dict[str, Any]) -> None:
                     nonlocal rejected
-                    rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
+                    rej.write(redact(json.dumps(rejection, ensure_ascii=False)) + "\n")
                     reasons[rejection["reason"]] += 1
                     rejected += 1
+                    _slow_write_for_tests()
 
                 for row in self._journal.rows():
                     for data in row["records"]:
@@ -411,6 +449,7 @@ class Run:
                             continue
                         writer.write(data)
                         accepted += 1
+                        _slow_write_for_tests()
                     for rejection in row["rejections"]:
                         reject(rejection)
         except BaseException:
@@ -445,8 +484,11 @@ class Run:
             "argv": sys.argv,
             "status": status,
             "stop_reason": summary.stop_reason,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_s": summary.wall_s,
+            # The only field that differs between two identical runs.
+            "timing": {
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "wall_s": summary.wall_s,
+            },
             "seed": self.seed,
             "kind": self.kind,
             "model": self.client.model.identity,
@@ -463,9 +505,7 @@ class Run:
             "format": self.out_format,
             **self.extra_manifest,
         }
-        with _atomic_writer(paths["manifest"]) as fh:
-            json.dump(manifest, fh, indent=2, ensure_ascii=False, default=str)
-            fh.write("\n")
+        _write_json(paths["manifest"], manifest)
         return summary
 
 
@@ -473,9 +513,25 @@ def update_manifest(path: Path, extra: dict[str, Any]) -> None:
     """Add a driver's findings (coverage, shortfall, ...) to a written manifest, atomically."""
     data = json.loads(path.read_text("utf-8"))
     data.update(extra)
+    _write_json(path, data)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """A manifest, atomically, with credentials (keys, URL passwords) masked."""
+    text = redact(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     with _atomic_writer(path) as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
+        for line in text.splitlines(keepends=True):
+            fh.write(line)
+            _slow_write_for_tests()
         fh.write("\n")
+
+
+def _slow_write_for_tests() -> None:
+    """``EVOFORGE_TEST_SLOW_WRITE=SECONDS`` pauses after each line of the final write, so
+    the reliability suite can kill a run in the middle of it."""
+    pause = os.environ.get("EVOFORGE_TEST_SLOW_WRITE")
+    if pause:
+        time.sleep(float(pause))
 
 
 def _item_id(item: SeedItem) -> str:
@@ -494,6 +550,7 @@ def _atomic_writer(path: Path) -> Iterator[Any]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        remove_stale_temporaries(path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -12,6 +12,7 @@ the number of seeds or cached responses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -111,7 +112,35 @@ class Journal:
         if overwrite:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        # Set when the journal on disk could not be read and was moved aside.
+        self.moved_aside: Path | None = None
+        self.unreadable_because = ""
+        try:
+            self._open(fingerprint)
+        except sqlite3.DatabaseError as exc:
+            # A torn WAL frame or trailing bytes never get here (SQLite's WAL checksums
+            # drop the torn transaction); a file that is not a database at all does.
+            if getattr(self, "_conn", None) is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+            self.unreadable_because = str(exc)
+            self.moved_aside = self.path.with_name(
+                f"{self.path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}"
+            )
+            for suffix in ("", "-wal", "-shm"):
+                broken = Path(f"{self.path}{suffix}")
+                if broken.exists():
+                    broken.replace(f"{self.moved_aside}{suffix}")
+            self._open(fingerprint)
+        self._pending: list[tuple[str, int, int, int, int, str]] = []
+
+    def _open(self, fingerprint: str) -> None:
+        existed = self.path.exists() and self.path.stat().st_size > 0
         self._conn = _connect(self.path)
+        if existed:
+            problem = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
         self._conn.executescript(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
             "CREATE TABLE IF NOT EXISTS seeds ("
@@ -133,7 +162,6 @@ class Journal:
             )
         self.resumed = self.count() > 0
         self._conn.execute("DELETE FROM seeds WHERE final = 0")
-        self._pending: list[tuple[str, int, int, int, int, str]] = []
 
     def is_done(self, seed_id: str) -> bool:
         row = self._conn.execute("SELECT 1 FROM seeds WHERE seed_id = ?", (seed_id,)).fetchone()

@@ -59,6 +59,13 @@ def format_for(path: Path, fmt: str | None) -> str:
     return found
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.tmp-PID`` files left beside ``path`` by a killed run."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if stale.name != f".{path.name}.tmp-{os.getpid()}":
+            stale.unlink(missing_ok=True)
+
+
 class _AtomicFile:
     """A temporary file beside ``path`` that replaces it on ``commit``."""
 
@@ -73,6 +80,7 @@ class _AtomicFile:
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.path)
+        remove_stale_temporaries(self.path)
 
     def abort(self) -> None:
         self.fh.close()
@@ -224,6 +232,7 @@ class ParquetWriter(RecordWriter):
         else:
             self._writer.close()
         os.replace(self._tmp, self.path)
+        remove_stale_temporaries(self.path)
 
     def abort(self) -> None:
         if self._writer is not None:
