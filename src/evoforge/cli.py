@@ -980,6 +980,52 @@ def _show_samples(path: Path, *, limit: int) -> None:
             typer.echo("  -> " + answer_text[:300].replace("\n", "\n     "))
 
 
+@app.command("run")
+@_errors_as_messages
+def run_command(
+    recipe: Annotated[Path, typer.Argument(help="A YAML recipe (see examples/recipes/).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: the recipe's outputs.dir).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan: LLM calls and tokens per step; no calls."),
+    ] = False,
+    price: Annotated[
+        str | None,
+        typer.Option(help="With --dry-run: dollars per 1M tokens, IN[,OUT], e.g. 0.15,0.60."),
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option("--llm", help="Override the recipe's llm spec.")
+    ] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run a whole pipeline from a YAML recipe; re-running resumes where it stopped.
+
+    Example: evoforge run examples/recipes/rag-eval.yaml --dry-run --price 0.15,0.60
+    """
+    from evoforge.recipe import load_recipe, parse_price, plan_recipe, run_recipe
+
+    loaded = load_recipe(recipe)
+    if llm is not None:
+        loaded.llm.spec = llm
+    if dry_run:
+        plan = plan_recipe(loaded, out=out, price=parse_price(price) if price else None)
+        typer.echo(plan.render())
+        return
+    result = run_recipe(loaded, out=out, quiet=quiet or None, overwrite=overwrite or None)
+    for step in result.steps:
+        typer.echo(f"{step.name:>10}: {step.status}, {step.accepted} kept, {step.rejected} "
+                   f"rejected, {step.calls} calls ({step.cache_hits} cache hits), "
+                   f"{step.tokens} tokens -> {step.out}")  # fmt: skip
+    typer.echo(f"dataset: {result.dataset}" if result.dataset else "no dataset: the run stopped")
+    typer.echo(f"manifest: {result.manifest}")
+    if result.status != "complete":
+        typer.echo("evoforge: the recipe stopped early; run it again to resume", err=True)
+    raise typer.Exit(result.exit_code)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,1320 @@
+"""YAML recipes: one file describes a whole pipeline, ``evoforge run`` executes it.
+
+A recipe names a source (seed records or document folders), a generator
+(``answer``, ``evolve``, ``rag`` or ``in2`` with that command's options), an
+optional further evolution step (``evolvers``), per-record ``validators`` (the
+``validate --checks`` chain), ``dedup``, ``selection``, the ``llm`` and
+``embedder``, engine settings, a ``budget`` and the run ``seed``. Every step
+calls the same API function as its single command, into one run folder, so the
+durability is the same: each LLM step keeps its journal and manifest beside its
+output, and re-running the recipe resumes (an identical re-run makes no LLM call).
+
+Loading is strict: an unknown key is an error naming the file, the line and the
+key path, with a "did you mean" hint; a value of the wrong type names its field.
+Relative paths are read from the recipe file's folder.
+
+``plan_recipe`` (``evoforge run --dry-run``) counts the LLM calls and tokens
+each step expects without calling a model; see :func:`plan_recipe` for how each
+number is estimated and how close it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import shutil
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evoforge.api import (
+    EngineOptions,
+    EvolveOptions,
+    In2Options,
+    RagOptions,
+    SelectOptions,
+    answer_async,
+    evolve_async,
+    in2_async,
+    rag_async,
+    select_async,
+)
+from evoforge.errors import ConfigError, InputError
+from evoforge.io.documents import count_tokens
+from evoforge.prompting import PromptTemplate, builtin_template
+
+GENERATORS = ("answer", "evolve", "rag", "in2")
+# A mix may be written as a mapping ({reasoning: 0.5}) or as the CLI's string.
+_MIX_KEYS = ("ops", "quality_ops", "mix")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class LlmSpec:
+    """``llm: local`` or the mapping form with backend arguments and sampling."""
+
+    spec: str = "local"  # local | openai:MODEL[@BASE_URL] | langchain:pkg.module:Class
+    args: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None
+    max_output_tokens: int | None = None  # per reply; None: 512
+
+
+@dataclass
+class SourceSpec:
+    """Where the material comes from: ``seeds`` (records) or ``docs`` (files, folders)."""
+
+    seeds: str | None = None
+    docs: list[str] | None = None
+    field_map: dict[str, str] | None = None
+
+
+@dataclass
+class AnswerSpec:
+    allow_truncated: bool = False
+
+
+@dataclass
+class ValidatorsSpec:
+    """The ``evoforge validate`` chain (``validators/checks.py``)."""
+
+    checks: list[str] = field(default_factory=lambda: ["schema"])
+    kind: str | None = None
+    min_len: int | None = None
+    max_len: int | None = None
+    unit: str = "words"
+    lima_length: bool = False
+
+
+@dataclass
+class DedupSpec:
+    """``evoforge dedup`` (``validators/dedup.py``)."""
+
+    methods: list[str] = field(default_factory=lambda: ["exact", "minhash"])
+    threshold: float = 0.7
+    semantic_threshold: float = 0.9
+    fields: list[str] | None = None  # default: by kind
+    prefer: str | None = None  # keep the highest of this numeric field per group
+    embedder: str | None = None  # semantic; default: the recipe's embedder
+
+
+@dataclass
+class EngineSpec:
+    """Engine settings (``EngineOptions``) other than the model, seed and budget."""
+
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout: float | None = 120.0
+    max_attempts: int = 6
+    backoff_base: float = 1.0
+    max_retry_wait: float = 300.0
+    cache: bool = True
+    cache_dir: str | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class BudgetSpec:
+    """Caps for the whole recipe, across its steps; a run that reaches one stops
+    cleanly and re-running resumes."""
+
+    max_calls: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class OutputsSpec:
+    """The run folder and the final dataset (a copy of the last step's output)."""
+
+    dir: str | None = None  # default: <recipe name>-out beside the recipe
+    name: str = "dataset.jsonl"
+    format: str | None = None  # jsonl json csv parquet ragas deepeval plain; default: by name
+
+
+@dataclass
+class Recipe:
+    """A whole pipeline. ``generator`` holds the options of ``generator_type``."""
+
+    path: Path
+    seed: int = 0
+    llm: LlmSpec = field(default_factory=LlmSpec)
+    embedder: str = "minilm"
+    source: SourceSpec = field(default_factory=SourceSpec)
+    generator_type: str | None = None
+    generator: Any = None  # AnswerSpec | EvolveOptions | RagOptions | In2Options
+    evolvers: EvolveOptions | None = None
+    validators: ValidatorsSpec | None = None
+    dedup: DedupSpec | None = None
+    selection: SelectOptions | None = None
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    outputs: OutputsSpec = field(default_factory=OutputsSpec)
+
+    def run_dir(self, out: str | Path | None = None) -> Path:
+        if out is not None:
+            return Path(out)
+        if self.outputs.dir:
+            return self._resolve(self.outputs.dir)
+        return self.path.parent / f"{self.path.stem}-out"
+
+    def _resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+    def engine_options(self, *, max_calls: int | None, max_tokens: int | None) -> EngineOptions:
+        engine = asdict(self.engine)
+        return EngineOptions(
+            llm=self.llm.spec,
+            llm_args=dict(self.llm.args),
+            temperature=self.llm.temperature,
+            max_output_tokens=self.llm.max_output_tokens,
+            max_calls=max_calls,
+            max_tokens=max_tokens,
+            seed=self.seed,
+            **engine,
+        )
+
+
+# Top-level sections: key -> (dataclass, is the section optional).
+_SECTIONS: dict[str, type] = {
+    "llm": LlmSpec,
+    "source": SourceSpec,
+    "evolvers": EvolveOptions,
+    "validators": ValidatorsSpec,
+    "dedup": DedupSpec,
+    "selection": SelectOptions,
+    "engine": EngineSpec,
+    "budget": BudgetSpec,
+    "outputs": OutputsSpec,
+}
+_TOP_KEYS = ("seed", "embedder", "generator", *_SECTIONS)
+_GENERATOR_OPTIONS: dict[str, type] = {
+    "answer": AnswerSpec,
+    "evolve": EvolveOptions,
+    "rag": RagOptions,
+    "in2": In2Options,
+}
+# Options a recipe sets elsewhere (outputs.format, the run folder, the embedder).
+_NOT_IN_RECIPE = {"rag": ("format",), "in2": ("format",)}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Loader:
+    """Turns composed YAML nodes into the dataclasses above, with marks for errors."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self._yaml = yaml.SafeLoader(text)
+        self.given: dict[str, set[str]] = {}  # section -> the keys the file sets
+
+    def root(self) -> yaml.Node | None:
+        try:
+            return self._yaml.get_single_node()
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{self.path}: not valid YAML: {exc}") from None
+
+    def fail(self, node: yaml.Node, where: str, message: str) -> ConfigError:
+        line = node.start_mark.line + 1
+        return ConfigError(f"{self.path} line {line}: {where}: {message}")
+
+    def value(self, node: yaml.Node) -> Any:
+        return self._yaml.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node, where: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, where, "expected a mapping of keys to values")
+        items = []
+        for key_node, value_node in node.value:
+            key = self.value(key_node)
+            if not isinstance(key, str):
+                raise self.fail(key_node, where, f"keys must be names, got {key!r}")
+            items.append((key, key_node, value_node))
+        return items
+
+    def unknown(self, key: str, key_node: yaml.Node, where: str, known: Sequence[str]) -> Any:
+        hint = difflib.get_close_matches(key, list(known), n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        path = f"{where}.{key}" if where else key
+        return self.fail(
+            key_node, path, f"unknown key {key!r}{suggestion} (known: {', '.join(known)})"
+        )
+
+    def build(self, cls: type, node: yaml.Node, where: str, *, skip: Sequence[str] = ()) -> Any:
+        """``cls(**values)`` from a mapping node: keys checked, values typed."""
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in fields(cls) if f.init and f.name not in skip and f.name != "path"]
+        values: dict[str, Any] = {}
+        self.given[where] = set()
+        for key, key_node, value_node in self.mapping(node, where):
+            self.given[where].add(key)
+            if key not in names:
+                raise self.unknown(key, key_node, where, names)
+            value = self.value(value_node)
+            if key in _MIX_KEYS and isinstance(value, dict):
+                value = _mix_string(value, self, value_node, f"{where}.{key}")
+            if key in ("styles",) and isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            if key == "checks" and isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if key == "methods" and isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            problem = _type_problem(value, hints[key])
+            if problem:
+                raise self.fail(value_node, f"{where}.{key}", problem)
+            values[key] = value
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise self.fail(node, where, str(exc)) from None
+
+
+def _mix_string(value: dict, loader: _Loader, node: yaml.Node, where: str) -> str:
+    parts = []
+    for name, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise loader.fail(node, where, f"{name}: the weight must be a number, got {weight!r}")
+        parts.append(f"{name}={weight}")
+    return ",".join(parts)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if origin is not None:
+        args = ", ".join(_type_name(arg) for arg in typing.get_args(hint))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false"}.get(
+        getattr(hint, "__name__", str(hint)), getattr(hint, "__name__", str(hint))
+    )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _matches(k, key_type) and _matches(v, value_type) for k, v in value.items()
+        )
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    if _matches(value, hint):
+        return None
+    return f"expected {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe file: see the module docstring and README for the keys."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the recipe: {exc.strerror}", path=str(path)) from None
+    loader = _Loader(path, text)
+    root = loader.root()
+    if root is None:
+        raise ConfigError(f"{path}: the recipe is empty")
+    recipe = Recipe(path=path.resolve())
+    for key, key_node, node in loader.mapping(root, ""):
+        if key not in _TOP_KEYS:
+            raise loader.unknown(key, key_node, "", _TOP_KEYS)
+        if key == "seed" or key == "embedder":
+            value = loader.value(node)
+            problem = _type_problem(value, int if key == "seed" else str)
+            if problem:
+                raise loader.fail(node, key, problem)
+            setattr(recipe, key, value)
+        elif key == "llm" and isinstance(node, yaml.ScalarNode):
+            value = loader.value(node)
+            if not isinstance(value, str):
+                raise loader.fail(node, "llm", f"expected a string or a mapping, got {value!r}")
+            recipe.llm = LlmSpec(spec=value)
+        elif key == "generator":
+            recipe.generator_type, recipe.generator = _generator(loader, node)
+        else:
+            setattr(recipe, key, loader.build(_SECTIONS[key], node, key))
+    _check(recipe, loader, root)
+    # The recipe's embedder is the default of every step that embeds.
+    if recipe.selection is not None and "embedder" not in loader.given["selection"]:
+        recipe.selection.embedder = recipe.embedder
+    if isinstance(recipe.generator, RagOptions) and "embedder" not in loader.given["generator"]:
+        recipe.generator.embedder = recipe.embedder
+    return recipe
+
+
+def _generator(loader: _Loader, node: yaml.Node) -> tuple[str, Any]:
+    items = loader.mapping(node, "generator")
+    kind = next((loader.value(v) for k, _, v in items if k == "type"), None)
+    if kind not in GENERATORS:
+        raise loader.fail(node, "generator.type", f"{kind!r}: give one of {', '.join(GENERATORS)}")
+    rest = yaml.MappingNode(
+        node.tag, [(k, v) for k, v in node.value if loader.value(k) != "type"],
+        start_mark=node.start_mark, end_mark=node.end_mark,
+    )  # fmt: skip
+    options = loader.build(
+        _GENERATOR_OPTIONS[kind], rest, "generator", skip=_NOT_IN_RECIPE.get(kind, ())
+    )
+    return kind, options
+
+
+def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
+    source = recipe.source
+    kind = recipe.generator_type
+    if kind is None and recipe.evolvers is None:
+        raise loader.fail(root, "generator", "a recipe needs a generator or an evolvers step")
+    if kind in ("rag", "in2"):
+        if not source.docs:
+            raise loader.fail(root, "source.docs", f"the {kind} generator reads documents")
+    elif not source.seeds:
+        raise loader.fail(root, "source.seeds", "answer and evolve read seed records")
+    if kind == "in2" and recipe.evolvers is not None:
+        raise loader.fail(root, "evolvers", "IN2 samples are not evolved further")
+    if recipe.validators is not None:
+        from evoforge.validators.checks import parse_checks
+
+        parse_checks(recipe.validators.checks)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class StepResult:
+    """What one step did: its output, status, records and LLM usage."""
+
+    name: str
+    out: Path
+    status: str = "complete"
+    accepted: int = 0
+    rejected: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    message: str = ""
+
+
+@dataclass
+class RecipeResult:
+    """A recipe run: each step's result, the final dataset and the manifest."""
+
+    recipe: Path
+    run_dir: Path
+    steps: list[StepResult]
+    dataset: Path | None
+    manifest: Path
+    status: str = "complete"
+
+    @property
+    def calls(self) -> int:
+        return sum(step.calls for step in self.steps)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "complete" else 3
+
+
+def _usage(summary: Any) -> tuple[int, int, int]:
+    calls = hits = tokens = 0
+    for stats in summary.usage.values():
+        calls += stats["calls"]
+        hits += stats["cache_hits"]
+        tokens += stats["prompt_tokens"] + stats["completion_tokens"]
+    return calls, hits, tokens
+
+
+class _RecipeRun:
+    """Runs a recipe's steps in order into ``run_dir``; the budget spans all steps."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, model: Any = None) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.model = model
+        self.steps: list[StepResult] = []
+        self.calls = 0
+        self.tokens = 0
+
+    def options(self) -> EngineOptions:
+        budget = self.recipe.budget
+        max_calls = None if budget.max_calls is None else budget.max_calls - self.calls
+        max_tokens = None if budget.max_tokens is None else budget.max_tokens - self.tokens
+        if (max_calls is not None and max_calls <= 0) or (
+            max_tokens is not None and max_tokens <= 0
+        ):
+            raise _BudgetSpent
+        return self.recipe.engine_options(max_calls=max_calls, max_tokens=max_tokens)
+
+    def done(self, name: str, summary: Any) -> StepResult:
+        calls, hits, tokens = _usage(summary)
+        self.calls += calls
+        self.tokens += tokens
+        step = StepResult(
+            name, Path(summary.out), summary.status, summary.accepted, summary.rejected,
+            calls, hits, tokens, summary.message,
+        )  # fmt: skip
+        self.steps.append(step)
+        return step
+
+    async def execute(self) -> Path:
+        recipe = self.recipe
+        source = recipe.source
+        kind = recipe.generator_type
+        current: Path | None = None
+        record_kind = "instruction"
+        if kind == "answer":
+            seeds = recipe._resolve(source.seeds or "")
+            summary = await answer_async(
+                seeds, self.run_dir / "answer.jsonl", options=self.options(),
+                field_map=source.field_map, model=self.model,
+                allow_truncated=recipe.generator.allow_truncated,
+            )  # fmt: skip
+            current = self.done("answer", summary).out
+        elif kind == "evolve":
+            current = await self._evolve("evolve", recipe.generator, None)
+            record_kind = recipe.generator.kind
+        elif kind in ("rag", "in2"):
+            generate = rag_async if kind == "rag" else in2_async
+            settings = {kind: _with_paths(recipe.generator, recipe, self.run_dir)}
+            summary = await generate(
+                [recipe._resolve(d) for d in source.docs or []], self.run_dir / f"{kind}.jsonl",
+                options=self.options(), model=self.model, **settings,
+            )  # fmt: skip
+            current = self.done(kind, summary).out
+            record_kind = kind
+        if self._stopped():
+            return current  # type: ignore[return-value]
+        if recipe.evolvers is not None:
+            current = await self._evolve("evolvers", recipe.evolvers, current, record_kind)
+            if self._stopped():
+                return current
+        assert current is not None
+        if recipe.validators is not None:
+            current = self._validate(current)
+        if recipe.dedup is not None:
+            current = self._dedup(current)
+        if recipe.selection is not None:
+            current = await self._select(current)
+        return current
+
+    def _stopped(self) -> bool:
+        return any(step.status != "complete" for step in self.steps)
+
+    async def _evolve(
+        self, name: str, evolution: EvolveOptions, seeds: Path | None, previous: str = ""
+    ) -> Path:
+        recipe = self.recipe
+        if seeds is None:
+            seeds = recipe._resolve(recipe.source.seeds or "")
+            field_map = recipe.source.field_map
+        else:
+            field_map = None
+            if name == "evolvers" and previous and previous != evolution.kind:
+                evolution = EvolveOptions(**{**asdict(evolution), "kind": previous})
+        out = self.run_dir / ("evolve.jsonl" if name == "evolve" else "evolved.jsonl")
+        summary = await evolve_async(
+            seeds, out, evolution=evolution, options=self.options(), field_map=field_map,
+            model=self.model,
+        )  # fmt: skip
+        return self.done(name, summary).out
+
+    def _validate(self, source: Path) -> Path:
+        from evoforge.validators.checks import Bounds, CheckSettings, ValidatorChain, parse_checks
+
+        spec = self.recipe.validators
+        assert spec is not None
+        settings = CheckSettings(
+            kind=spec.kind, length=Bounds(spec.min_len, spec.max_len, spec.unit),
+            lima_length=spec.lima_length,
+        )  # fmt: skip
+        chain = ValidatorChain(parse_checks(spec.checks), settings)
+        kept, dropped = [], []
+        for record in _read_jsonl(source):
+            verdict = chain.check(record)
+            if verdict.ok:
+                kept.append(record)
+            else:
+                dropped.append({"id": record.get("id"), "reason": verdict.reason,
+                                "detail": verdict.detail, "record": record})  # fmt: skip
+        return self._write_step("validate", "validated.jsonl", kept, dropped, asdict(spec))
+
+    def _dedup(self, source: Path) -> Path:
+        from evoforge.validators.dedup import NearDuplicateGraph
+
+        spec = self.recipe.dedup
+        assert spec is not None
+        records = _read_jsonl(source)
+        embedder = None
+        if "semantic" in spec.methods:
+            from evoforge.embeddings import load_embedder
+
+            embedder = load_embedder(spec.embedder or self.recipe.embedder)
+        compared = tuple(spec.fields) if spec.fields else dedup_fields(records)
+        try:
+            graph = NearDuplicateGraph(
+                methods=spec.methods, threshold=spec.threshold,
+                semantic_threshold=spec.semantic_threshold, fields=compared,
+                seed=self.recipe.seed, embedder=embedder,
+            ).build(records)  # fmt: skip
+        except ValueError as exc:
+            raise ConfigError(f"{self.recipe.path}: dedup: {exc}") from None
+        kept, dropped = graph.resolve(field_score(spec.prefer) if spec.prefer else None)
+        settings = {**asdict(spec), "fields": list(compared)}
+        return self._write_step("dedup", "deduped.jsonl", kept, dropped, settings)
+
+    async def _select(self, source: Path) -> Path:
+        spec = self.recipe.selection
+        assert spec is not None
+        out = self.run_dir / "selected.jsonl"
+        report = await select_async(
+            source, out, selection=spec, options=self.options(), model=self.model
+        )
+        scoring = report.get("scoring") or {}
+        calls = hits = tokens = 0
+        scored_manifest = self.run_dir / "selected.scored.manifest.json"
+        if scored_manifest.exists():
+            usage = json.loads(scored_manifest.read_text("utf-8")).get("usage", {})
+            for stats in usage.values():
+                calls += stats["calls"]
+                hits += stats["cache_hits"]
+                tokens += stats["prompt_tokens"] + stats["completion_tokens"]
+            status = json.loads(scored_manifest.read_text("utf-8")).get("status", "complete")
+        else:
+            status = "complete"
+        self.calls += calls
+        self.tokens += tokens
+        dropped = sum(report["dropped_by_reason"].values())
+        message = f"{report['selected']} of {report['input']} selected"
+        if scoring:
+            message += f"; scored {scoring.get('scored')}"
+        step = StepResult("select", out, status, report["selected"], dropped, calls, hits,
+                          tokens, message)  # fmt: skip
+        self.steps.append(step)
+        return out
+
+    def _write_step(
+        self, name: str, filename: str, kept: list[dict], dropped: list[dict], settings: dict
+    ) -> Path:
+        """A step without LLM calls: output, rejects and manifest, each written whole."""
+        from collections import Counter
+
+        from evoforge.engine.runner import output_paths
+        from evoforge.io.writers import open_writer
+
+        paths = output_paths(self.run_dir / filename)
+        for path, rows in ((paths["out"], kept), (paths["rejects"], dropped)):
+            writer = open_writer(path, "jsonl")
+            for row in rows:
+                writer.write(row)
+            writer.close()
+        reasons = Counter(str(r.get("reason") or r.get("method") or "dropped") for r in dropped)
+        files = {"out": str(paths["out"]), "rejects": str(paths["rejects"])}
+        manifest = {"step": name, "settings": settings, "kept": len(kept),
+                    "dropped": len(dropped), "dropped_by_reason": dict(reasons.most_common()),
+                    "files": files}  # fmt: skip
+        paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
+        message = f"{len(kept)} kept, {len(dropped)} dropped"
+        self.steps.append(StepResult(name, paths["out"], "complete", len(kept), len(dropped),
+                                     message=message))  # fmt: skip
+        return paths["out"]
+
+
+class _BudgetSpent(Exception):
+    """The recipe's budget is used up before a step could start."""
+
+
+def _with_paths(options: Any, recipe: Recipe, run_dir: Path) -> Any:
+    """Copy of rag / in2 options with file options read from the recipe's folder."""
+    values = asdict(options)
+    for key in ("general", "decontaminate"):
+        if values.get(key):
+            values[key] = str(recipe._resolve(values[key]))
+    tokenizer = values.get("tokenizer")
+    if tokenizer and tokenizer not in ("regex", "default"):
+        values["tokenizer"] = str(recipe._resolve(tokenizer))
+    if "graph" in values:
+        values["graph"] = (
+            str(recipe._resolve(values["graph"]))
+            if values["graph"]
+            else str(run_dir / "graph.json")
+        )
+    return type(options)(**values)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# The fields dedup compares when none are named, by record kind.
+DEDUP_FIELDS = {
+    "instruction": ("instruction", "output"),
+    "qa": ("question",),
+    "rag": ("user_input",),
+    "in2": ("messages",),
+}
+
+
+def dedup_fields(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The fields to compare for the first record's kind (``evoforge dedup`` too)."""
+    kind = records[0].get("kind") if records else None
+    return DEDUP_FIELDS.get(kind or "", ("instruction", "output"))
+
+
+def field_score(path: str) -> Any:
+    """A score function reading the numeric field at a dotted ``path``; -inf when absent."""
+
+    def score(record: dict) -> float:
+        value: Any = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, int | float) else float("-inf")
+
+    return score
+
+
+def _write_dataset(recipe: Recipe, last: Path, run_dir: Path) -> Path:
+    """The final dataset: the last step's records, in ``outputs.format``."""
+    from evoforge.io.writers import format_for, open_writer
+
+    target = run_dir / recipe.outputs.name
+    fmt = format_for(target, recipe.outputs.format)
+    if fmt == "jsonl" and last.suffix == ".jsonl":
+        shutil.copyfile(last, target)
+        return target
+    writer = open_writer(target, fmt)
+    for record in _read_jsonl(last):
+        writer.write(record)
+    writer.close()
+    return target
+
+
+async def run_recipe_async(
+    recipe: str | Path | Recipe,
+    *,
+    out: str | Path | None = None,
+    llm: str | None = None,
+    model: Any = None,
+    quiet: bool | None = None,
+    overwrite: bool | None = None,
+) -> RecipeResult:
+    """Run every step of ``recipe`` into its run folder; re-running resumes."""
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if llm is not None:
+        recipe.llm = LlmSpec(**{**asdict(recipe.llm), "spec": llm})
+    if quiet is not None:
+        recipe.engine.quiet = quiet
+    if overwrite is not None:
+        recipe.engine.overwrite = overwrite
+    run_dir = recipe.run_dir(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner = _RecipeRun(recipe, run_dir, model)
+    status = "complete"
+    last: Path | None = None
+    try:
+        last = await runner.execute()
+    except _BudgetSpent:
+        status = "stopped"
+    if runner._stopped():
+        status = "stopped"
+    dataset = _write_dataset(recipe, last, run_dir) if status == "complete" and last else None
+    manifest = run_dir / "recipe.manifest.json"
+    data = {
+        "recipe": str(recipe.path),
+        "status": status,
+        "seed": recipe.seed,
+        "llm": {**asdict(recipe.llm), "args": sorted(recipe.llm.args)},
+        "steps": [{**asdict(step), "out": str(step.out)} for step in runner.steps],
+        "dataset": str(dataset) if dataset else None,
+        "calls": runner.calls,
+        "tokens": runner.tokens,
+    }
+    manifest.write_text(json.dumps(data, indent=2, default=str) + "\n", "utf-8")
+    return RecipeResult(recipe.path, run_dir, runner.steps, dataset, manifest, status)
+
+
+def run_recipe(
+    recipe: str | Path | Recipe,
+    *,
+    out: str | Path | None = None,
+    llm: str | None = None,
+    model: Any = None,
+    quiet: bool | None = None,
+    overwrite: bool | None = None,
+) -> RecipeResult:
+    """Run a YAML recipe end to end (``evoforge run RECIPE``).
+
+    Each step calls the API function of its command with an output in the run
+    folder (``outputs.dir``, or ``out``); ``llm`` overrides the recipe's model
+    spec and ``model`` passes a ChatModel or LangChain model instance.
+    """
+    return asyncio.run(
+        run_recipe_async(recipe, out=out, llm=llm, model=model, quiet=quiet, overwrite=overwrite)
+    )
+
+
+# --------------------------------------------------------------------------- planning
+
+# Sizes of text the model has not written yet, in count_tokens units. A question a
+# generator writes, and the growth of an Evol-Instruct instruction per round (the
+# paper asks for 10 to 20 more words).
+QUESTION_TOKENS = 30
+EVOL_GROWTH_TOKENS = 20
+# An answer or response that a later prompt quotes: the reply cap, at most this.
+ANSWER_TOKENS = 200
+
+
+@dataclass
+class StepPlan:
+    """What one step is expected to cost. ``calls`` is what a run sends when every
+    record passes on its first try; ``max_calls`` bounds repairs and extra passes."""
+
+    name: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    records_in: int
+    records_out: int
+    max_calls: int | None = None
+    note: str = ""
+
+    def cost(self, price: tuple[float, float] | None) -> float | None:
+        if price is None:
+            return None
+        return (self.prompt_tokens * price[0] + self.completion_tokens * price[1]) / 1e6
+
+
+@dataclass
+class RecipePlan:
+    recipe: Path
+    run_dir: Path
+    steps: list[StepPlan]
+    price: tuple[float, float] | None = None
+
+    @property
+    def calls(self) -> int:
+        return sum(step.calls for step in self.steps)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(step.prompt_tokens for step in self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(step.completion_tokens for step in self.steps)
+
+    @property
+    def cost(self) -> float | None:
+        if self.price is None:
+            return None
+        return sum(step.cost(self.price) or 0.0 for step in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipe": str(self.recipe),
+            "run_dir": str(self.run_dir),
+            "steps": [asdict(step) for step in self.steps],
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+        }
+
+    def render(self) -> str:
+        """A table for a terminal."""
+        rows = [("step", "records in->out", "LLM calls", "prompt tok", "completion tok", "cost")]
+        for step in self.steps:
+            calls = str(step.calls)
+            if step.max_calls is not None and step.max_calls != step.calls:
+                calls += f" (<= {step.max_calls})"
+            cost = step.cost(self.price)
+            rows.append((step.name, f"{step.records_in} -> {step.records_out}", calls,
+                         f"{step.prompt_tokens:,}", f"{step.completion_tokens:,}",
+                         "" if cost is None else f"${cost:.4f}"))  # fmt: skip
+        total_cost = self.cost
+        rows.append(("total", "", str(self.calls), f"{self.prompt_tokens:,}",
+                     f"{self.completion_tokens:,}",
+                     "" if total_cost is None else f"${total_cost:.4f}"))  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )  # fmt: skip
+            for row in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.insert(len(lines) - 1, "-" * len(lines[0]))
+        notes = [f"  {step.name}: {step.note}" for step in self.steps if step.note]
+        head = f"plan for {self.recipe} (run folder {self.run_dir}); no model was called"
+        tail = ("completion tokens are the reply caps (max_tokens), an upper bound; prompt "
+                "tokens are evoforge's count_tokens over the rendered templates")  # fmt: skip
+        return "\n".join([head, *lines, *notes, tail])
+
+
+def _prompt_tokens(template: PromptTemplate, **values: Any) -> int:
+    """Tokens of ``template`` rendered with ``values`` (only the variables it declares)."""
+    values = {name: value for name, value in values.items() if name in template.variables}
+    for name in template.variables:
+        values.setdefault(name, "")
+    return sum(count_tokens(m["content"]) for m in template.render(**values))
+
+
+def _filler(tokens: int) -> str:
+    """A text of ``tokens`` count_tokens units, standing in for text not written yet."""
+    return " ".join(["word"] * max(0, tokens))
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {name: k for name, k in counts.items() if k}
+
+
+def _chain_length(rounds: int, keep_all_rounds: bool) -> int:
+    """Versions in a record's chain after ``rounds`` (their mean with keep_all_rounds),
+    at most DEITA's ``MAX_CHAIN``."""
+    from evoforge.validators.select import MAX_CHAIN
+
+    versions = (rounds + 2) / 2 if keep_all_rounds else rounds + 1
+    return min(MAX_CHAIN, max(1, round(versions)))
+
+
+def _weighted(weights: dict[str, float], value: dict[str, float]) -> float:
+    total = sum(weights.values())
+    return sum(weights[name] * value[name] for name in weights if weights[name]) / total
+
+
+class _Planner:
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.reply = recipe.llm.max_output_tokens or 512
+        self.answer_tokens = min(self.reply, ANSWER_TOKENS)
+        self.steps: list[StepPlan] = []
+        # Versions DEITA rank-scores together: (instructions, responses) per record.
+        self.chain = (1, 1)
+
+    def plan(self) -> list[StepPlan]:
+        recipe = self.recipe
+        kind = recipe.generator_type
+        count, record_kind = 0, "instruction"
+        if kind == "answer":
+            count = self._answer()
+        elif kind == "evolve":
+            count = self._evolve("evolve", recipe.generator, self._seed_texts(), None)
+            record_kind = recipe.generator.kind
+        elif kind == "rag":
+            count = self._rag()
+            record_kind = "rag"
+        elif kind == "in2":
+            count = self._in2()
+            record_kind = "in2"
+        if recipe.evolvers is not None:
+            evolution = recipe.evolvers
+            if kind is not None:
+                evolution = EvolveOptions(**{**asdict(evolution), "kind": record_kind})
+                texts = None
+            else:
+                texts = self._seed_texts()
+            count = self._evolve("evolvers", evolution, texts, count)
+        no_calls = "no model calls; records out is an upper bound"
+        if recipe.validators is not None:
+            self.steps.append(StepPlan("validate", 0, 0, 0, count, count, note=no_calls))
+        if recipe.dedup is not None:
+            self.steps.append(StepPlan("dedup", 0, 0, 0, count, count, note=no_calls))
+        if recipe.selection is not None:
+            self._select(count)
+        return self.steps
+
+    # -- sources
+
+    def _seed_records(self, kind: str = "instruction") -> list[Any]:
+        from evoforge.io.readers import SEED_FIELDS, read_records
+        from evoforge.records import Record
+
+        seeds = self.recipe._resolve(self.recipe.source.seeds or "")
+        items = read_records(
+            seeds, kind=kind, field_map=self.recipe.source.field_map, **SEED_FIELDS[kind]
+        )
+        return [item for item in items if isinstance(item, Record)]
+
+    def _seed_texts(self) -> list[tuple[str, str, bool]]:
+        """(instruction, input, has an output) of each valid instruction seed."""
+        return [
+            (r["instruction"], r.get("input") or "", bool(r.get("output")))
+            for r in self._seed_records()
+        ]
+
+    # -- steps
+
+    def _answer(self) -> int:
+        template = builtin_template("answer")
+        seeds = self._seed_texts()
+        prompt = sum(_prompt_tokens(template, instruction=i, input=x) for i, x, _ in seeds)
+        self.steps.append(
+            StepPlan(
+                "answer",
+                len(seeds),
+                prompt,
+                len(seeds) * self.reply,
+                len(seeds),
+                len(seeds),
+                note="one call per seed, exact",
+            )  # fmt: skip
+        )
+        return len(seeds)
+
+    def _evolve(
+        self, name: str, evolution: EvolveOptions, seeds: list | None, count: int | None
+    ) -> int:
+        if evolution.kind != "instruction":
+            return self._rewrite(name, evolution, count)
+        from evoforge.evolvers.base import parse_weights
+        from evoforge.evolvers.evol_instruct import JUDGE_PARAMS, OPS
+        from evoforge.evolvers.evol_quality import QUALITY_OPS
+
+        if seeds is None:  # the previous step's records: answered instructions
+            seeds = [(_filler(QUESTION_TOKENS), "", True)] * (count or 0)
+        weights = parse_weights(evolution.ops, OPS)
+        templates = {op: builtin_template(f"evol_{op}") for op in OPS}
+        judge, answer = builtin_template("evol_equal"), builtin_template("answer")
+        per_round = 1 + int(evolution.judge) + int(evolution.answers)
+        calls = len(seeds) * evolution.rounds * per_round
+        prompt = completion = 0
+        for instruction, source_input, _has_output in seeds:
+            text = instruction
+            for _round in range(evolution.rounds):
+                prompt += round(_weighted(weights, {
+                    op: _prompt_tokens(t, instruction=text, input=source_input)
+                    for op, t in templates.items()
+                }))  # fmt: skip
+                new = f"{text} {_filler(EVOL_GROWTH_TOKENS)}"
+                completion += self.reply
+                if evolution.judge:
+                    prompt += _prompt_tokens(judge, first=text, second=new)
+                    completion += JUDGE_PARAMS["max_tokens"]
+                if evolution.answers:
+                    prompt += _prompt_tokens(answer, instruction=new, input=source_input)
+                    completion += self.reply
+                text = new
+        out = len(seeds) * (evolution.rounds + 1 if evolution.keep_all_rounds else 1)
+        self.chain = (
+            _chain_length(evolution.rounds, evolution.keep_all_rounds)
+            if any(weights[op] for op in OPS if op != "breadth")
+            else 1,
+            _chain_length(evolution.quality_rounds, evolution.keep_all_rounds),
+        )
+        note = (f"{evolution.rounds} rounds x {len(seeds)} seeds x {per_round} calls "
+                "(evolve" + (" + judge" if evolution.judge else "")
+                + (" + answer" if evolution.answers else "") + "); exact when every "
+                "evolution passes, fewer when one is rejected before its judge")  # fmt: skip
+        if evolution.quality_rounds:
+            quality = parse_weights(evolution.quality_ops, QUALITY_OPS, flag="--quality-ops")
+            q_templates = {op: builtin_template(f"evol_quality_{op}") for op in QUALITY_OPS}
+            answered = 0
+            for instruction, source_input, has_output in seeds:
+                versions = evolution.rounds + 1 if evolution.keep_all_rounds else 1
+                with_output = versions if evolution.answers else 0
+                if evolution.keep_all_rounds and evolution.answers and not has_output:
+                    with_output -= 1  # the seed itself has no answer to rewrite
+                if not evolution.answers and evolution.rounds == 0 and has_output:
+                    with_output = 1
+                answered += with_output
+                per_call = round(_weighted(quality, {
+                    op: _prompt_tokens(t, instruction=instruction, input=source_input,
+                                       response=_filler(self.answer_tokens))
+                    for op, t in q_templates.items()
+                }))  # fmt: skip
+                prompt += with_output * evolution.quality_rounds * per_call
+            q_calls = answered * evolution.quality_rounds
+            calls += q_calls
+            completion += q_calls * self.reply
+            note += f"; Evol-Quality: {evolution.quality_rounds} rounds x {answered} answers"
+        self.steps.append(StepPlan(name, calls, prompt, completion, len(seeds), out, note=note))
+        return out
+
+    def _rewrite(self, name: str, evolution: EvolveOptions, count: int | None) -> int:
+        from evoforge.api import DEFAULT_REWRITE_MIX
+        from evoforge.evolvers.ragas_rewrites import DEFAULT_MAX_WORDS, mix_from_spec
+
+        if count is None:
+            records = self._seed_records(evolution.kind)
+            n = len(records)
+        else:
+            records, n = [], count
+        plan = mix_from_spec(evolution.mix or DEFAULT_REWRITE_MIX, n, self.recipe.seed)
+        limits = {**DEFAULT_MAX_WORDS, **(evolution.max_words or {})}
+        prompt = 0
+        for i in range(n):
+            op = plan.op_for(i)
+            assert op is not None
+            template = builtin_template(f"rewrite_{op}")
+            if records:
+                record = records[i]
+                question = record.get("question") or record.get("user_input") or ""
+                if isinstance(question, list):
+                    question = "\n".join(turn.get("content", "") for turn in question)
+                answer = record.get("answer") or record.get("reference") or ""
+                contexts = list(record.get("contexts") or record.get("reference_contexts") or [])
+            else:
+                question, answer = _filler(QUESTION_TOKENS), _filler(self.answer_tokens)
+                contexts = [_filler(self.answer_tokens)] * 2
+            values = {"question": question, "answer": answer, "max_words": limits.get(op, 0),
+                      "context": "\n\n".join(contexts[:1] if op == "multi_context" else contexts),
+                      "second_context": contexts[1] if len(contexts) > 1 else ""}  # fmt: skip
+            prompt += _prompt_tokens(template, **values)
+        note = f"one rewrite per seed by the mix {_nonzero(plan.counts)}, exact"
+        self.steps.append(StepPlan(name, n, prompt, n * self.reply, n, n, note=note))
+        return n
+
+    def _rag(self) -> int:
+        from evoforge.evolvers.ragas_rewrites import DEFAULT_MAX_WORDS
+        from evoforge.generators.rag import parse_mix, plan_counts
+        from evoforge.io.documents import chunk_documents, load_documents
+        from evoforge.validators.critics import VERDICT_PARAMS, numbered_contexts
+
+        rag: RagOptions = self.recipe.generator
+        report = load_documents(
+            [self.recipe._resolve(d) for d in self.recipe.source.docs or []],
+            text_field=rag.text_field,
+        )
+        chunks = chunk_documents(
+            report.documents, size=rag.chunk_size, overlap=rag.chunk_overlap, unit=rag.chunk_unit
+        )
+        if not chunks:
+            raise InputError("the documents gave no chunks of text to ask questions about")
+        counts = plan_counts(rag.n, parse_mix(rag.mix), self.recipe.seed)
+        seed_template = builtin_template("rag_seed_question")
+        seed_prompt = sum(_prompt_tokens(seed_template, context=c.text) for c in chunks) / len(
+            chunks
+        )
+        typical = sorted(chunks, key=lambda c: len(c.text))[len(chunks) // 2].text
+        question, answer = _filler(QUESTION_TOKENS), _filler(self.answer_tokens)
+        judges = [builtin_template("critic_grounded"), builtin_template("critic_answerable")]
+        limits = {**DEFAULT_MAX_WORDS, **(rag.max_words or {})}
+        calls = prompt = completion = 0
+        for kind, k in counts.items():
+            contexts = [typical, typical] if kind == "multi_context" else [typical]
+            per = 1
+            tokens = seed_prompt
+            done = self.reply
+            if kind != "simple":
+                per += 1
+                tokens += _prompt_tokens(
+                    builtin_template(f"rewrite_{kind}"), question=question, answer=answer,
+                    context=typical, second_context=typical, max_words=limits.get(kind, 0),
+                )  # fmt: skip
+                done += self.reply
+            if rag.critics:
+                for judge in judges:
+                    per += 1
+                    tokens += _prompt_tokens(judge, question=question, reference=answer,
+                                             contexts=numbered_contexts(contexts))  # fmt: skip
+                    done += VERDICT_PARAMS["max_tokens"]
+                if kind != "simple":
+                    per += 1
+                    tokens += _prompt_tokens(
+                        builtin_template("evol_equal"), first=question, second=question
+                    )
+                    done += 8
+            calls += per * k
+            prompt += round(tokens * k)
+            completion += done * k
+        # A sample failing a critic costs one fix and its critics again; a failed
+        # sample is replaced in a later pass with up to 1.5x margin.
+        per_max = 2 * (calls / rag.n) + 1
+        passes = 1 + 1.5 * (rag.max_passes - 1)
+        upper = round(per_max * rag.n * passes)
+        note = (f"{len(chunks)} chunks from {len(report.documents)} documents; plan "
+                f"{_nonzero(counts)}; exact when every sample passes the critics on the first try; "
+                "repairs and replacement passes add up to the bound")  # fmt: skip
+        self.steps.append(
+            StepPlan("rag", calls, prompt, completion, len(chunks), rag.n, upper, note)
+        )
+        return rag.n
+
+    def _in2(self) -> int:
+        in2: In2Options = _with_paths(self.recipe.generator, self.recipe, Path("."))
+        corpus = [self.recipe._resolve(d) for d in self.recipe.source.docs or []]
+        counts, planned = _in2_first_pass(corpus, in2, self.recipe.seed)
+        fine, integration = (
+            builtin_template("in2_fine_grained"),
+            builtin_template("in2_integration"),
+        )
+        calls = prompt = 0
+        for item in planned:
+            kind = item["sample_type"]
+            if kind == "general":
+                continue
+            calls += 1
+            segments = item["segments"]
+            if kind == "integration":
+                pieces = "\n\n".join(f"# Piece {i}: {s['text']}" for i, s in enumerate(segments, 1))
+                prompt += _prompt_tokens(integration, pieces=pieces)
+            else:
+                prompt += _prompt_tokens(fine, segment=segments[0]["text"])
+        note = (f"plan {_nonzero(counts)}; one call per fine_grained, integration and short sample "
+                "(general ones are copied), exact on the first pass; failed samples are "
+                f"replaced in up to {in2.max_passes - 1} more passes")  # fmt: skip
+        upper = round(calls * (1 + 1.5 * (in2.max_passes - 1)))
+        self.steps.append(
+            StepPlan("in2", calls, prompt, calls * self.reply, len(planned), in2.n, upper, note)
+        )
+        return in2.n
+
+    def _select(self, count: int) -> None:
+        from evoforge.validators.select import ALPAGASUS_PARAMS, DEITA_PARAMS
+
+        spec = self.recipe.selection
+        assert spec is not None
+        out = count if spec.budget is None else min(count, spec.budget)
+        instruction, response = _filler(QUESTION_TOKENS), _filler(self.answer_tokens)
+        if spec.method == "deita":
+            # Evolved records are rank-scored with their earlier versions in one call.
+            versions, responses = self.chain
+            if versions > 1:
+                per = _prompt_tokens(
+                    builtin_template("deita_complexity_chain"),
+                    instructions=[instruction] * versions,
+                )
+            else:
+                per = _prompt_tokens(builtin_template("deita_complexity"), instruction=instruction)
+            if responses > 1:
+                per += _prompt_tokens(
+                    builtin_template("deita_quality_chain"),
+                    instruction=instruction,
+                    responses=[response] * responses,
+                )
+            else:
+                per += _prompt_tokens(
+                    builtin_template("deita_quality"), instruction=instruction, response=response
+                )
+            step = StepPlan("select", 2 * count, per * count, 2 * count * DEITA_PARAMS[
+                "max_tokens"], count, out, note="DEITA: complexity + quality per record "
+                "with an answer; exact for single-turn records")  # fmt: skip
+        elif spec.method == "alpagasus":
+            template = builtin_template("alpagasus_rating")
+            per = _prompt_tokens(template, instruction=instruction, input="", response=response)
+            step = StepPlan("select", count, per * count, count * ALPAGASUS_PARAMS["max_tokens"],
+                            count, count, note="AlpaGasus: one rating per record")  # fmt: skip
+        else:
+            step = StepPlan("select", 0, 0, 0, count, out, note=f"{spec.method}: no model calls")
+        self.steps.append(step)
+
+
+def _in2_first_pass(
+    corpus: Sequence[Path], in2: In2Options, seed: int
+) -> tuple[dict[str, int], list[Any]]:
+    """The counts and first-pass scenarios ``in2_async`` plans for the same options
+    (general records are not read: they cost no call)."""
+    from evoforge.evolvers.base import exact_mix
+    from evoforge.generators.in2 import In2Planner, SourceSampler, mix_weights
+    from evoforge.generators.in2_assembly import Decontaminator, iter_corpus, load_tokenizer
+
+    weights = mix_weights(in2.mix, has_general=in2.general is not None)
+    if in2.short_ratio is not None:
+        rest = sum(v for k, v in weights.items() if k != "short")
+        weights = {k: (v / rest) * (1 - in2.short_ratio) for k, v in weights.items()}
+        weights["short"] = in2.short_ratio
+    counts = exact_mix(in2.n, weights, seed)
+    decontaminator = Decontaminator.from_file(in2.decontaminate) if in2.decontaminate else None
+    sampler = SourceSampler(
+        counts, load_tokenizer(in2.tokenizer), segment_tokens=in2.segment_tokens,
+        max_short_tokens=in2.max_tokens, pool_capacity=in2.pool_capacity, seed=seed,
+    )  # fmt: skip
+    for doc in iter_corpus(corpus, text_field=in2.text_field):
+        if decontaminator is None or not decontaminator.contaminated(doc.text):
+            sampler.consume(doc.id, doc.text)
+    if sampler.documents == 0:
+        raise InputError(f"no usable documents in {', '.join(map(str, corpus))}")
+    planned = In2Planner(sampler, [], seed=seed).plan({**counts, "general": 0})
+    return counts, planned
+
+
+def plan_recipe(
+    recipe: str | Path | Recipe,
+    *,
+    out: str | Path | None = None,
+    price: tuple[float, float] | None = None,
+) -> RecipePlan:
+    """What ``run_recipe`` will send, without calling a model (``--dry-run``).
+
+    Per step: LLM calls, prompt tokens and completion tokens. Prompt tokens
+    render the real templates over the real seeds (answer, evolve), chunks
+    (rag) and planned segments (in2), counted with ``count_tokens``; text the
+    model has not written yet stands in as ``QUESTION_TOKENS`` for a question,
+    ``min(max_output_tokens, ANSWER_TOKENS)`` for an answer and
+    ``EVOL_GROWTH_TOKENS`` of growth per Evol-Instruct round. Completion tokens
+    are each call's cap: ``max_output_tokens`` (default 512), or the judges'
+    own caps (8 for the equality judge, 120 for critics, 32 for DEITA).
+
+    Calls are exact for ``answer``, question rewrites, ``in2`` (first pass)
+    and DEITA on single-turn records; for Evol-Instruct when every evolution
+    passes (one rejected before its judge saves the judge and answer calls);
+    for ``rag`` when every sample passes its critics first time, with
+    ``max_calls`` bounding repairs and replacement passes. Records after
+    validate / dedup are upper bounds, so a later select may score fewer.
+    ``price`` is (input, output) dollars per 1M tokens.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    steps = _Planner(recipe).plan()
+    return RecipePlan(recipe.path, recipe.run_dir(out), steps, price)
+
+
+def parse_price(text: str) -> tuple[float, float]:
+    """``"0.15,0.60"`` -> (input, output) per 1M tokens; one number prices both."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(
+            f"--price {text!r}: give IN_PER_1M[,OUT_PER_1M], e.g. 0.15,0.60"
+        ) from None
+    if len(values) not in (1, 2) or any(v < 0 for v in values):
+        raise ConfigError(f"--price {text!r}: give IN_PER_1M[,OUT_PER_1M], e.g. 0.15,0.60")
+    return (values[0], values[-1])
+
+
+__all__ = [
+    "DEDUP_FIELDS",
+    "Recipe",
+    "RecipePlan",
+    "RecipeResult",
+    "StepPlan",
+    "StepResult",
+    "dedup_fields",
+    "field_score",
+    "load_recipe",
+    "parse_price",
+    "plan_recipe",
+    "run_recipe",
+    "run_recipe_async",
+]

@@ -1,0 +1,362 @@
+"""`evoforge run RECIPE`: strict loading, the dry-run plan against real runs, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_evolve_cli import rewrite_responder
+
+from evoforge.errors import ConfigError
+from evoforge.recipe import load_recipe, parse_price, plan_recipe, run_recipe
+from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RECIPES = EXAMPLES / "recipes"
+
+TOPICS = [
+    "Explain why the sky looks blue at noon.",
+    "Write a haiku about autumn rain in Kyoto.",
+    "List three uses of baking soda in a kitchen.",
+    "Describe how a bicycle gear system works.",
+]
+
+
+def evolve_responder(request):
+    """Evolutions, judges and answers as in the evolve tests; DEITA judges score."""
+    user = request.last_user
+    system = request.messages[0]["content"] if request.messages else ""
+    ranked = re.search(r"Rank and score these (\d+)", user)
+    if ranked:
+        return "\n".join(f"[Score {k}]: {min(6, k + 1)}" for k in range(1, int(ranked[1]) + 1))
+    if "##Complexity" in system or "##Complexity" in user:
+        return f"##Complexity: {2 + len(user) % 4}"
+    if "##Quality" in system or "##Quality" in user:
+        return "##Quality: 5"
+    return rewrite_responder(request)
+
+
+def in2_responder(request):
+    system, user = request.messages[0]["content"], request.last_user
+    if "numbered pieces" in system:
+        first = re.search(r"# Piece 1: (.*?)[.\n]", user).group(1)
+        second = re.search(r"# Piece 2: (.*?)[.\n]", user).group(1)
+        return json.dumps({"question": f"How do {first} and {second} relate?",
+                           "answer": f"{first}; and {second}.", "pieces": [1, 2]})  # fmt: skip
+    sentence = user.split("Text:", 1)[1].strip().split(".")[0]
+    return json.dumps({"question": f"What is said about {sentence}?", "answer": sentence})
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    path.write_text(text, "utf-8")
+    return path
+
+
+def instruction_recipe(tmp_path: Path, base_url: str, extra: str = "") -> Path:
+    write_jsonl(tmp_path / "seeds.jsonl", [{"id": f"s{i}", "instruction": t}
+                                           for i, t in enumerate(TOPICS)])  # fmt: skip
+    return write_recipe(
+        tmp_path / "recipe.yaml",
+        f"""
+seed: 3
+llm: openai:fake-model@{base_url}
+embedder: hashing
+source:
+  seeds: seeds.jsonl
+generator:
+  type: evolve
+  rounds: 2
+  ops: {{constraints: 1, deepen: 1}}
+  answers: true
+validators:
+  checks: [schema, empty, refusal]
+dedup:
+  methods: [exact]
+selection:
+  method: deita
+  budget: 3
+engine:
+  concurrency: 4
+  quiet: true
+outputs:
+  dir: run
+{extra}""",
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_unknown_key_names_file_line_path_and_hint(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        "source:\n  seeds: s.jsonl\ngenerator:\n  type: evolve\n  roundz: 2\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    message = str(info.value)
+    assert str(recipe) in message
+    assert "line 5" in message
+    assert "generator.roundz" in message
+    assert "did you mean 'rounds'?" in message
+
+
+def test_unknown_section_gets_a_hint(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", "source: {seeds: s.jsonl}\nselecton: {}\n")
+    with pytest.raises(
+        ConfigError, match=r"line 2: selecton: unknown key .*did you mean 'selection'"
+    ):
+        load_recipe(recipe)
+
+
+def test_wrong_type_names_the_field(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        "source: {seeds: s.jsonl}\ngenerator:\n  type: evolve\n  rounds: two\n",
+    )
+    with pytest.raises(
+        ConfigError, match=r"line 4: generator.rounds: expected an integer, got 'two'"
+    ):
+        load_recipe(recipe)
+    bad_llm = write_recipe(tmp_path / "b.yaml", "llm: {spec: local, max_output_tokens: 1.5}\n")
+    with pytest.raises(ConfigError, match="llm.max_output_tokens: expected an integer or null"):
+        load_recipe(bad_llm)
+
+
+def test_generator_type_and_sources_are_checked(tmp_path):
+    bad = write_recipe(tmp_path / "r.yaml", "source: {seeds: s.jsonl}\ngenerator: {type: evolv}\n")
+    with pytest.raises(ConfigError, match="generator.type: 'evolv': give one of answer"):
+        load_recipe(bad)
+    no_docs = write_recipe(
+        tmp_path / "d.yaml", "source: {seeds: s.jsonl}\ngenerator: {type: rag}\n"
+    )
+    with pytest.raises(ConfigError, match="source.docs: the rag generator reads documents"):
+        load_recipe(no_docs)
+    bad_check = write_recipe(
+        tmp_path / "c.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\nvalidators: {checks: [refusl]}\n",
+    )
+    with pytest.raises(ConfigError, match="refusl"):
+        load_recipe(bad_check)
+
+
+def test_mixes_as_mappings_and_paths_relative_to_the_recipe(tmp_path):
+    (tmp_path / "sub").mkdir()
+    recipe = load_recipe(write_recipe(
+        tmp_path / "sub" / "r.yaml",
+        "seed: 7\nsource: {seeds: ../s.jsonl}\n"
+        "generator: {type: evolve, rounds: 1, ops: {constraints: 2, breadth: 1}}\n"
+        "evolvers: {kind: qa, mix: {reasoning: 1}}\noutputs: {dir: out}\n",
+    ))  # fmt: skip
+    assert recipe.generator.ops == "constraints=2,breadth=1"
+    assert recipe.evolvers.mix == "reasoning=1"
+    assert recipe.seed == 7
+    assert recipe.run_dir() == tmp_path / "sub" / "out"
+    assert recipe.run_dir("elsewhere") == Path("elsewhere")
+    assert recipe._resolve(recipe.source.seeds).resolve() == (tmp_path / "s.jsonl").resolve()
+
+
+def test_price_parsing():
+    assert parse_price("0.15,0.6") == (0.15, 0.6)
+    assert parse_price("2") == (2.0, 2.0)
+    with pytest.raises(ConfigError, match="IN_PER_1M"):
+        parse_price("cheap")
+
+
+# ---------------------------------------------------------------- plan against runs
+
+
+def test_dry_run_counts_match_a_real_run_step_by_step(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url)
+    plan = plan_recipe(recipe, price=(1.0, 2.0))
+    assert fake_openai.hits == 0
+    planned = {step.name: step for step in plan.steps}
+    # 4 seeds x 2 rounds x (evolve + judge + answer); DEITA: 2 calls for each of 4.
+    assert planned["evolve"].calls == 24
+    assert planned["select"].calls == 8
+    assert planned["select"].records_out == 3
+
+    result = run_recipe(recipe)
+    assert result.status == "complete"
+    actual = {step.name: step for step in result.steps}
+    assert [s.name for s in result.steps] == ["evolve", "validate", "dedup", "select"]
+    for name in ("evolve", "select"):
+        assert actual[name].calls == planned[name].calls, name
+    assert fake_openai.hits == plan.calls
+    # Prompt tokens are estimates: within 40% of what the server received.
+    sent = sum(
+        len(re.findall(r"\w+|[^\w\s]", m["content"]))
+        for request in fake_openai.requests
+        for m in request.messages
+    )
+    assert 0.6 * sent <= plan.prompt_tokens <= 1.4 * sent
+    assert plan.cost == pytest.approx((plan.prompt_tokens + 2 * plan.completion_tokens) / 1e6)
+
+    selected = read_jsonl(tmp_path / "run" / "selected.jsonl")
+    assert len(selected) == 3
+    assert all(r["meta"]["deita"]["score"] > 0 for r in selected)
+    dataset = read_jsonl(result.dataset)
+    assert dataset == selected
+    for name in (
+        "evolve.manifest.json",
+        "evolve.journal.db",
+        "validated.manifest.json",
+        "deduped.manifest.json",
+        "selected.manifest.json",
+        "recipe.manifest.json",
+    ):
+        assert (tmp_path / "run" / name).exists(), name  # fmt: skip
+
+
+def test_identical_rerun_makes_zero_calls(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url)
+    first = run_recipe(recipe)
+    assert first.calls == fake_openai.hits > 0
+    before = (tmp_path / "run" / "dataset.jsonl").read_text()
+    fake_openai.reset()
+    second = run_recipe(recipe)
+    assert fake_openai.hits == 0
+    assert second.calls == 0
+    assert (tmp_path / "run" / "dataset.jsonl").read_text() == before
+
+
+def test_budget_spans_steps_and_a_rerun_resumes(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url, "budget: {max_calls: 10}\n")
+    stopped = run_recipe(recipe)
+    assert stopped.status == "stopped" and stopped.exit_code == 3
+    assert stopped.dataset is None
+    assert fake_openai.hits <= 10 + 4  # the calls in flight when the cap was reached
+    text = recipe.read_text().replace("budget: {max_calls: 10}", "budget: {max_calls: 100}")
+    recipe.write_text(text)
+    done = run_recipe(recipe)
+    assert done.status == "complete"
+    assert fake_openai.hits <= 32 + 4
+    assert len(read_jsonl(done.dataset)) == 3
+
+
+def test_sigkill_then_rerun_resumes_with_no_repeated_work(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    fake_openai.latency = 0.1
+    write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}: describe item {i}."}
+                                           for i in range(40)])  # fmt: skip
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        "generator: {type: answer}\nvalidators: {checks: [schema]}\n"
+        "engine: {concurrency: 4, quiet: true}\n",
+    )
+    args = [sys.executable, "-m", "evoforge.cli", "run", str(recipe)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while fake_openai.hits < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    killed_at = fake_openai.hits
+    assert killed_at < 40, "the run finished before it was killed; the test proves nothing"
+    fake_openai.latency = 0.0
+    result = run_cli("run", str(recipe))
+    assert result.returncode == 0, result.stderr
+    assert fake_openai.hits <= 40 + 4  # only the requests in flight are paid twice
+    out = tmp_path / "r-out"
+    assert len(read_jsonl(out / "dataset.jsonl")) == 40
+    manifest = json.loads((out / "answer.manifest.json").read_text())
+    assert manifest["counts"]["resumed_seeds"] >= killed_at - 4
+
+
+def test_rag_plan_brackets_the_real_count(fake_openai, tmp_path):
+    fake_openai.responder = lambda request: rag_responder(request.messages, request.n)
+    recipe = write_recipe(
+        tmp_path / "rag.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nembedder: hashing\n"
+        f"source: {{docs: [{EXAMPLES / 'docs'}]}}\n"
+        "generator: {type: rag, n: 6, chunk_size: 400, mix: {simple: 1, reasoning: 1}}\n"
+        "engine: {quiet: true}\n",
+    )
+    plan = plan_recipe(recipe)
+    step = plan.steps[0]
+    # simple: seed + 2 critics; reasoning: seed + rewrite + 2 critics + information gain.
+    assert step.calls == 3 * 3 + 3 * 5
+    result = run_recipe(recipe)
+    assert result.status == "complete"
+    assert step.calls <= result.steps[0].calls <= step.max_calls
+    assert len(read_jsonl(result.dataset)) == 6
+
+
+def test_in2_plan_matches_the_first_pass(fake_openai, tmp_path):
+    fake_openai.responder = in2_responder
+    recipe = write_recipe(
+        tmp_path / "in2.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{docs: [{EXAMPLES / 'docs'}]}}\n"
+        "generator: {type: in2, n: 4, mix: {fine_grained: 1, integration: 1}, tokenizer: regex,\n"
+        "            min_tokens: 300, max_tokens: 900, segment_tokens: 32}\n"
+        "engine: {quiet: true}\n",
+    )
+    plan = plan_recipe(recipe)
+    assert plan.calls == 4
+    result = run_recipe(recipe)
+    assert result.steps[0].calls == fake_openai.hits
+    assert plan.calls <= fake_openai.hits <= plan.steps[0].max_calls
+    assert len(read_jsonl(result.dataset)) == result.steps[0].accepted
+
+
+def test_cli_dry_run_prints_the_plan_and_calls_nothing(fake_openai, tmp_path):
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url)
+    result = run_cli("run", str(recipe), "--dry-run", "--price", "0.15,0.60")
+    assert result.returncode == 0, result.stderr
+    assert fake_openai.hits == 0
+    assert not (tmp_path / "run").exists()
+    assert re.search(r"evolve\s+4 -> 4\s+24\b", result.stdout)
+    assert "total" in result.stdout and "$" in result.stdout
+    bad = run_cli("run", str(write_recipe(tmp_path / "bad.yaml", "sed: 1\n")), "--dry-run")
+    assert bad.returncode == 2
+    assert "did you mean 'seed'?" in bad.stderr
+
+
+# ---------------------------------------------------------------- the example recipes
+
+
+@pytest.mark.parametrize("name", ["rag-eval.yaml", "instructions-deita.yaml"])
+def test_example_recipes_load_and_dry_run(name):
+    recipe = load_recipe(RECIPES / name)
+    assert recipe.llm.spec == "local"
+    plan = plan_recipe(recipe, price=(0.15, 0.6))
+    assert plan.calls > 0 and plan.prompt_tokens > 0 and plan.cost > 0
+
+
+@pytest.mark.slow
+def test_in2_example_dry_runs_with_the_embedded_tokenizer():
+    plan = plan_recipe(RECIPES / "in2.yaml")
+    assert plan.steps[0].name == "in2" and plan.calls == 3
+
+
+def test_instructions_example_runs_on_any_model(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    result = run_cli(
+        "run", str(RECIPES / "instructions-deita.yaml"), "--out", str(tmp_path / "run"),
+        "--llm", f"openai:fake-model@{fake_openai.base_url}", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "select" in result.stdout
+    records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
+    assert 1 <= len(records) <= 3
+    assert all(r["kind"] == "instruction" and r["output"] for r in records)
+
+
+def test_examples_are_package_data():
+    import tomllib
+
+    config = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["evoforge.examples"]
+    assert "recipes/*.yaml" in patterns
+    assert os.path.exists(RECIPES / "in2.yaml")
