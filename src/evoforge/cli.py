@@ -186,6 +186,53 @@ def _errors_as_messages(fn: Any) -> Any:
     return wrapper
 
 
+NoReport = Annotated[
+    bool, typer.Option("--no-report", help="Do not refresh report.html and summary.md.")
+]
+
+
+def writes_report(fn: Any) -> Any:
+    """Give a command ``--no-report``; when it finishes (done or stopped), refresh the
+    report of its ``--out`` folder (see ``evoforge report``)."""
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = [
+        p.replace(annotation=hints.get(n, p.annotation)) for n, p in signature.parameters.items()
+    ]
+    flag = inspect.Parameter(
+        "no_report", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=NoReport
+    )
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        no_report = kwargs.pop("no_report")
+        try:
+            result = fn(**kwargs)
+        except typer.Exit:  # the commands end this way, with the run's exit code
+            if not no_report:
+                _refresh_report(Path(kwargs["out"]).parent)
+            raise
+        if not no_report:
+            _refresh_report(Path(kwargs["out"]).parent)
+        return result
+
+    wrapper.__signature__ = signature.replace(parameters=[*params, flag])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*params, flag]}
+    return wrapper
+
+
+def _refresh_report(folder: Path) -> None:
+    """Write the folder's report; a report that fails is a warning, never a failed run."""
+    from evoforge.report import write_report
+
+    try:
+        paths = write_report(folder)
+    except Exception as exc:  # the run's outputs are written; say why and keep its exit code
+        typer.echo(f"evoforge: report not written: {type(exc).__name__}: {exc}", err=True)
+        return
+    typer.echo(f"report: {paths['html']} (summary: {paths['summary']})", err=True)
+
+
 def _print_summary(summary: Any, *, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -220,6 +267,7 @@ def _print_summary(summary: Any, *, title: str) -> None:
 @app.command()
 @_errors_as_messages
 @with_engine_options()
+@writes_report
 def answer(
     seeds: Annotated[
         Path,
@@ -252,6 +300,7 @@ def answer(
 @app.command()
 @_errors_as_messages
 @with_engine_options()
+@writes_report
 def evolve(
     seeds: Annotated[
         Path, typer.Option("--seeds", help="Seeds: instructions, or qa / rag samples.")
@@ -355,6 +404,7 @@ def _int_pairs(pairs: list[str] | None, flag: str) -> dict[str, int] | None:
 @app.command()
 @_errors_as_messages
 @with_engine_options()
+@writes_report
 def rag(
     docs: Annotated[
         list[Path],
@@ -474,6 +524,7 @@ def _print_rag_report(extra: dict, n: int) -> None:
 @app.command()
 @_errors_as_messages
 @with_engine_options(max_tokens_flag="--max-total-tokens")
+@writes_report
 def in2(
     corpus: Annotated[
         list[Path],
@@ -606,6 +657,7 @@ def probe_score(
 
 @app.command()
 @_errors_as_messages
+@writes_report
 def dedup(
     source: Annotated[
         Path, typer.Argument(help="Records (.jsonl .json .csv .parquet) with an id.")
@@ -640,7 +692,6 @@ def dedup(
     Example: evoforge dedup out/evolved.jsonl --out out/unique.jsonl --method exact,minhash,semantic
     """  # fmt: skip
     from evoforge.io.readers import iter_rows
-    from evoforge.io.writers import format_for, open_writer
     from evoforge.validators.dedup import NearDuplicateGraph
 
     records = []
@@ -663,23 +714,37 @@ def dedup(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     kept, dropped = graph.resolve(_field_score(prefer) if prefer else None)
+    if clusters is not None:
+        graph.write_clusters(clusters)
+    summary = _write_dedup(out, kept, dropped, fields=list(compared),
+                           groups=len(graph.components()), clusters=clusters)  # fmt: skip
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+def _write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -> dict:
+    """Write dedup's kept records, its rejects (each with the id it lost to) and a
+    manifest beside them; return the manifest's counts."""
+    from collections import Counter
+
+    from evoforge.engine.runner import output_paths
+    from evoforge.io.writers import format_for, open_writer
+
+    paths = output_paths(out)
     writer = open_writer(out, format_for(out, None))
     for record in kept:
         writer.write(record)
     writer.close()
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    rejects = open_writer(out.with_name(f"{stem}.rejects.jsonl"), "jsonl")
+    rejects = open_writer(paths["rejects"], "jsonl")
     for rejection in dropped:
         rejects.write(rejection)
     rejects.close()
-    if clusters is not None:
-        graph.write_clusters(clusters)
-    by_method: dict[str, int] = {}
-    for rejection in dropped:
-        by_method[rejection.get("method", "?")] = by_method.get(rejection.get("method", "?"), 0) + 1
-    typer.echo(json.dumps({"input": len(records), "kept": len(kept), "dropped": len(dropped),
-                           "dropped_by_method": by_method, "fields": list(compared),
-                           "groups": len(graph.components())}, indent=2))  # fmt: skip
+    by_method = Counter(rejection.get("method", "?") for rejection in dropped)
+    summary = {"input": len(kept) + len(dropped), "kept": len(kept), "dropped": len(dropped),
+               "dropped_by_method": dict(by_method), **info}  # fmt: skip
+    manifest = {"command": "dedup", **summary,
+                "files": {"out": str(out), "rejects": str(paths["rejects"])}}  # fmt: skip
+    paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
+    return summary
 
 
 _DEFAULT_FIELDS = {
@@ -708,6 +773,7 @@ def _field_score(path: str) -> Any:
 @app.command("select")
 @_errors_as_messages
 @with_engine_options()
+@writes_report
 def select_command(
     source: Annotated[Path, typer.Argument(help="Records written by evoforge (.jsonl ...).")],
     out: Annotated[
@@ -745,6 +811,7 @@ def select_command(
 
 @app.command()
 @_errors_as_messages
+@with_engine_options()
 def validate(
     file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
     kind: Annotated[
@@ -753,7 +820,10 @@ def validate(
     ] = None,
     checks: Annotated[
         str,
-        typer.Option(help="Comma list of: schema, length, refusal, empty, leak, language, lima."),
+        typer.Option(
+            help="Comma list of: schema, length, refusal, empty, leak, language, lima, rubric "
+            "(an LLM judge, --llm)."
+        ),
     ] = "schema",
     min_len: Annotated[int | None, typer.Option(help="length: shortest answer.")] = None,
     max_len: Annotated[int | None, typer.Option(help="length: longest answer.")] = None,
@@ -761,14 +831,23 @@ def validate(
     lima_length: Annotated[
         bool, typer.Option("--lima-length", help="lima: answers of 1,200-4,096 characters only.")
     ] = False,
+    rubric: Annotated[
+        Path | None,
+        typer.Option(
+            help="rubric: the rubric as text, or YAML {rubric, scale: [1, 5], threshold: 4, "
+            "reason}."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the records that pass here; rejects beside it.")
     ] = None,
+    options: Any = None,
 ) -> None:
     """Check every record (its JSON Schema, and any heuristics named); exit 1 if any fails.
 
     Example: evoforge validate out/answers.jsonl --kind instruction --checks schema,refusal,lima
     """
+    from evoforge.errors import ConfigError
     from evoforge.io.readers import iter_rows
     from evoforge.io.writers import format_for, open_writer
     from evoforge.records import KINDS, schema_for
@@ -780,11 +859,22 @@ def validate(
         kind=kind, length=Bounds(min_len, max_len, unit), lima_length=lima_length
     )
     chain = ValidatorChain(parse_checks(checks), settings)
+    critic = _rubric_critic(rubric) if chain.judged else None
+    if rubric is not None and critic is None:
+        raise ConfigError("--rubric is for the rubric check: add it, e.g. --checks schema,rubric")
     writer = rejects = None
     if out is not None:
         writer = open_writer(out, format_for(out, None))
         rejects = open_writer(out.with_name(f"{out.stem}.rejects.jsonl"), "jsonl")
     total = invalid = 0
+    judge_later: list[tuple[int, dict]] = []  # passed the checks that need no model
+
+    def reject(line: int, data: dict, verdict: Any) -> None:
+        typer.echo(f"{file} line {line}: {verdict.reason}: {verdict.detail}")
+        if rejects is not None:
+            rejects.write({"id": data.get("id"), "reason": verdict.reason,
+                           "detail": verdict.detail, "record": data})  # fmt: skip
+
     for item in iter_rows(file):
         total += 1
         if isinstance(item, EvoforgeError):
@@ -797,15 +887,27 @@ def validate(
             typer.echo(f'{file} line {line}: field "kind" is {data.get("kind")!r}; pass --kind')
             continue
         verdict = chain.check(data)
-        if verdict.ok:
+        if verdict.ok and critic is not None:
+            judge_later.append((line, data))
+        elif verdict.ok:
             if writer is not None:
                 writer.write(data)
-            continue
-        invalid += 1
-        typer.echo(f"{file} line {line}: {verdict.reason}: {verdict.detail}")
-        if rejects is not None:
-            rejects.write({"id": data.get("id"), "reason": verdict.reason,
-                           "detail": verdict.detail, "record": data})  # fmt: skip
+        else:
+            invalid += 1
+            reject(line, data, verdict)
+    if critic is not None and judge_later:
+        for (line, data), verdict in zip(
+            judge_later,
+            _judge_rows([d for _, d in judge_later], critic, kind, options),
+            strict=True,
+        ):
+            chain.count_judged(verdict)
+            if verdict.ok:
+                if writer is not None:
+                    writer.write(data)
+            else:
+                invalid += 1
+                reject(line, data, verdict)
     if writer is not None and rejects is not None:
         writer.close()
         rejects.close()
@@ -816,6 +918,31 @@ def validate(
         f"{file}: {total} records, {invalid} invalid" + (f" ({counts})" if counts else ""), err=True
     )
     raise typer.Exit(1 if invalid else 0)
+
+
+def _rubric_critic(path: Path | None) -> Any:
+    from evoforge.validators.critics import RubricCritic, load_rubric
+
+    return RubricCritic() if path is None else load_rubric(path)
+
+
+def _judge_rows(rows: list[dict], critic: Any, kind: str | None, options: Any) -> list[Any]:
+    """The judged checks of ``validate``, one client (cache, limits, retries) for all."""
+    import asyncio
+
+    from evoforge.api import build_client
+    from evoforge.validators.checks import judge_rows
+
+    async def judge() -> list[Any]:
+        client = build_client(options)
+        try:
+            return await judge_rows(rows, critic, client, kind=kind, seed=options.seed)
+        finally:
+            if client.cache is not None:
+                client.cache.close()
+            await client.aclose()
+
+    return asyncio.run(judge())
 
 
 @app.command()
@@ -904,6 +1031,7 @@ def demo(
     typer.echo("\nevoforge demo: and last, duplicates and a diverse subset of the answers "
                "and their evolutions", err=True)  # fmt: skip
     _demo_prune(out, answered.out, evolved.out)
+    _refresh_report(out)
     codes = (answered.exit_code, evolved.exit_code, built.exit_code, long.exit_code)
     raise typer.Exit(max(codes))
 
@@ -912,7 +1040,6 @@ def _demo_prune(out: Path, *paths: Path) -> None:
     """Dedup the demo's instruction records, then pick a k-center subset (no LLM)."""
     from evoforge.api import SelectOptions
     from evoforge.api import select as run_select
-    from evoforge.io.writers import open_writer
     from evoforge.validators.dedup import NearDuplicateGraph
 
     records = []
@@ -920,10 +1047,7 @@ def _demo_prune(out: Path, *paths: Path) -> None:
         with open(path, encoding="utf-8") as fh:
             records.extend(json.loads(line) for line in fh if line.strip())
     kept, dropped = NearDuplicateGraph(fields=("instruction",)).build(records).resolve()
-    writer = open_writer(out / "pool.jsonl", "jsonl")
-    for record in kept:
-        writer.write(record)
-    writer.close()
+    _write_dedup(out / "pool.jsonl", kept, dropped, fields=["instruction"])
     typer.echo(f"dedup: {len(records)} records, {len(dropped)} near-duplicates dropped")
     for rejection in dropped[:3]:
         typer.echo(f"  {rejection['id']}: {rejection['detail']}")
@@ -1024,6 +1148,66 @@ def run_command(
     if result.status != "complete":
         typer.echo("evoforge: the recipe stopped early; run it again to resume", err=True)
     raise typer.Exit(result.exit_code)
+
+
+@app.command("export")
+@_errors_as_messages
+def export_command(
+    source: Annotated[Path, typer.Argument(help="Records written by evoforge (.jsonl ...).")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (hf-dir: a folder).")],
+    no_card: Annotated[
+        bool, typer.Option("--no-card", help="Do not write README.md (the dataset card).")
+    ] = False,
+    license: Annotated[str, typer.Option(help="The card's license id, e.g. cc-by-4.0.")] = "other",
+    language: Annotated[
+        list[str] | None, typer.Option(help="The card's language codes (default en).")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(help="Upload the export and its card to this Hub dataset repo (user/name)."),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the Hub repo private.")
+    ] = False,
+) -> None:
+    """Write records in the format a trainer or evaluator loads, with a dataset card.
+
+    Example: evoforge export out/evolved.jsonl --to messages --out train/evolved.jsonl
+    """  # fmt: skip
+    from evoforge.export import export
+
+    result = export(
+        source, to=to, out=out, card=not no_card, license=license,
+        language=language or ["en"], push_to_hub=push_to_hub, private=private,
+    )  # fmt: skip
+    typer.echo(json.dumps({"format": result.format, "records": result.count,
+                           "by_kind": result.by_kind, "files": [str(f) for f in result.files],
+                           "card": str(result.card) if result.card else None,
+                           "pushed_to": push_to_hub}, indent=2))  # fmt: skip
+
+
+@app.command("report")
+@_errors_as_messages
+def report_command(
+    run_output: Annotated[
+        Path, typer.Argument(help="A run's output file, or a folder of outputs.")
+    ],
+) -> None:
+    """Write report.html (funnel, rejection reasons, plots, every seed's fate) and summary.md.
+
+    Example: evoforge report out/   (then open out/report.html)
+    """
+    from evoforge.report import write_report
+
+    paths = write_report(run_output)
+    typer.echo(paths["summary"].read_text("utf-8"), nl=False)
+    typer.echo(f"report: {paths['html']}", err=True)
 
 
 def main() -> None:

@@ -212,7 +212,20 @@ class ParquetWriter(RecordWriter):
         if not self._rows:
             return
         if self._schema is None:
-            self._schema = pa.Table.from_pylist(self._rows).schema
+            # Every column of the group (not only the first row's); a column where any
+            # row holds text is text (an empty list beside JSON-text lists, mixed kinds).
+            names = list(dict.fromkeys(name for row in self._rows for name in row))
+            text = {n for n in names if any(isinstance(r.get(n), str) for r in self._rows)}
+            columns = {
+                n: [
+                    v
+                    if n not in text or isinstance(v, str | None)
+                    else json.dumps(v, ensure_ascii=False)
+                    for v in (row.get(n) for row in self._rows)
+                ]
+                for n in names
+            }
+            self._schema = pa.table(columns).schema
             self._writer = pq.ParquetWriter(self._tmp, self._schema)
         rows = [{name: row.get(name) for name in self._schema.names} for row in self._rows]
         for row in rows:  # a column typed from the first group keeps its type

@@ -1,0 +1,406 @@
+"""Exports: evoforge records in the formats trainers and evaluators load as they are.
+
+    from evoforge import export
+
+    export("out/evolved.jsonl", to="messages", out="train/evolved.jsonl")
+
+=============  ==========================================================  =================
+format         one row                                                     record kinds
+=============  ==========================================================  =================
+``messages``   ``{"id", "messages": [{"role", "content"}, ...]}``: the     all
+               OpenAI / TRL chat format (``SFTTrainer`` loads it as is)
+``alpaca``     ``{"id", "instruction", "input", "output"}``; qa, rag and     all
+               in2 rows add ``history`` (``[[user, assistant], ...]``,
+               the earlier turns) and ``system``, as LLaMA-Factory reads
+               them
+``sharegpt``   ``{"id", "conversations": [{"from": "human" | "gpt" |       all
+               "system", "value"}]}``
+``ragas``      the Ragas writer of :mod:`evoforge.io.writers`               qa, rag
+``deepeval``   the DeepEval writer of :mod:`evoforge.io.writers`            qa, rag
+``parquet``    the record, nested values as JSON text                      all
+``hf-dir``     the parquet table, ``datasets.Dataset.save_to_disk``         all
+=============  ==========================================================  =================
+
+How a record becomes a conversation: an instruction record is one user turn
+(``instruction``, then ``input`` after a blank line) and its ``output``; a qa or
+rag record is its question (every turn of a conversational one) and its
+reference answer; an IN2 record is its ``messages`` (the user turn holds the
+context and the question).
+
+Every export writes a dataset card (``README.md`` beside the output; inside an
+``hf-dir`` folder) from the input's manifest: see :mod:`evoforge.card`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoforge.errors import ConfigError, InputError
+from evoforge.io.writers import JsonlWriter, RecordWriter, open_writer
+from evoforge.records import KINDS, SAMPLE_FIELDS
+
+Row = dict[str, Any]
+
+
+def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
+    """The record's turns, ending with the answer (see the module docstring)."""
+    kind = record["kind"]
+    if kind == "instruction":
+        output = record.get("output")
+        if not output:
+            raise InputError(
+                f"record {record['id']!r} has no output; --to {fmt} needs answered "
+                "instructions (run `evoforge answer`, or `evoforge evolve --answers`)"
+            )
+        user = record["instruction"]
+        if record.get("input"):
+            user = f"{user}\n\n{record['input']}"
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    if kind == "in2":
+        return [{"role": t["role"], "content": t["content"]} for t in record["messages"]]
+    fields = SAMPLE_FIELDS[kind]
+    question = record[fields.question]
+    if isinstance(question, list):
+        turns = [{"role": t["role"], "content": t["content"]} for t in question]
+    else:
+        turns = [{"role": "user", "content": question}]
+    return [*turns, {"role": "assistant", "content": record[fields.answer]}]
+
+
+def to_messages(record: Row) -> Row:
+    return {"id": record["id"], "messages": _conversation(record, "messages")}
+
+
+_SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
+
+
+def to_sharegpt(record: Row) -> Row:
+    turns = _conversation(record, "sharegpt")
+    return {
+        "id": record["id"],
+        "conversations": [
+            {"from": _SHAREGPT_ROLES[t["role"]], "value": t["content"]} for t in turns
+        ],
+    }
+
+
+def to_alpaca(record: Row) -> Row:
+    if record["kind"] == "instruction":
+        _conversation(record, "alpaca")  # the missing-output check
+        return {
+            "id": record["id"],
+            "instruction": record["instruction"],
+            "input": record.get("input") or "",
+            "output": record["output"],
+        }
+    turns = _conversation(record, "alpaca")
+    system = [t["content"] for t in turns if t["role"] == "system"]
+    chat = [t for t in turns if t["role"] != "system"]
+    row: Row = {
+        "id": record["id"],
+        "instruction": chat[-2]["content"] if len(chat) >= 2 else "",
+        "input": "",
+        "output": chat[-1]["content"],
+    }
+    earlier = chat[:-2]
+    # Always present on these kinds, so a file mixing single and multi-turn rows has one schema.
+    row["history"] = [
+        [earlier[i]["content"], earlier[i + 1]["content"]] for i in range(0, len(earlier) - 1, 2)
+    ]
+    row["system"] = "\n\n".join(system)
+    return row
+
+
+def _jsonl(convert: Callable[[Row], Row]) -> Callable[[Path], RecordWriter]:
+    return lambda path: JsonlWriter(path, convert)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One target: which kinds it takes, what ``--out`` should look like, how to write it."""
+
+    name: str
+    kinds: tuple[str, ...]
+    suffix: str  # "" for a folder
+    open: Callable[[Path], RecordWriter] | None  # None: hf-dir (written from a parquet table)
+    consumer: str  # who loads it, for the card and the error messages
+
+
+_QA = ("qa", "rag")
+EXPORT_FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat("messages", KINDS, ".jsonl", _jsonl(to_messages), "TRL SFTTrainer, OpenAI"),
+        ExportFormat("alpaca", KINDS, ".jsonl", _jsonl(to_alpaca), "Alpaca, LLaMA-Factory"),
+        ExportFormat("sharegpt", KINDS, ".jsonl", _jsonl(to_sharegpt), "ShareGPT, Axolotl"),
+        ExportFormat("ragas", _QA, ".jsonl", lambda p: open_writer(p, "ragas"), "Ragas"),
+        ExportFormat("deepeval", _QA, ".json", lambda p: open_writer(p, "deepeval"), "DeepEval"),
+        ExportFormat("parquet", KINDS, ".parquet", lambda p: open_writer(p, "parquet"), "pandas"),
+        ExportFormat("hf-dir", KINDS, "", None, "datasets.load_from_disk"),
+    )
+}
+
+
+def formats_for_kind(kind: str) -> list[str]:
+    return [name for name, f in EXPORT_FORMATS.items() if kind in f.kinds]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: the data files (``ragas`` may add a multi-turn
+    sibling), how many rows, and the dataset card."""
+
+    format: str
+    out: Path
+    files: list[Path]
+    count: int
+    by_kind: dict[str, int] = field(default_factory=dict)
+    card: Path | None = None
+
+    def to_dataset(self, **load_kwargs: Any) -> Any:
+        """The export loaded back with ``datasets`` (its first data file); ``load_kwargs``
+        go to ``load_dataset`` (e.g. ``cache_dir``)."""
+        import datasets
+
+        if self.format == "hf-dir":
+            return datasets.load_from_disk(str(self.out))
+        builder = "parquet" if self.format == "parquet" else "json"
+        return datasets.load_dataset(
+            builder, data_files=str(self.files[0]), split="train", **load_kwargs
+        )
+
+
+def export(
+    path: Any,
+    *,
+    to: str,
+    out: str | Path,
+    card: bool = True,
+    license: str = "other",
+    language: Iterable[str] = ("en",),
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> ExportResult:
+    """Write the records of ``path`` (an evoforge output file or folder, a
+    ``datasets.Dataset`` or an iterable of record dicts) as ``to`` into ``out``.
+
+    Raises :class:`ConfigError` when a record's kind has no mapping to ``to``,
+    naming the formats that take it. Writes a dataset card beside ``out`` unless
+    ``card=False``; ``push_to_hub="user/name"`` then uploads the export and its
+    card (see :func:`evoforge.card.push_to_hub`).
+    """
+    from evoforge.card import CardStats, write_card
+    from evoforge.card import push_to_hub as push
+
+    target = EXPORT_FORMATS.get(to)
+    if target is None:
+        raise ConfigError(f"--to {to!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    if target.suffix and out.suffix.lower() != target.suffix:
+        raise ConfigError(f"--out {out}: --to {to} writes a {target.suffix} file")
+    if to == "hf-dir" and out.suffix:
+        raise ConfigError(f"--out {out}: --to hf-dir writes a folder (no suffix)")
+    source = Path(path) if isinstance(path, str | os.PathLike) else None
+    if source is not None and source.resolve() == out.resolve():
+        raise ConfigError(f"--out {out}: the same as the input; write the export elsewhere")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats = CardStats()
+    writer = _hf_dir_writer(out) if target.open is None else target.open(out)
+    try:
+        for record in iter_records(path):
+            if record["kind"] not in target.kinds:
+                kind = record["kind"]
+                raise ConfigError(
+                    f"--to {to}: record {record['id']!r} has kind {kind!r}, and {to} takes "
+                    f"only {' and '.join(target.kinds)} records; export {kind} records with "
+                    f"--to {' | '.join(formats_for_kind(kind))}"
+                )
+            writer.write(record)
+            stats.add(record)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    files = writer.files
+    result = ExportResult(to, out, files, writer.count, dict(stats.kinds))
+    if card:
+        folder = out if to == "hf-dir" else out.parent
+        data_files = _card_data_files(to, out, files)
+        result.card = write_card(
+            folder, data_files=data_files, stats=stats, source=source, fmt=to,
+            consumer=target.consumer, license=license, language=list(language),
+        )  # fmt: skip
+    if push_to_hub:
+        folder = out if to == "hf-dir" else out.parent
+        uploads = None if to == "hf-dir" else [f.name for f in files] + ["README.md"]
+        push(folder, push_to_hub, allow_patterns=uploads, private=private)
+    return result
+
+
+def _card_data_files(to: str, out: Path, files: list[Path]) -> dict[str, str]:
+    """Config name -> data file path relative to the card's folder."""
+    if to == "hf-dir":
+        return {"default": "data-*.arrow"}
+    configs = {"default": files[0].name}
+    for extra in files[1:]:
+        configs["multi_turn"] = extra.name  # ragas: conversational samples
+    return configs
+
+
+class _HfDirWriter(RecordWriter):
+    """Rows go to a parquet table beside ``path`` (the parquet export's flattening), which
+    becomes a ``datasets`` folder on close; an existing datasets folder is replaced."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._parquet = open_writer(path.with_name(f".{path.name}.rows.parquet"), "parquet")
+
+    def write(self, record: Row) -> None:
+        self._parquet.write(record)
+        self.count += 1
+
+    def close(self) -> None:
+        import datasets
+        import pyarrow.parquet as pq
+
+        self._parquet.close()
+        table_path = self._parquet.path
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with quiet_datasets():
+                datasets.Dataset(pq.read_table(table_path)).save_to_disk(str(tmp))
+        finally:
+            table_path.unlink(missing_ok=True)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(tmp, self.path)
+
+    def abort(self) -> None:
+        self._parquet.abort()
+
+
+def _hf_dir_writer(out: Path) -> RecordWriter:
+    if out.exists() and (not out.is_dir() or _foreign_folder(out)):
+        raise ConfigError(
+            f"--out {out}: exists and is not a datasets folder; hf-dir replaces only an "
+            "earlier export (pick a new folder)"
+        )
+    return _HfDirWriter(out)
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No ``datasets`` progress bars inside (restored after, if they were on)."""
+    from datasets.utils import logging as datasets_logging
+
+    was_on = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets_logging.enable_progress_bar()
+
+
+def _foreign_folder(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()}
+    return bool(names) and "state.json" not in names
+
+
+# --- records in: paths, datasets.Dataset, iterables of dicts -------------------------
+
+
+def iter_records(source: Any) -> Iterator[Row]:
+    """The evoforge records of ``source`` as dicts: a path (any format the readers take),
+    a ``datasets.Dataset`` or an iterable of dicts. A row that is not an evoforge record
+    (it needs an ``id`` and a ``kind``) is an :class:`InputError` naming it."""
+    if isinstance(source, str | os.PathLike):
+        from evoforge.api import _read_evoforge_records
+
+        for item in _read_evoforge_records(source):
+            if isinstance(item, InputError):
+                raise item
+            yield item.to_json()
+        return
+    for index, row in enumerate(iter_rows(source), start=1):
+        if not row.get("id") or row.get("kind") not in KINDS:
+            raise InputError(f"row {index} is not an evoforge record (needs an id and a kind)")
+        yield row
+
+
+def iter_rows(source: Iterable[Any]) -> Iterator[Row]:
+    """Plain dicts from a ``datasets.Dataset`` or an iterable of mappings."""
+    for row in source:
+        if not hasattr(row, "keys"):
+            raise InputError(f"expected records as dicts, got {type(row).__name__}")
+        yield dict(row)
+
+
+def is_path(source: Any) -> bool:
+    return isinstance(source, str | os.PathLike)
+
+
+def rows_to_jsonl(rows: Iterable[Any], path: Path) -> Path:
+    """Write ``rows`` (a ``datasets.Dataset`` or dicts) as JSONL to ``path``, atomically;
+    values JSON cannot hold (dates, numpy numbers) become text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in iter_rows(rows):
+            fh.write(json.dumps(row, ensure_ascii=False, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    return str(value)
+
+
+_TABLE_FORMATS = ("messages", "alpaca", "sharegpt")
+
+
+def to_dataset(source: Any, *, to: str | None = None) -> Any:
+    """A ``datasets.Dataset`` of ``source``'s records (a path, a Dataset or dicts).
+
+    ``to=None`` keeps the records as the parquet export lays them out (lists of
+    strings as lists; ``lineage``, ``meta`` and other nested values as JSON text,
+    so records of one kind always share a schema). ``to="messages"`` (or
+    ``"alpaca"``, ``"sharegpt"``) gives the rows of that export, ready for a trainer.
+    """
+    if to is None:  # through the parquet writer: one flattening rule for all three
+        import tempfile
+
+        import datasets
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix="evoforge-") as folder:
+            writer = open_writer(Path(folder) / "records.parquet", "parquet")
+            for record in iter_records(source):
+                writer.write(record)
+            writer.close()
+            return datasets.Dataset(pq.read_table(writer.path))
+    if to not in _TABLE_FORMATS:
+        raise ConfigError(
+            f"to_dataset(to={to!r}): use one of {', '.join(_TABLE_FORMATS)}, or None for records"
+        )
+    convert = {"messages": to_messages, "alpaca": to_alpaca, "sharegpt": to_sharegpt}[to]
+    return _table(convert(r) for r in iter_records(source))
+
+
+def _table(rows: Iterable[Row]) -> Any:
+    """A Dataset with every column any row has (``Dataset.from_list`` keeps only the
+    first row's); a row without a column gets ``None`` there."""
+    import datasets
+
+    rows = list(rows)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return datasets.Dataset.from_dict({name: [row.get(name) for row in rows] for name in names})
