@@ -12,6 +12,8 @@ from evoforge.errors import RequestRejected, RunStopped
 from evoforge.llm.openai_backend import TRANSPORTS, OpenAIChatModel, retry_after_seconds
 from evoforge.testing.fake_openai import Reply
 
+pytestmark = pytest.mark.reliability
+
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 

@@ -58,6 +58,9 @@ class AdaptiveConcurrency:
     def __init__(self, maximum: int, *, cooldown: float = 1.0, clock=time.monotonic) -> None:
         if maximum < 1:
             raise ValueError("concurrency must be at least 1")
+        # Each request in flight holds a socket: never more than the open-file limit allows.
+        self.requested = maximum
+        maximum = min(maximum, open_file_budget() or maximum)
         self.maximum = maximum
         self.limit = maximum
         self.in_flight = 0
@@ -103,3 +106,21 @@ class AdaptiveConcurrency:
             self._last_cut = now
             self.limit = max(1, self.limit // 2)
             self.reductions += 1
+
+
+# Files the process keeps for itself besides sockets: journal and cache (db, WAL,
+# shared memory), inputs, outputs, imports, the event loop.
+RESERVED_FILES = 64
+
+
+def open_file_budget() -> int | None:
+    """How many sockets may be open at once under ``ulimit -n``; None when unlimited
+    or unknown (not POSIX)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, soft - RESERVED_FILES)

@@ -170,6 +170,8 @@ class RunSummary:
 
 # The exit code of a stopped run, by stop reason; every other reason exits 3.
 STOP_EXIT_CODES = {"interrupted": 130, "insufficient_quota": 4}
+# Stops that the server ordered: every seed still waiting is cancelled, none is sent.
+SERVER_STOPS = frozenset({"insufficient_quota", "retry_after_too_long"})
 # How long a first SIGINT / SIGTERM lets the requests in flight finish.
 DEFAULT_DRAIN_SECONDS = 10.0
 
@@ -233,6 +235,7 @@ class Run:
         self.settings = settings or {}  # engine settings: in the manifest, not the fingerprint
         self.counts: Counter[str] = Counter()
         self._stop: RunStopped | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def execute(self, items: Iterable[SeedItem]) -> RunSummary:
         started = time.time()
@@ -251,10 +254,18 @@ class Run:
                 file=sys.stderr,
             )
         self._journal = journal
+        limiter = self.client.concurrency
+        if limiter.maximum < limiter.requested:
+            print(
+                f"evoforge: note: concurrency {limiter.requested} lowered to "
+                f"{limiter.maximum}: the open-file limit (ulimit -n) allows no more sockets",
+                file=sys.stderr,
+            )
         self._dirty = asyncio.Event()
-        self.client.before_send = self._flush
+        self.client.before_send = self._before_send
         flusher = asyncio.create_task(self._flush_loop())
         pending: set[asyncio.Task[None]] = set()
+        self._pending = pending
         restore = self._install_signal_handlers(pending)
         try:
             await self._schedule(items, pending)
@@ -287,11 +298,7 @@ class Run:
             slots.release()
             exc = None if task.cancelled() else task.exception()
             if isinstance(exc, RunStopped):
-                if self._stop is None:
-                    self._stop = exc
-                if exc.reason == "insufficient_quota":
-                    for other in pending:
-                        other.cancel()
+                self._note_stop(exc)
             elif exc is not None:
                 fatal.append(exc)
                 if self._stop is None:
@@ -346,13 +353,31 @@ class Run:
             return await self.task(record, ctx)
         except RequestRejected as exc:
             return Result.reject(record, exc.reason, str(exc))
-        except (RunStopped, EvoforgeError, asyncio.CancelledError):
+        except RunStopped as exc:
+            self._note_stop(exc)  # now, before another task's request goes out
+            raise
+        except (EvoforgeError, asyncio.CancelledError):
             raise
         except Exception as exc:  # a bug in a task must not take the other records down
             where = traceback.extract_tb(exc.__traceback__)[-1]
             detail = f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
             print(f"evoforge: internal error on {record.id}: {detail}", file=sys.stderr)
             return Result.reject(record, "internal_error", detail)
+
+    def _note_stop(self, stop: RunStopped) -> None:
+        if self._stop is None:
+            self._stop = stop
+        if stop.reason in SERVER_STOPS:
+            for task in self._pending:
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    def _before_send(self) -> None:
+        # The server said stop (no quota, come back in an hour): no request goes out,
+        # not even from seeds that were already waiting for a slot.
+        if self._stop is not None and self._stop.reason in SERVER_STOPS:
+            raise RunStopped(self._stop.reason, str(self._stop))
+        self._flush()
 
     def _report(self) -> None:
         if self.progress is not None:
