@@ -16,6 +16,7 @@ PUBLIC = {
     "RequestRejected", "Result", "RunStopped", "RunSummary", "TransientError", "Usage",
     "answer", "answer_async", "builtin_template", "load_chat_model", "load_template",
     "read_records", "run_task_async", "schema_error", "schema_for",
+    "run_recipe", "plan_recipe",
 }  # fmt: skip
 
 

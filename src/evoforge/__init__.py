@@ -3,6 +3,7 @@
 The public surface (pinned by tests/test_public_api.py)::
 
     from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
+    from evoforge import run_recipe, plan_recipe   # a whole pipeline from a YAML recipe
 """
 
 from evoforge.api import (
@@ -35,6 +36,7 @@ from evoforge.io.readers import read_records
 from evoforge.llm.base import ChatModel, Completion, Usage
 from evoforge.llm.spec import load_chat_model
 from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.recipe import plan_recipe, run_recipe
 from evoforge.records import Record, schema_error, schema_for
 
 __all__ = [
@@ -70,7 +72,9 @@ __all__ = [
     "rag_async",
     "load_chat_model",
     "load_template",
+    "plan_recipe",
     "read_records",
+    "run_recipe",
     "run_task_async",
     "schema_error",
     "schema_for",

@@ -639,9 +639,9 @@ class _RecipeRun:
             writer.close()
         reasons = Counter(str(r.get("reason") or r.get("method") or "dropped") for r in dropped)
         files = {"out": str(paths["out"]), "rejects": str(paths["rejects"])}
-        manifest = {"step": name, "settings": settings, "kept": len(kept),
+        manifest = {"command": name, "input": len(kept) + len(dropped), "kept": len(kept),
                     "dropped": len(dropped), "dropped_by_reason": dict(reasons.most_common()),
-                    "files": files}  # fmt: skip
+                    "settings": settings, "files": files}  # fmt: skip
         paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
         message = f"{len(kept)} kept, {len(dropped)} dropped"
         self.steps.append(StepResult(name, paths["out"], "complete", len(kept), len(dropped),
