@@ -18,7 +18,6 @@ The prompts are ``prompts/evol_<op>.yaml``; the equality judge is
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -29,13 +28,16 @@ from evoforge.errors import ConfigError, RequestRejected
 from evoforge.evolvers.base import choose_op, parse_weights
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
+from evoforge.validators.critics import EQUAL_JUDGE_PARAMS, ask_equal_judge
 from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
 
 IN_DEPTH_OPS = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
 IN_BREADTH_OPS = ("breadth",)
 OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
-# The verdict is "Equal" or "Not Equal": a few tokens, greedy.
-JUDGE_PARAMS = {"max_tokens": 8, "temperature": 0.0}
+# The verdict is "Equal" or "Not Equal": a few tokens, greedy. The judge is the
+# rubric critic's binary path (``validators.critics.ask_equal_judge``), shared with
+# the RAG critics.
+JUDGE_PARAMS = EQUAL_JUDGE_PARAMS
 
 
 @dataclass
@@ -218,33 +220,6 @@ def keep_earlier(candidate: Record, key: str, earlier: str) -> None:
 def same_text(first: str, second: str) -> bool:
     """Equal once case and whitespace are normalised."""
     return " ".join(first.casefold().split()) == " ".join(second.casefold().split())
-
-
-async def ask_equal_judge(
-    ctx: RecordContext,
-    template: PromptTemplate,
-    *,
-    op: str,
-    round_: int,
-    first: str,
-    second: str,
-) -> tuple[bool | None, str]:
-    """Ask the equality judge (Evol-Instruct's elimination rule 1) whether ``first`` and
-    ``second`` are equal: ``(verdict, reply text)``, verdict as ``parse_equal_verdict``."""
-    reply = await ctx.ask(
-        template, op=op, round_=round_, params=JUDGE_PARAMS, first=first, second=second
-    )
-    return parse_equal_verdict(reply.text), reply.text.strip()
-
-
-def parse_equal_verdict(text: str) -> bool | None:
-    """``True`` for "Equal", ``False`` for "Not Equal", ``None`` when it is neither."""
-    lowered = " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-    if "not equal" in lowered or "unequal" in lowered or "不相等" in text or "不等" in text:
-        return False
-    if re.search(r"\bequal\b", lowered) or "相等" in text:
-        return True
-    return None
 
 
 def resolve_weights(

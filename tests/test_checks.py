@@ -72,3 +72,49 @@ def test_validate_cli_with_checks_writes_clean_and_rejects(tmp_path):
         "refusal",
         "first_person",
     }
+
+
+def test_validate_cli_rubric_check_asks_the_judge_after_the_cheap_checks(tmp_path, fake_openai):
+    import json
+
+    def judge(request):
+        prompt = request.last_user
+        assert "Rubric:\nThe answer names the Moon." in prompt and "from 0 (fails" in prompt
+        if "gravity" in prompt:
+            return json.dumps({"score": 3, "reason": "It names the Moon."})
+        return json.dumps({"score": 1, "reason": "It never names the Moon."})
+
+    fake_openai.responder = judge
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text(
+        "rubric: The answer names the Moon.\nscale: [0, 3]\nthreshold: 2\n", encoding="utf-8"
+    )
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            instruction("The Moon's gravity pulls the oceans into two bulges.", 1),
+            instruction("Sorry, I can't help.", 2),
+            instruction("Wind pushes the water around.", 3),
+        ],
+    )
+    clean = tmp_path / "clean.jsonl"
+    result = run_cli("validate", str(path), "--kind", "instruction", "--checks",
+                     "schema,refusal,rubric", "--rubric", str(rubric), "--out", str(clean),
+                     "--llm", f"openai:judge@{fake_openai.base_url}")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    # The refusal is caught without a call; the judge sees the other two.
+    assert len(fake_openai.requests) == 2
+    assert "line 3: low_rating: score 1 < 2 (scale 0-3): It never names the Moon." in result.stdout
+    assert "3 records, 2 invalid (refusal 1, low_rating 1)" in result.stderr
+    assert [r["id"] for r in read_jsonl(clean)] == ["r1"]
+
+
+def test_rubric_is_a_known_check_and_rubric_without_it_is_an_error(tmp_path):
+    assert parse_checks("schema,rubric") == ["schema", "rubric"]
+    chain = ValidatorChain(parse_checks("schema,rubric"))
+    assert chain.judged == ["rubric"]
+    path = write_jsonl(tmp_path / "r.jsonl", [instruction("The Moon.", 1)])
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Names the Moon.", encoding="utf-8")
+    result = run_cli("validate", str(path), "--rubric", str(rubric))
+    assert result.returncode != 0 and "--checks schema,rubric" in result.stdout + result.stderr

@@ -432,3 +432,88 @@ def test_well_formed_rejects_titles_and_echoes():
     )
     assert WellFormed().check(echo).reason == "not_a_question"
     assert WellFormed().check(sample("Who built the first printing press in Mainz?")).ok
+
+
+# --- the rubric critic --------------------------------------------------------------------
+
+ANSWER = Record(
+    "instruction",
+    {"instruction": "Name the largest rainforest.", "output": "The Amazon rainforest."},
+    id="i0",
+)
+
+
+def rubric_reply(score, reason: str = "It answers the question.") -> ScriptedChatModel:
+    return ScriptedChatModel(json.dumps({"score": score, "reason": reason}))
+
+
+def test_rubric_critic_passes_at_the_threshold_and_shows_the_judge_the_rubric():
+    from evoforge.validators.critics import RubricCritic
+
+    model = rubric_reply(4)
+    critic = RubricCritic(rubric="The answer names one rainforest.", scale=(1, 5), threshold=4)
+    verdict_ = review(critic, ANSWER, model)
+    assert verdict_.ok and verdict_.score == 4.0 and verdict_.detail == "It answers the question."
+    (call,) = model.calls
+    prompt = call["messages"][-1]["content"]
+    assert "The answer names one rainforest." in prompt and "from 1 (fails" in prompt
+    assert "Instruction:\nName the largest rainforest." in prompt
+    assert "Response:\nThe Amazon rainforest." in prompt
+    assert call["schema"]["required"] == ["score", "reason"]
+
+
+def test_rubric_critic_below_the_threshold_fails_with_the_judges_reason():
+    from evoforge.validators.critics import RubricCritic
+
+    model = rubric_reply(2.5, "It names a river, not a rainforest.")
+    verdict_ = review(RubricCritic(scale=(0, 10), threshold=6, reason="weak_answer"), rag(), model)
+    assert not verdict_.ok and verdict_.reason == "weak_answer" and verdict_.score == 2.5
+    assert verdict_.detail == "score 2.5 < 6 (scale 0-10): It names a river, not a rainforest."
+    prompt = model.calls[0]["messages"][-1]["content"]
+    assert f"Contexts:\n[1] {CONTEXT_1}" in prompt and f"Answer:\n{REFERENCE}" in prompt
+
+
+def test_rubric_critic_unparseable_rating_is_a_failure_that_quotes_the_reply():
+    from evoforge.validators.critics import RubricCritic
+
+    # Valid JSON, but the score is off the 1-5 scale.
+    verdict_ = review(RubricCritic(), ANSWER, rubric_reply(9, "Brilliant."))
+    assert not verdict_.ok and verdict_.reason == "unparseable_rating"
+    assert "no score from 1 to 5" in verdict_.detail and "Brilliant." in verdict_.detail
+
+
+def test_rubric_critic_rejects_a_threshold_off_its_scale():
+    from evoforge.errors import ConfigError
+    from evoforge.validators.critics import RubricCritic
+
+    with pytest.raises(ConfigError, match="off the scale"):
+        RubricCritic(scale=(1, 5), threshold=7)
+
+
+def test_load_rubric_reads_text_or_yaml(tmp_path):
+    from evoforge.errors import ConfigError
+    from evoforge.validators.critics import load_rubric
+
+    text = tmp_path / "rubric.txt"
+    text.write_text("The answer is polite.\n", encoding="utf-8")
+    assert load_rubric(text).rubric == "The answer is polite."
+    spec = tmp_path / "rubric.yaml"
+    spec.write_text("rubric: Cites a source.\nscale: [0, 3]\nthreshold: 2\n", encoding="utf-8")
+    critic = load_rubric(spec)
+    assert (critic.rubric, critic.scale, critic.threshold) == ("Cites a source.", (0, 3), 2)
+    spec.write_text("rubric: x\nthreshhold: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown: threshhold"):
+        load_rubric(spec)
+
+
+def test_the_yes_no_and_equality_checks_read_replies_through_the_rubric_path():
+    from evoforge.llm.base import Completion
+    from evoforge.validators.critics import EQUAL_VERDICTS, YES_NO, read_rating
+
+    scale = (0.0, 1.0)
+    yes = Completion("", parsed={"verdict": "Yes", "reason": "all there"})
+    assert read_rating(yes, scale, YES_NO) == (1.0, "all there")
+    assert read_rating(Completion("Not Equal."), scale, EQUAL_VERDICTS) == (1.0, "Not Equal.")
+    assert read_rating(Completion("Equal"), scale, EQUAL_VERDICTS)[0] == 0.0
+    assert read_rating(Completion("两者相等"), scale, EQUAL_VERDICTS)[0] == 0.0
+    assert read_rating(Completion("Hard to say."), scale, EQUAL_VERDICTS)[0] is None

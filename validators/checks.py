@@ -15,19 +15,26 @@ Checks (reason codes):
 - ``lima``: LIMA's answer filters (Zhou et al., 2023): first-person answers
   (``first_person``), answers that point at other answers ("as mentioned
   above": ``references_other_answer``), and, with ``lima_length``, answers
-  outside 1,200-4,096 characters (``too_short`` / ``too_long``).
+  outside 1,200-4,096 characters (``too_short`` / ``too_long``);
+- ``rubric`` (an LLM judge, so it runs after the other checks, through the
+  engine's cache and limits: :func:`judge_rows`): ``critics.RubricCritic``
+  scores the record against a rubric (``--rubric FILE``; ``low_rating``,
+  ``unparseable_rating``, or a failed call's own reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evoforge.errors import ConfigError
-from evoforge.records import schema_error
+from evoforge.engine.client import LLMClient
+from evoforge.engine.runner import RecordContext
+from evoforge.errors import ConfigError, RequestRejected
+from evoforge.records import Record, schema_error
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Verdict
 
@@ -141,19 +148,22 @@ CHECKS: dict[str, Callable[[dict[str, Any], CheckSettings], Verdict]] = {
     "lima": lambda r, s: check_lima(sides(r, s.kind)[1], lima_length=s.lima_length),
 }
 DEFAULT_CHECKS = ("schema",)
+# Checks that ask an LLM judge: not in ``ValidatorChain.check``, but in ``judge_rows``.
+JUDGED_CHECKS = ("rubric",)
 
 
 def parse_checks(spec: str | Sequence[str] | None) -> list[str]:
     names = spec.split(",") if isinstance(spec, str) else list(spec or DEFAULT_CHECKS)
     names = [name.strip() for name in names if name.strip()]
+    known = [*CHECKS, *JUDGED_CHECKS]
     for name in names:
-        if name not in CHECKS:
+        if name not in known:
             import difflib
 
-            hint = difflib.get_close_matches(name, list(CHECKS), n=1)
+            hint = difflib.get_close_matches(name, known, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(
-                f"--checks: unknown check {name!r}{suggestion}; checks: {', '.join(CHECKS)}"
+                f"--checks: unknown check {name!r}{suggestion}; checks: {', '.join(known)}"
             )
     return names
 
@@ -166,11 +176,54 @@ class ValidatorChain:
     settings: CheckSettings = field(default_factory=CheckSettings)
     counts: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def judged(self) -> list[str]:
+        """The named checks that need an LLM judge (run them with ``judge_rows``)."""
+        return [name for name in self.checks if name in JUDGED_CHECKS]
+
     def check(self, record: dict[str, Any]) -> Verdict:
+        """The checks that need no model, in order; judged checks are skipped here."""
         for name in self.checks:
+            if name in JUDGED_CHECKS:
+                continue
             verdict = CHECKS[name](record, self.settings)
             if not verdict.ok:
                 self.counts[verdict.reason or name] += 1
                 return verdict
         self.counts["passed"] += 1
         return PASS
+
+    def count_judged(self, verdict: Verdict) -> None:
+        """Move a record that passed ``check`` to its judged failure's reason."""
+        if not verdict.ok:
+            self.counts["passed"] -= 1
+            self.counts[verdict.reason or "judged"] += 1
+
+
+async def judge_rows(
+    rows: Sequence[dict[str, Any]],
+    critic: Any,
+    client: LLMClient,
+    *,
+    kind: str | None = None,
+    seed: int = 0,
+    chunk: int = 256,
+) -> list[Verdict]:
+    """``critic.review`` (a ``critics.Critic``) of each row, in order, ``chunk`` rows at a
+    time (the client bounds the requests in flight). A row is read as ``kind`` (else
+    its own); one without an id gets ``row<N>``. A failed call is that row's failed
+    verdict, with the engine's reason (``retries_exhausted``, ``invalid_json``, ...)."""
+
+    async def one(i: int, row: dict[str, Any]) -> Verdict:
+        data = {**row, "kind": kind or row.get("kind"), "id": str(row.get("id") or f"row{i}")}
+        record = Record.from_json(data)
+        try:
+            return await critic.review(record, RecordContext(client, seed, record.id))
+        except RequestRejected as exc:
+            return Verdict.failed(exc.reason, f"{exc} ({critic.name})")
+
+    verdicts: list[Verdict] = []
+    for start in range(0, len(rows), chunk):
+        batch = rows[start : start + chunk]
+        verdicts.extend(await asyncio.gather(*(one(start + i, row) for i, row in enumerate(batch))))
+    return verdicts

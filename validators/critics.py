@@ -18,6 +18,13 @@ optionally ``synthesizer_name`` and ``meta.seed_question``) or a ``qa`` record
 of ``{role, content}`` turns; for turns the last user turn is the question,
 read in the light of the earlier turns.
 
+Every LLM judge here goes through one code path, :class:`RubricCritic`: render
+a template, ask, read a score (a number on the scale, or a verdict word such as
+"yes"/"no" or "Equal"/"Not Equal" mapped onto it) and a reason, compare with
+the pass threshold. On its own it scores any record against a rubric you write
+(``prompts/critic_rubric.yaml``; ``evoforge validate --checks rubric``); the
+checks below are binary rubrics with prompts of their own.
+
 Critics, cheapest first, with their reason codes:
 
 - ``SelfContained`` (no model call): ``not_self_contained``;
@@ -27,7 +34,9 @@ Critics, cheapest first, with their reason codes:
 - ``Answerable`` (LLM judge, ``prompts/critic_answerable.yaml``):
   ``unanswerable``, or ``no_context`` when the record has no context text;
 - ``InformationGain`` (the Evol-Instruct equality judge,
-  ``prompts/evol_equal.yaml``): ``no_information_gain``.
+  ``prompts/evol_equal.yaml``): ``no_information_gain``;
+- ``RubricCritic`` (a rubric, a scale and a pass threshold): ``low_rating``, or
+  ``unparseable_rating`` when the reply holds no score.
 
 ``CriticPanel`` adds ``language_drift`` (a repair that left the question's
 script); a failed model call keeps the engine's reason (``invalid_json``,
@@ -38,20 +47,25 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
+
+import yaml
 
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError, RequestRejected
-from evoforge.evolvers.evol_instruct import ask_equal_judge
+from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record, SampleFields, sample_fields
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Verdict
 
-# A yes/no verdict with a one-sentence reason, greedy.
+# A yes/no verdict or a score, with a one-sentence reason, greedy.
 VERDICT_PARAMS = {"max_tokens": 120, "temperature": 0.0}
+# The equality judge's verdict is "Equal" or "Not Equal": a few tokens, greedy.
+EQUAL_JUDGE_PARAMS = {"max_tokens": 8, "temperature": 0.0}
 
 Question = str | list[dict[str, str]]
 
@@ -148,6 +162,279 @@ class Critic:
         if not verdict.ok:
             return verdict
         return await self.judge(record, ctx)
+
+
+# --- the rubric critic: the one path of every LLM judge --------------------------------
+
+# Verdict words and the score each stands for, first match wins. A binary rubric is
+# the scale 0-1 with the pass threshold 1.
+YES_NO: tuple[tuple[str, float], ...] = (("yes", 1.0), ("no", 0.0))
+# Evol-Instruct's equality judge: "Not Equal" (information gained) passes.
+EQUAL_VERDICTS: tuple[tuple[str, float], ...] = (
+    ("not equal", 1.0),
+    ("unequal", 1.0),
+    ("不相等", 1.0),
+    ("不等", 1.0),
+    ("equal", 0.0),
+    ("相等", 0.0),
+)
+BINARY_SCALE = (0.0, 1.0)
+
+DEFAULT_RUBRIC = (
+    "The response answers the prompt fully and correctly; it follows every instruction "
+    "and constraint the prompt gives; it states nothing false or unsupported; it is clear "
+    "and in the prompt's language."
+)
+
+
+@dataclass(frozen=True)
+class Rating:
+    """A judge's score (``None``: the reply held none) and reason; ``passed`` when the
+    score reaches the critic's threshold."""
+
+    score: float | None
+    reason: str
+    passed: bool
+
+
+def verdict_score(text: str, verdicts: Sequence[tuple[str, float]]) -> float | None:
+    """The score of the first verdict word found in ``text`` (whole words, case and
+    punctuation aside; CJK words as substrings), or ``None``."""
+    lowered = " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+    for word, score in verdicts:
+        if word.isascii():
+            if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+                return score
+        elif word in text:
+            return score
+    return None
+
+
+def _on_scale(value: Any, scale: tuple[float, float]) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if scale[0] <= number <= scale[1] else None
+
+
+def read_rating(
+    reply: Completion, scale: tuple[float, float], verdicts: Sequence[tuple[str, float]]
+) -> tuple[float | None, str]:
+    """(score, reason) of a judge's reply.
+
+    A JSON reply (``reply.parsed``): ``score`` on the scale, else its ``verdict``
+    word; the reason is its ``reason``. A plain-text reply (a template without an
+    output schema): the first verdict word in it, else a number on the scale at
+    the start of its first line; the reason is the reply itself.
+    """
+    parsed = reply.parsed
+    if isinstance(parsed, dict):
+        reason = " ".join(str(parsed.get("reason") or "").split())
+        score = _on_scale(parsed.get("score"), scale)
+        if score is None and "verdict" in parsed:
+            word = " ".join(str(parsed["verdict"]).casefold().split())
+            score = dict(verdicts).get(word)
+        return score, reason
+    text = reply.text.strip()
+    score = verdict_score(text, verdicts) if verdicts else None
+    if score is None:
+        first = text.splitlines()[0] if text else ""
+        match = re.match(r"\W*([0-9]+(?:\.[0-9]+)?)", first)
+        score = _on_scale(match.group(1), scale) if match else None
+    return score, text
+
+
+def sample_text(record: Record) -> str:
+    """A record as a judge reads it: its fields as labelled sections (question or
+    instruction, input, contexts numbered, answer), turns as ``role: content`` lines."""
+    if record.kind in ("qa", "rag"):
+        sections = [
+            ("Question", question_prompt_text(question_of(record))),
+            ("Contexts", numbered_contexts(contexts_of(record))),
+            ("Answer", reference_of(record)),
+        ]
+    elif isinstance(record.get("messages"), list):
+        sections = [("Conversation", question_prompt_text(record["messages"]))]
+    else:
+        sections = [
+            ("Instruction", str(record.get("instruction") or record.get("question") or "")),
+            ("Input", str(record.get("input") or "")),
+            ("Response", str(record.get("output") or record.get("answer") or "")),
+        ]
+    return "\n\n".join(f"{label}:\n{text.strip()}" for label, text in sections if text.strip())
+
+
+@dataclass(frozen=True)
+class RubricCritic(Critic):
+    """A judge scores a sample against a rubric, on a scale, and gives its reason.
+
+    The generic LLM critic (the rubric critic of issue 6, in the spirit of
+    LLM-as-a-judge rubric grading): ``prompts/critic_rubric.yaml`` shows the
+    ``rubric``, the ``scale`` and the sample (:func:`sample_text`); the reply is
+    JSON ``{"score": N, "reason": ...}`` (op ``critic_rubric``,
+    ``VERDICT_PARAMS``). A score at or above ``threshold`` passes (the verdict
+    carries it as ``score``); below fails with ``reason`` (default ``low_rating``)
+    and the judge's words; a reply without a score on the scale fails
+    ``unparseable_rating``, quoting it.
+
+    ``rate(ctx, **values)`` is the one code path of every judge in this module:
+    any ``template`` (its variables are filled from ``values``, plus ``rubric``,
+    ``scale_min`` and ``scale_max`` when it declares them), replies read by
+    :func:`read_rating`, where a verdict word counts as the score ``verdicts``
+    gives it (a binary rubric: ``BINARY_SCALE``, threshold 1). Defaults: scale
+    1-5, threshold 4, the rubric ``DEFAULT_RUBRIC``.
+    """
+
+    rubric: str = DEFAULT_RUBRIC
+    scale: tuple[float, float] = (1.0, 5.0)
+    threshold: float = 4.0
+    reason: str = "low_rating"
+    template: PromptTemplate | None = None
+    verdicts: tuple[tuple[str, float], ...] = YES_NO
+    op: str = "critic_rubric"
+    params: Mapping[str, Any] = field(default_factory=lambda: dict(VERDICT_PARAMS))
+    name: ClassVar[str] = "rubric"
+
+    def __post_init__(self) -> None:
+        low, high = (float(end) for end in self.scale)
+        if not low < high:
+            raise ConfigError(f"RubricCritic: the scale {self.scale} must run from low to high")
+        if not low <= self.threshold <= high:
+            raise ConfigError(
+                f"RubricCritic: the pass threshold {self.threshold:g} is off the scale "
+                f"{low:g}-{high:g}"
+            )
+        if not self.rubric.strip():
+            raise ConfigError("RubricCritic: the rubric is empty")
+        object.__setattr__(self, "scale", (low, high))
+        if self.template is None:
+            object.__setattr__(self, "template", builtin_template("critic_rubric"))
+
+    async def rate(
+        self, ctx: RecordContext, *, op: str | None = None, round_: int = 0, **values: Any
+    ) -> Rating:
+        """Ask the judge about ``values``; its score, reason and pass/fail."""
+        template = self.template
+        assert template is not None
+        given = {
+            "rubric": self.rubric,
+            "scale_min": f"{self.scale[0]:g}",
+            "scale_max": f"{self.scale[1]:g}",
+            **values,
+        }
+        reply = await ctx.ask(
+            template,
+            op=op or self.op,
+            round_=round_,
+            params=dict(self.params),
+            **{name: value for name, value in given.items() if name in template.variables},
+        )
+        score, reason = read_rating(reply, self.scale, self.verdicts)
+        passed = score is not None and score >= self.threshold
+        return Rating(score, reason or "the judge gave no reason", passed)
+
+    async def judge(self, record: Record, ctx: RecordContext) -> Verdict:
+        rating = await self.rate(ctx, sample=sample_text(record))
+        low, high = self.scale
+        if rating.score is None:
+            return Verdict.failed(
+                "unparseable_rating",
+                f"{self.op}: no score from {low:g} to {high:g} in the reply: "
+                f"{rating.reason[:200]!r}",
+            )
+        if rating.passed:
+            return Verdict(True, detail=rating.reason, score=rating.score)
+        return Verdict(
+            False,
+            self.reason,
+            f"score {rating.score:g} < {self.threshold:g} (scale {low:g}-{high:g}): "
+            f"{rating.reason}",
+            score=rating.score,
+        )
+
+
+_RUBRIC_KEYS = {"rubric", "scale", "threshold", "reason"}
+
+
+def load_rubric(path: str | Path) -> RubricCritic:
+    """A :class:`RubricCritic` from a file: plain text is the rubric; a YAML mapping
+    gives ``rubric`` and optionally ``scale: [low, high]``, ``threshold``, ``reason``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--rubric {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        return RubricCritic(rubric=text.strip())
+    unknown = sorted(set(data) - _RUBRIC_KEYS)
+    if unknown or "rubric" not in data:
+        raise ConfigError(
+            f"{path}: a rubric file is plain text, or YAML with the keys "
+            f"{', '.join(sorted(_RUBRIC_KEYS))} (rubric required)"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    scale = data.get("scale", (1, 5))
+    if not isinstance(scale, list | tuple) or len(scale) != 2:
+        raise ConfigError(f'{path}: "scale" is [low, high], e.g. [1, 5]; got {scale!r}')
+    try:
+        return RubricCritic(
+            rubric=str(data["rubric"]),
+            scale=(float(scale[0]), float(scale[1])),
+            threshold=float(data.get("threshold", 4)),
+            reason=str(data.get("reason", "low_rating")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: scale and threshold must be numbers ({exc})") from None
+
+
+def binary_judge(
+    template: PromptTemplate,
+    *,
+    op: str,
+    verdicts: tuple[tuple[str, float], ...] = YES_NO,
+    params: Mapping[str, Any] = VERDICT_PARAMS,
+) -> RubricCritic:
+    """A yes/no check as a rubric: its own prompt, scale 0-1, pass at 1."""
+    return RubricCritic(
+        scale=BINARY_SCALE,
+        threshold=1.0,
+        template=template,
+        verdicts=verdicts,
+        op=op,
+        params=dict(params),
+    )
+
+
+def _binary_verdict(rating: Rating, template: PromptTemplate, reason: str, lead: str) -> Verdict:
+    if rating.score is None:
+        raise RequestRejected(
+            "schema_mismatch", f'{template.id}: no "yes"/"no" verdict in the reply: {rating.reason}'
+        )
+    return PASS if rating.passed else Verdict.failed(reason, f"{lead}: {rating.reason}")
+
+
+async def ask_equal_judge(
+    ctx: RecordContext,
+    template: PromptTemplate,
+    *,
+    op: str,
+    round_: int,
+    first: str,
+    second: str,
+) -> tuple[bool | None, str]:
+    """Ask the equality judge (Evol-Instruct's elimination rule 1; Xu et al., 2023, arXiv
+    2304.12244) whether ``first`` and ``second`` are equal: ``(True`` for "Equal",
+    ``False`` for "Not Equal", ``None`` for neither``, the reply text)``."""
+    judge = binary_judge(template, op=op, verdicts=EQUAL_VERDICTS, params=EQUAL_JUDGE_PARAMS)
+    rating = await judge.rate(ctx, round_=round_, first=first, second=second)
+    return (None if rating.score is None else not rating.passed), rating.reason
 
 
 # --- SelfContained ---------------------------------------------------------------------
@@ -309,21 +596,6 @@ class SelfContained(Critic):
 # --- LLM judges ------------------------------------------------------------------------
 
 
-def _read_verdict(parsed: Any, template: PromptTemplate) -> tuple[bool, str]:
-    """(yes?, reason) from a judge's JSON; verdict strings are read case-insensitively."""
-    if not isinstance(parsed, dict):
-        raise RequestRejected(
-            "schema_mismatch", f"{template.id}: the judge replied {parsed!r}, not an object"
-        )
-    verdict = str(parsed.get("verdict", "")).strip().lower()
-    if verdict not in ("yes", "no"):
-        raise RequestRejected(
-            "schema_mismatch", f'{template.id}: verdict {parsed.get("verdict")!r} is not "yes"/"no"'
-        )
-    reason = " ".join(str(parsed.get("reason") or "").split())
-    return verdict == "yes", reason or "the judge gave no reason"
-
-
 @dataclass(frozen=True)
 class Answerable(Critic):
     """Can the question be answered fully, and only, from the sample's contexts?
@@ -353,18 +625,13 @@ class Answerable(Critic):
 
     async def judge(self, record: Record, ctx: RecordContext) -> Verdict:
         assert self.template is not None
-        reply = await ctx.ask(
-            self.template,
-            op="critic_answerable",
-            params=VERDICT_PARAMS,
+        rating = await binary_judge(self.template, op="critic_answerable").rate(
+            ctx,
             question=question_prompt_text(question_of(record)),
             contexts=numbered_contexts(contexts_of(record)),
         )
-        yes, reason = _read_verdict(reply.parsed, self.template)
-        if yes:
-            return PASS
-        return Verdict.failed(
-            "unanswerable", f"the contexts do not answer the question fully: {reason}"
+        return _binary_verdict(
+            rating, self.template, "unanswerable", "the contexts do not answer the question fully"
         )
 
 
@@ -446,19 +713,17 @@ class Grounded(Critic):
 
     async def judge(self, record: Record, ctx: RecordContext) -> Verdict:
         assert self.template is not None
-        reply = await ctx.ask(
-            self.template,
-            op="critic_grounded",
-            params=VERDICT_PARAMS,
+        rating = await binary_judge(self.template, op="critic_grounded").rate(
+            ctx,
             question=question_prompt_text(question_of(record)),
             reference=reference_of(record),
             contexts=numbered_contexts(contexts_of(record)),
         )
-        yes, reason = _read_verdict(reply.parsed, self.template)
-        if yes:
-            return PASS
-        return Verdict.failed(
-            "ungrounded_reference", f"the contexts do not support the reference: {reason}"
+        return _binary_verdict(
+            rating,
+            self.template,
+            "ungrounded_reference",
+            "the contexts do not support the reference",
         )
 
 
@@ -475,7 +740,7 @@ class InformationGain(Critic):
     The same words (case, spacing and punctuation aside) fail without a call;
     otherwise the Evol-Instruct judge (``prompts/evol_equal.yaml``, first = the
     seed question, second = the rewrite, op ``critic_information_gain``,
-    ``JUDGE_PARAMS``) decides, and "Equal" fails. A reply that is neither
+    ``EQUAL_JUDGE_PARAMS``) decides, and "Equal" fails. A reply that is neither
     counts as not equal, as in ``EvolInstruct``. Reason code:
     ``no_information_gain``.
     """
