@@ -828,8 +828,8 @@ def default_critics() -> list[Critic]:
 
 # --- the panel -------------------------------------------------------------------------
 
-# A rewrite of the question cannot supply missing contexts.
-UNFIXABLE = frozenset({"no_context"})
+# A rewrite of the question cannot supply missing contexts, nor fix a judge's reply.
+UNFIXABLE = frozenset({"no_context", "unparseable_rating"})
 
 
 @dataclass
