@@ -17,6 +17,7 @@ PUBLIC = {
     "answer", "answer_async", "builtin_template", "load_chat_model", "load_template",
     "read_records", "run_task_async", "schema_error", "schema_for",
     "run_recipe", "plan_recipe",
+    "write_report",
 }  # fmt: skip
 
 

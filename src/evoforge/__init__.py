@@ -38,6 +38,7 @@ from evoforge.llm.spec import load_chat_model
 from evoforge.prompting import PromptTemplate, builtin_template, load_template
 from evoforge.recipe import plan_recipe, run_recipe
 from evoforge.records import Record, schema_error, schema_for
+from evoforge.report import write_report
 
 __all__ = [
     "ChatModel",
@@ -78,4 +79,5 @@ __all__ = [
     "run_task_async",
     "schema_error",
     "schema_for",
+    "write_report",
 ]
