@@ -147,6 +147,21 @@ def test_generator_type_and_sources_are_checked(tmp_path):
         load_recipe(bad_check)
 
 
+def test_export_formats_are_checked_before_any_call(tmp_path):
+    typo = write_recipe(
+        tmp_path / "r.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\noutputs:\n  export: [mesages]\n",
+    )
+    with pytest.raises(ConfigError, match="line 4: outputs.export: .*did you mean 'messages'"):
+        load_recipe(typo)
+    wrong_kind = write_recipe(
+        tmp_path / "k.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\noutputs: {export: [ragas]}\n",
+    )
+    with pytest.raises(ConfigError, match="ragas takes qa and rag records; .* instruction"):
+        load_recipe(wrong_kind)
+
+
 def test_mixes_as_mappings_and_paths_relative_to_the_recipe(tmp_path):
     (tmp_path / "sub").mkdir()
     recipe = load_recipe(write_recipe(
@@ -351,6 +366,10 @@ def test_instructions_example_runs_on_any_model(fake_openai, tmp_path):
     records = read_jsonl(tmp_path / "run" / "instructions.jsonl")
     assert 1 <= len(records) <= 3
     assert all(r["kind"] == "instruction" and r["output"] for r in records)
+    # outputs.export: the same records in the chat format TRL loads, with a dataset card.
+    chats = read_jsonl(tmp_path / "run" / "export-messages" / "instructions.jsonl")
+    assert [c["messages"][-1]["content"] for c in chats] == [r["output"] for r in records]
+    assert (tmp_path / "run" / "export-messages" / "README.md").exists()
 
 
 def test_examples_are_package_data():

@@ -138,6 +138,7 @@ class OutputsSpec:
     dir: str | None = None  # default: <recipe name>-out beside the recipe
     name: str = "dataset.jsonl"
     format: str | None = None  # jsonl json csv parquet ragas deepeval plain; default: by name
+    export: list[str] = field(default_factory=list)  # evoforge export formats, with a card
 
 
 @dataclass
@@ -272,11 +273,25 @@ class _Loader:
             problem = _type_problem(value, hints[key])
             if problem:
                 raise self.fail(value_node, f"{where}.{key}", problem)
+            if cls is OutputsSpec and key == "export":
+                self._check_export(value, value_node)
             values[key] = value
         try:
             return cls(**values)
         except ConfigError as exc:
             raise self.fail(node, where, str(exc)) from None
+
+    def _check_export(self, names: list[str], node: yaml.Node) -> None:
+        from evoforge.export import EXPORT_FORMATS
+
+        for name in names:
+            if name not in EXPORT_FORMATS:
+                hint = difflib.get_close_matches(name, list(EXPORT_FORMATS), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise self.fail(
+                    node, "outputs.export", f"unknown format {name!r}{suggestion} "
+                    f"(formats: {', '.join(EXPORT_FORMATS)})",
+                )  # fmt: skip
 
 
 def _mix_string(value: dict, loader: _Loader, node: yaml.Node, where: str) -> str:
@@ -405,6 +420,28 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
         from evoforge.validators.checks import parse_checks
 
         parse_checks(recipe.validators.checks)
+    if recipe.outputs.export:
+        from evoforge.export import EXPORT_FORMATS
+
+        record_kind = _final_kind(recipe)
+        for to in recipe.outputs.export:
+            if record_kind not in EXPORT_FORMATS[to].kinds:
+                takes = " and ".join(EXPORT_FORMATS[to].kinds)
+                raise loader.fail(
+                    root, "outputs.export", f"{to} takes {takes} records; this recipe "
+                    f"writes {record_kind} records",
+                )  # fmt: skip
+
+
+def _final_kind(recipe: Recipe) -> str:
+    """The kind of the records the recipe writes."""
+    if recipe.generator_type in ("rag", "in2"):
+        return recipe.generator_type
+    if recipe.generator_type == "evolve":
+        return recipe.generator.kind
+    if recipe.generator_type is None and recipe.evolvers is not None:
+        return recipe.evolvers.kind
+    return "instruction"
 
 
 # --------------------------------------------------------------------------- running
@@ -435,6 +472,7 @@ class RecipeResult:
     dataset: Path | None
     manifest: Path
     status: str = "complete"
+    exports: dict[str, list[Path]] = field(default_factory=dict)  # format -> files written
 
     @property
     def calls(self) -> int:
@@ -719,6 +757,19 @@ def _write_dataset(recipe: Recipe, last: Path, run_dir: Path) -> Path:
     return target
 
 
+def _export(recipe: Recipe, dataset: Path, run_dir: Path) -> list[tuple[str, list[Path]]]:
+    """``outputs.export``: the dataset in each format (``evoforge export``), each in
+    ``export-<format>/`` with its dataset card."""
+    from evoforge.export import EXPORT_FORMATS, export
+
+    written = []
+    stem = dataset.name[: -len(dataset.suffix)] if dataset.suffix else dataset.name
+    for to in recipe.outputs.export:
+        out = run_dir / f"export-{to}" / f"{stem}{EXPORT_FORMATS[to].suffix}"
+        written.append((to, export(dataset, to=to, out=out).files))
+    return written
+
+
 async def run_recipe_async(
     recipe: str | Path | Recipe,
     *,
@@ -748,6 +799,7 @@ async def run_recipe_async(
     if runner._stopped():
         status = "stopped"
     dataset = _write_dataset(recipe, last, run_dir) if status == "complete" and last else None
+    exports = _export(recipe, dataset, run_dir) if dataset is not None else []
     manifest = run_dir / "recipe.manifest.json"
     data = {
         "recipe": str(recipe.path),
@@ -756,11 +808,14 @@ async def run_recipe_async(
         "llm": {**asdict(recipe.llm), "args": sorted(recipe.llm.args)},
         "steps": [{**asdict(step), "out": str(step.out)} for step in runner.steps],
         "dataset": str(dataset) if dataset else None,
+        "exports": {to: [str(f) for f in files] for to, files in exports},
         "calls": runner.calls,
         "tokens": runner.tokens,
     }
     manifest.write_text(json.dumps(data, indent=2, default=str) + "\n", "utf-8")
-    return RecipeResult(recipe.path, run_dir, runner.steps, dataset, manifest, status)
+    return RecipeResult(
+        recipe.path, run_dir, runner.steps, dataset, manifest, status, dict(exports)
+    )
 
 
 def run_recipe(
