@@ -39,12 +39,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoforge.errors import ConfigError, MissingDependency, RequestRejected
-from evoforge.llm.base import Completion, Message, Usage
+from evoforge.llm.base import Completion, Message, TokenLogprob, Usage
 
 if TYPE_CHECKING:
     import torch
@@ -313,12 +314,17 @@ class LocalChatModel:
                 kwargs["top_p"] = params.top_p
         else:
             kwargs["do_sample"] = False
+        if params.top_logprobs:  # the scores of each step come back with the tokens
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
         seed = batch[prompts[0][0]].seed
         with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             if params.temperature > 0 and seed is not None:
                 torch.manual_seed(seed)
             self.generate_calls += 1
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        scores = output.scores if params.top_logprobs else None
+        if scores is not None:
+            output = output.sequences
 
         eos_ids = _eos_ids(model, tokenizer)
         for row, (index, ids) in enumerate(prompts):
@@ -339,11 +345,15 @@ class LocalChatModel:
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 text, cut = _cut_at_stop(text, batch[index].stop)
                 finish_reason = "stop" if cut else finish_reason
+            logprobs = None
+            if scores is not None and cursor is None:
+                logprobs = _token_logprobs(tokenizer, scores, row, tokens, params.top_logprobs)
             results[index] = Completion(
                 text=text,
                 usage=Usage(prompt_tokens=len(ids), completion_tokens=completion_tokens),
                 model=MODEL_NAME,
                 finish_reason=finish_reason,
+                logprobs=logprobs,
             )
         return results
 
@@ -357,6 +367,27 @@ class LocalChatModel:
         return _ScaffoldCursor(scaffold, tokenizer, self._token_classes)
 
 
+def _token_logprobs(
+    tokenizer: Any, scores: Sequence[Any], row: int, tokens: list[int], top: int
+) -> tuple[TokenLogprob, ...]:
+    """Each generated token with its logprob and the ``top`` likeliest alternatives, from
+    the scores ``generate`` used to pick it (after repetition penalty and guidance)."""
+    import torch
+
+    entries = []
+    for step, token in enumerate(tokens):
+        logp = torch.log_softmax(scores[step][row].float(), dim=-1)
+        best = torch.topk(logp, top)
+        alternatives: dict[str, float] = {}
+        for value, tid in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+            alternatives.setdefault(tokenizer.decode([tid]), float(value))
+        text = tokenizer.decode([token])
+        chosen = float(logp[token])
+        alternatives.setdefault(text, chosen)
+        entries.append(TokenLogprob(text, chosen, alternatives))
+    return tuple(entries)
+
+
 # -- requests --------------------------------------------------------------------
 
 
@@ -368,6 +399,7 @@ class _GenerationParams:
     max_new_tokens: int = DEFAULT_MAX_TOKENS
     top_p: float | None = None
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    top_logprobs: int = 0  # > 0: the reply's token logprobs, with this many alternatives
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> _GenerationParams:
@@ -381,6 +413,9 @@ class _GenerationParams:
                 max_new_tokens=int(get("max_tokens", DEFAULT_MAX_TOKENS)),
                 top_p=None if params.get("top_p") is None else float(params["top_p"]),
                 repetition_penalty=float(get("repetition_penalty", DEFAULT_REPETITION_PENALTY)),
+                top_logprobs=min(20, max(1, int(get("top_logprobs", 1))))
+                if params.get("logprobs")
+                else 0,
             )
         except (TypeError, ValueError) as exc:
             raise RequestRejected("invalid_params", f"bad generation parameter: {exc}") from exc
