@@ -249,3 +249,77 @@ def test_push_to_hub_calls_huggingface_hub(records, tmp_path, monkeypatch):
     assert upload["repo_id"] == "me/evolved" and upload["repo_type"] == "dataset"
     assert upload["folder_path"] == str(out.parent)
     assert upload["allow_patterns"] == ["train.jsonl", "README.md"]
+
+
+# --- the Python API takes and gives datasets -------------------------------------------
+
+
+def test_answer_and_evolve_take_a_dataset_and_give_one(tmp_path):
+    import datasets
+
+    import evoforge
+    from evoforge.testing.scripted import ScriptedChatModel
+
+    seeds = datasets.Dataset.from_list(
+        [{"id": f"s{i}", "instruction": f"Name a colour, {i}."} for i in range(3)]
+    )
+    options = evoforge.EngineOptions(quiet=True)
+    out = tmp_path / "run" / "answers.jsonl"
+    summary = evoforge.answer(seeds, out, options=options, model=ScriptedChatModel("Blue."))
+    assert summary.accepted == 3
+    assert read_jsonl(tmp_path / "run" / "answers.input.jsonl")[0]["id"] == "s0"
+    table = summary.to_dataset()
+    assert table["id"] == ["s0", "s1", "s2"] and table["output"] == ["Blue."] * 3
+    chat = summary.to_dataset("messages")
+    assert chat[0]["messages"][-1] == {"role": "assistant", "content": "Blue."}
+    # a re-run with the same rows resumes: nothing is asked again
+    again = evoforge.answer(seeds, out, options=options, model=ScriptedChatModel("Red."))
+    assert again.skipped_done == 3 and again.to_dataset()["output"] == ["Blue."] * 3
+
+    evolved = evoforge.evolve(
+        ({"id": r["id"], "instruction": r["instruction"]} for r in table),  # a generator
+        tmp_path / "run" / "evolved.jsonl",
+        evolution=evoforge.EvolveOptions(rounds=1, judge=False),
+        options=options,
+        model=ScriptedChatModel("Name a warm colour and say why, in one sentence."),
+    )
+    assert evolved.accepted == 3 and evolved.to_dataset().num_rows == 3
+
+
+def test_dedup_from_python_matches_the_cli(tmp_path):
+    import evoforge
+
+    rows = [
+        {"id": "a", "kind": "instruction", "instruction": "Write a haiku about the sea.",
+         "output": "x"},
+        {"id": "b", "kind": "instruction", "instruction": "Write a haiku about the sea.",
+         "output": "x"},
+        {"id": "c", "kind": "instruction", "instruction": "List three prime numbers.",
+         "output": "2, 3, 5"},
+    ]  # fmt: skip
+    result = evoforge.dedup(rows)
+    assert [r["id"] for r in result.kept] == ["a", "c"]
+    assert result.dropped[0]["id"] == "b" and result.dropped[0]["lost_to"] == "a"
+    assert result.summary["kept"] == 2 and result.to_dataset()["id"] == ["a", "c"]
+    source = write_jsonl(tmp_path / "pool.jsonl", rows)
+    written = evoforge.dedup(source, tmp_path / "unique.jsonl")
+    done = run_cli("dedup", str(source), "--out", str(tmp_path / "cli.jsonl"))
+    assert json.loads(done.stdout) == {**written.summary, "clusters": None}
+    assert read_jsonl(tmp_path / "unique.jsonl") == read_jsonl(tmp_path / "cli.jsonl")
+    with pytest.raises(ConfigError, match="dedup: "):
+        evoforge.dedup(rows, method="fuzzy")
+
+
+def test_select_takes_a_dataset(tmp_path):
+    import datasets
+
+    import evoforge
+
+    rows = [{"id": f"i{i}", "kind": "instruction", "instruction": f"Task {i}", "output": "ok"}
+            for i in range(6)]  # fmt: skip
+    report = evoforge.select(
+        datasets.Dataset.from_list(rows), tmp_path / "best.jsonl",
+        selection=evoforge.SelectOptions(method="random", budget=2),
+    )  # fmt: skip
+    assert report["selected"] == 2
+    assert evoforge.to_dataset(report["files"]["out"]).num_rows == 2

@@ -16,6 +16,8 @@ PUBLIC = {
     "RequestRejected", "Result", "RunStopped", "RunSummary", "TransientError", "Usage",
     "answer", "answer_async", "builtin_template", "load_chat_model", "load_template",
     "read_records", "run_task_async", "schema_error", "schema_for",
+    "dedup", "DedupResult", "select", "select_async", "SelectOptions", "export", "ExportResult",
+    "to_dataset",
     "run_recipe", "plan_recipe",
     "write_report",
 }  # fmt: skip

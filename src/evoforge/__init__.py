@@ -4,15 +4,19 @@ The public surface (pinned by tests/test_public_api.py)::
 
     from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
     from evoforge import run_recipe, plan_recipe   # a whole pipeline from a YAML recipe
+    from evoforge import dedup, select, export, to_dataset  # whole sets; Dataset in and out
 """
 
 from evoforge.api import (
+    DedupResult,
     EngineOptions,
     EvolveOptions,
     In2Options,
     RagOptions,
+    SelectOptions,
     answer,
     answer_async,
+    dedup,
     evolve,
     evolve_async,
     in2,
@@ -20,6 +24,8 @@ from evoforge.api import (
     rag,
     rag_async,
     run_task_async,
+    select,
+    select_async,
 )
 from evoforge.engine.runner import RecordContext, Rejection, Result, RunSummary
 from evoforge.errors import (
@@ -32,6 +38,7 @@ from evoforge.errors import (
     RunStopped,
     TransientError,
 )
+from evoforge.export import ExportResult, export, to_dataset
 from evoforge.io.readers import read_records
 from evoforge.llm.base import ChatModel, Completion, Usage
 from evoforge.llm.spec import load_chat_model
@@ -41,6 +48,14 @@ from evoforge.records import Record, schema_error, schema_for
 from evoforge.report import write_report
 
 __all__ = [
+    "DedupResult",
+    "ExportResult",
+    "SelectOptions",
+    "dedup",
+    "export",
+    "select",
+    "select_async",
+    "to_dataset",
     "ChatModel",
     "Completion",
     "ConfigError",

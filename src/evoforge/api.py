@@ -178,8 +178,39 @@ def _engine_settings(options: EngineOptions) -> dict[str, Any]:
     return settings
 
 
+# A path, or records in memory: a ``datasets.Dataset`` or an iterable of dicts.
+Source = str | os.PathLike[str] | Iterable[dict[str, Any]]
+
+
+def source_path(source: Source, out: str | Path) -> str | os.PathLike[str]:
+    """``source`` if it is a path; else its rows written to ``OUT.input.jsonl`` beside the
+    output (the same rows give the same file, so a re-run resumes like one from a file)."""
+    from evoforge.export import is_path, rows_to_jsonl
+
+    if is_path(source):
+        return source  # type: ignore[return-value]
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return rows_to_jsonl(source, out.with_name(f"{stem}.input.jsonl"))
+
+
+def source_paths(sources: Any, out: str | Path) -> list[Any]:
+    """Document or corpus paths, or rows in memory (dicts with a text field): see
+    :func:`source_path`."""
+    from evoforge.export import is_path
+
+    if is_path(sources):
+        return [sources]
+    if hasattr(sources, "column_names"):  # a datasets.Dataset
+        return [source_path(sources, out)]
+    items = list(sources)
+    if items and all(isinstance(item, dict) for item in items):
+        return [source_path(items, out)]
+    return items
+
+
 def answer(
-    seeds: str | Path,
+    seeds: Source,
     out: str | Path,
     *,
     options: EngineOptions | None = None,
@@ -201,7 +232,7 @@ def answer(
 
 
 async def answer_async(
-    seeds: str | Path,
+    seeds: Source,
     out: str | Path,
     *,
     options: EngineOptions | None = None,
@@ -212,6 +243,7 @@ async def answer_async(
     from evoforge.generators.instructions import AnswerInstructions
 
     options = options or EngineOptions()
+    seeds = source_path(seeds, out)
     task = AnswerInstructions(allow_truncated=allow_truncated)
     assert task.template is not None
     items = read_records(
@@ -314,7 +346,7 @@ def _question_task(evolve: EvolveOptions, n: int, seed: int) -> tuple[Task, dict
 
 
 async def evolve_async(
-    seeds: str | Path,
+    seeds: Source,
     out: str | Path,
     *,
     evolution: EvolveOptions | None = None,
@@ -327,6 +359,7 @@ async def evolve_async(
     total = count_items(seeds)
     if evolve.kind == "instruction":
         task, task_config = _instruction_task(evolve)
+    seeds = source_path(seeds, out)
     else:
         task, task_config = _question_task(evolve, total, options.seed)
     settings = asdict(evolve)
@@ -346,7 +379,7 @@ async def evolve_async(
 
 
 def evolve(
-    seeds: str | Path,
+    seeds: Source,
     out: str | Path,
     *,
     evolution: EvolveOptions | None = None,
@@ -513,7 +546,7 @@ async def _run_passes(
 
 
 async def rag_async(
-    docs: Sequence[str | Path],
+    docs: Sequence[str | Path] | Source,
     out: str | Path,
     *,
     rag: RagOptions | None = None,
@@ -539,6 +572,7 @@ async def rag_async(
     report = load_documents(docs, text_field=rag.text_field)
     skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
     if not report.documents:
+    docs = source_paths(docs, out)
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) or "no files"
         raise InputError(f"no usable documents in {', '.join(map(str, docs))} ({reasons})")
     if rag.personas > len(PERSONAS):
@@ -593,7 +627,7 @@ async def rag_async(
 
 
 def rag(
-    docs: Sequence[str | Path],
+    docs: Sequence[str | Path] | Source,
     out: str | Path,
     *,
     rag: RagOptions | None = None,
@@ -632,7 +666,7 @@ class In2Options:
 
 
 async def in2_async(
-    corpus: Sequence[str | Path],
+    corpus: Sequence[str | Path] | Source,
     out: str | Path,
     *,
     in2: In2Options | None = None,
@@ -657,6 +691,7 @@ async def in2_async(
     weights = mix_weights(in2.mix, has_general=in2.general is not None)
     if in2.short_ratio is not None:
         rest = sum(v for k, v in weights.items() if k != "short")
+    corpus = source_paths(corpus, out)
         weights = {k: (v / rest) * (1 - in2.short_ratio) for k, v in weights.items()}
         weights["short"] = in2.short_ratio
     counts = exact_mix(in2.n, weights, options.seed)
@@ -718,7 +753,7 @@ async def in2_async(
 
 
 def in2(
-    corpus: Sequence[str | Path],
+    corpus: Sequence[str | Path] | Source,
     out: str | Path,
     *,
     in2: In2Options | None = None,
@@ -761,7 +796,7 @@ class SelectOptions:
 
 
 async def select_async(
-    source: str | Path,
+    source: Source,
     out: str | Path,
     *,
     selection: SelectOptions | None = None,
@@ -787,6 +822,7 @@ async def select_async(
     out = Path(out)
     paths = output_paths(out)
     records: list[Any]
+    source = source_path(source, out)
     if selection.method in SCORERS:
         stem = out.name[: -len(out.suffix)] if out.suffix else out.name
         scored_path = out.with_name(f"{stem}.scored.jsonl")
@@ -857,7 +893,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def select(
-    source: str | Path,
+    source: Source,
     out: str | Path,
     *,
     selection: SelectOptions | None = None,
@@ -866,3 +902,136 @@ def select(
 ) -> dict[str, Any]:
     """Select the best-and-most-diverse subset: see :func:`select_async`."""
     return asyncio.run(select_async(source, out, selection=selection, options=options, model=model))
+
+
+DEDUP_FIELDS = {
+    "instruction": ("instruction", "output"),
+    "qa": ("question",),
+    "rag": ("user_input",),
+    "in2": ("messages",),
+}
+
+
+def dedup_fields(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The fields compared by default: by the first record's kind."""
+    kind = records[0].get("kind") if records else None
+    return DEDUP_FIELDS.get(kind or "", ("instruction", "output"))
+
+
+def field_score(path: str) -> Callable[[dict[str, Any]], float]:
+    """``"meta.deita.score"`` -> a function giving a record that value (or -inf)."""
+
+    def score(record: dict[str, Any]) -> float:
+        value: Any = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, int | float) else float("-inf")
+
+    return score
+
+
+@dataclass
+class DedupResult:
+    """What :func:`dedup` kept (input order) and dropped: each dropped record as
+    ``{"id", "reason", "method", "lost_to", "similarity", "detail", "record"}``, and the counts."""
+
+    kept: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+    summary: dict[str, Any]
+    out: Path | None = None
+
+    def to_dataset(self, to: str | None = None) -> Any:
+        """The kept records as a ``datasets.Dataset`` (see :func:`evoforge.to_dataset`)."""
+        from evoforge.export import to_dataset
+
+        return to_dataset(self.kept, to=to)
+
+
+def dedup(
+    source: Source,
+    out: str | Path | None = None,
+    *,
+    method: str = "exact,minhash",
+    threshold: float = 0.7,
+    semantic_threshold: float = 0.9,
+    fields: Sequence[str] | None = None,
+    embedder: str = "minilm",
+    prefer: str | None = None,
+    clusters: str | Path | None = None,
+    seed: int = 1,
+) -> DedupResult:
+    """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group
+    (see :class:`evoforge.validators.dedup.NearDuplicateGraph`).
+
+    ``source`` is a path, a ``datasets.Dataset`` or an iterable of dicts, each with an
+    ``id``. With ``out`` the kept records go there, the dropped ones to
+    ``OUT.rejects.jsonl`` and the counts to ``OUT.manifest.json``. ``prefer`` keeps the
+    record with the highest value of that field per group (e.g. ``meta.deita.score``);
+    ``clusters`` writes each duplicate group as a JSON line.
+    """
+    from evoforge.io.readers import iter_rows
+    from evoforge.validators.dedup import NearDuplicateGraph
+
+    records: list[dict[str, Any]] = []
+    if isinstance(source, str | os.PathLike):
+        for item in iter_rows(source):
+            if isinstance(item, InputError):
+                raise item
+            records.append(item[1])
+    else:
+        from evoforge.export import iter_rows as iter_dicts
+
+        records = list(iter_dicts(source))
+    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    model = None
+    if "semantic" in methods:
+        from evoforge.embeddings import load_embedder
+
+        model = load_embedder(embedder)
+    compared = tuple(fields) if fields else dedup_fields(records)
+    try:
+        graph = NearDuplicateGraph(
+            methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
+            fields=compared, seed=seed, embedder=model,
+        ).build(records)  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"dedup: {exc}") from None
+    kept, dropped = graph.resolve(field_score(prefer) if prefer else None)
+    if clusters is not None:
+        graph.write_clusters(clusters)
+    info = {"fields": list(compared), "groups": len(graph.components()), "clusters": clusters}
+    if out is not None:
+        summary = write_dedup(Path(out), kept, dropped, **info)
+    else:
+        summary = _dedup_counts(kept, dropped, **info)
+    return DedupResult(kept, dropped, summary, Path(out) if out is not None else None)
+
+
+def _dedup_counts(kept: list[dict], dropped: list[dict], **info: Any) -> dict[str, Any]:
+    by_method = Counter(rejection.get("method", "?") for rejection in dropped)
+    return {"input": len(kept) + len(dropped), "kept": len(kept), "dropped": len(dropped),
+            "dropped_by_method": dict(by_method), **info}  # fmt: skip
+
+
+def write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -> dict[str, Any]:
+    """Write dedup's kept records, its rejects (each with the id it lost to) and a
+    manifest beside them; return the manifest's counts."""
+    import json
+
+    from evoforge.engine.runner import output_paths
+    from evoforge.io.writers import format_for, open_writer
+
+    paths = output_paths(out)
+    writer = open_writer(out, format_for(out, None))
+    for record in kept:
+        writer.write(record)
+    writer.close()
+    rejects = open_writer(paths["rejects"], "jsonl")
+    for rejection in dropped:
+        rejects.write(rejection)
+    rejects.close()
+    summary = _dedup_counts(kept, dropped, **info)
+    manifest = {"command": "dedup", **summary,
+                "files": {"out": str(out), "rejects": str(paths["rejects"])}}  # fmt: skip
+    paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
+    return summary

@@ -691,83 +691,13 @@ def dedup(
 
     Example: evoforge dedup out/evolved.jsonl --out out/unique.jsonl --method exact,minhash,semantic
     """  # fmt: skip
-    from evoforge.io.readers import iter_rows
-    from evoforge.validators.dedup import NearDuplicateGraph
+    from evoforge.api import dedup as run_dedup
 
-    records = []
-    for item in iter_rows(source):
-        if isinstance(item, EvoforgeError):
-            raise item
-        records.append(item[1])
-    methods = tuple(m.strip() for m in method.split(",") if m.strip())
-    model = None
-    if "semantic" in methods:
-        from evoforge.embeddings import load_embedder
-
-        model = load_embedder(embedder)
-    compared = tuple(fields) if fields else _default_fields(records)
-    try:
-        graph = NearDuplicateGraph(
-            methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
-            fields=compared, seed=seed, embedder=model,
-        ).build(records)  # fmt: skip
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    kept, dropped = graph.resolve(_field_score(prefer) if prefer else None)
-    if clusters is not None:
-        graph.write_clusters(clusters)
-    summary = _write_dedup(out, kept, dropped, fields=list(compared),
-                           groups=len(graph.components()), clusters=clusters)  # fmt: skip
-    typer.echo(json.dumps(summary, indent=2, default=str))
-
-
-def _write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -> dict:
-    """Write dedup's kept records, its rejects (each with the id it lost to) and a
-    manifest beside them; return the manifest's counts."""
-    from collections import Counter
-
-    from evoforge.engine.runner import output_paths
-    from evoforge.io.writers import format_for, open_writer
-
-    paths = output_paths(out)
-    writer = open_writer(out, format_for(out, None))
-    for record in kept:
-        writer.write(record)
-    writer.close()
-    rejects = open_writer(paths["rejects"], "jsonl")
-    for rejection in dropped:
-        rejects.write(rejection)
-    rejects.close()
-    by_method = Counter(rejection.get("method", "?") for rejection in dropped)
-    summary = {"input": len(kept) + len(dropped), "kept": len(kept), "dropped": len(dropped),
-               "dropped_by_method": dict(by_method), **info}  # fmt: skip
-    manifest = {"command": "dedup", **summary,
-                "files": {"out": str(out), "rejects": str(paths["rejects"])}}  # fmt: skip
-    paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
-    return summary
-
-
-_DEFAULT_FIELDS = {
-    "instruction": ("instruction", "output"),
-    "qa": ("question",),
-    "rag": ("user_input",),
-    "in2": ("messages",),
-}
-
-
-def _default_fields(records: list[dict]) -> tuple[str, ...]:
-    kind = records[0].get("kind") if records else None
-    return _DEFAULT_FIELDS.get(kind or "", ("instruction", "output"))
-
-
-def _field_score(path: str) -> Any:
-    def score(record: dict) -> float:
-        value: Any = record
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return float(value) if isinstance(value, int | float) else float("-inf")
-
-    return score
+    result = run_dedup(
+        source, out, method=method, threshold=threshold, semantic_threshold=semantic_threshold,
+        fields=fields, embedder=embedder, prefer=prefer, clusters=clusters, seed=seed,
+    )  # fmt: skip
+    typer.echo(json.dumps(result.summary, indent=2, default=str))
 
 
 @app.command("select")
@@ -1039,15 +969,15 @@ def demo(
 def _demo_prune(out: Path, *paths: Path) -> None:
     """Dedup the demo's instruction records, then pick a k-center subset (no LLM)."""
     from evoforge.api import SelectOptions
+    from evoforge.api import dedup as run_dedup
     from evoforge.api import select as run_select
-    from evoforge.validators.dedup import NearDuplicateGraph
 
     records = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
             records.extend(json.loads(line) for line in fh if line.strip())
-    kept, dropped = NearDuplicateGraph(fields=("instruction",)).build(records).resolve()
-    _write_dedup(out / "pool.jsonl", kept, dropped, fields=["instruction"])
+    pruned = run_dedup(records, out / "pool.jsonl", fields=["instruction"])
+    kept, dropped = pruned.kept, pruned.dropped
     typer.echo(f"dedup: {len(records)} records, {len(dropped)} near-duplicates dropped")
     for rejection in dropped[:3]:
         typer.echo(f"  {rejection['id']}: {rejection['detail']}")

@@ -167,6 +167,13 @@ class RunSummary:
             return 0
         return STOP_EXIT_CODES.get(self.stop_reason or "", 3)
 
+    def to_dataset(self, to: str | None = None) -> Any:
+        """The accepted records as a ``datasets.Dataset``; ``to="messages"`` (or
+        ``"alpaca"``, ``"sharegpt"``) as that export's rows (see :mod:`evoforge.export`)."""
+        from evoforge.export import to_dataset
+
+        return to_dataset(self.out, to=to)
+
 
 # The exit code of a stopped run, by stop reason; every other reason exits 3.
 STOP_EXIT_CODES = {"interrupted": 130, "insufficient_quota": 4}
