@@ -379,3 +379,19 @@ def test_examples_are_package_data():
     patterns = config["tool"]["setuptools"]["package-data"]["evoforge.examples"]
     assert "recipes/*.yaml" in patterns
     assert os.path.exists(RECIPES / "in2.yaml")
+
+
+def test_readme_lists_every_recipe_key():
+    from dataclasses import fields
+
+    from evoforge.recipe import _GENERATOR_OPTIONS, _NOT_IN_RECIPE, _SECTIONS, _TOP_KEYS
+
+    readme = (EXAMPLES.parent / "README.md").read_text("utf-8")
+    section = readme.split("### `evoforge run`", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    expected = set(_TOP_KEYS)
+    for cls in _SECTIONS.values():
+        expected |= {f.name for f in fields(cls)}
+    for kind, cls in _GENERATOR_OPTIONS.items():
+        expected |= {f.name for f in fields(cls)} - set(_NOT_IN_RECIPE.get(kind, ()))
+    assert not expected - documented, f"README misses {sorted(expected - documented)}"
