@@ -175,7 +175,7 @@ def test_mixes_as_mappings_and_paths_relative_to_the_recipe(tmp_path):
     assert recipe.seed == 7
     assert recipe.run_dir() == tmp_path / "sub" / "out"
     assert recipe.run_dir("elsewhere") == Path("elsewhere")
-    assert recipe._resolve(recipe.source.seeds).resolve() == (tmp_path / "s.jsonl").resolve()
+    assert recipe.resolve(recipe.source.seeds).resolve() == (tmp_path / "s.jsonl").resolve()
 
 
 def test_price_parsing():

@@ -164,10 +164,10 @@ class Recipe:
         if out is not None:
             return Path(out)
         if self.outputs.dir:
-            return self._resolve(self.outputs.dir)
+            return self.resolve(self.outputs.dir)
         return self.path.parent / f"{self.path.stem}-out"
 
-    def _resolve(self, value: str) -> Path:
+    def resolve(self, value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.path.parent / path
 
@@ -185,7 +185,7 @@ class Recipe:
         )
 
 
-# Top-level sections: key -> (dataclass, is the section optional).
+# Top-level sections and their dataclasses (generator, seed and embedder are read apart).
 _SECTIONS: dict[str, type] = {
     "llm": LlmSpec,
     "source": SourceSpec,
@@ -483,9 +483,10 @@ class RecipeResult:
         return 0 if self.status == "complete" else 3
 
 
-def _usage(summary: Any) -> tuple[int, int, int]:
+def _usage(usage: dict[str, dict[str, int]]) -> tuple[int, int, int]:
+    """(calls, cache hits, tokens) summed over a run's operators."""
     calls = hits = tokens = 0
-    for stats in summary.usage.values():
+    for stats in usage.values():
         calls += stats["calls"]
         hits += stats["cache_hits"]
         tokens += stats["prompt_tokens"] + stats["completion_tokens"]
@@ -514,7 +515,7 @@ class _RecipeRun:
         return self.recipe.engine_options(max_calls=max_calls, max_tokens=max_tokens)
 
     def done(self, name: str, summary: Any) -> StepResult:
-        calls, hits, tokens = _usage(summary)
+        calls, hits, tokens = _usage(summary.usage)
         self.calls += calls
         self.tokens += tokens
         step = StepResult(
@@ -531,7 +532,7 @@ class _RecipeRun:
         current: Path | None = None
         record_kind = "instruction"
         if kind == "answer":
-            seeds = recipe._resolve(source.seeds or "")
+            seeds = recipe.resolve(source.seeds or "")
             summary = await answer_async(
                 seeds, self.run_dir / "answer.jsonl", options=self.options(),
                 field_map=source.field_map, model=self.model,
@@ -545,7 +546,7 @@ class _RecipeRun:
             generate = rag_async if kind == "rag" else in2_async
             settings = {kind: _with_paths(recipe.generator, recipe, self.run_dir)}
             summary = await generate(
-                [recipe._resolve(d) for d in source.docs or []], self.run_dir / f"{kind}.jsonl",
+                [recipe.resolve(d) for d in source.docs or []], self.run_dir / f"{kind}.jsonl",
                 options=self.options(), model=self.model, **settings,
             )  # fmt: skip
             current = self.done(kind, summary).out
@@ -573,7 +574,7 @@ class _RecipeRun:
     ) -> Path:
         recipe = self.recipe
         if seeds is None:
-            seeds = recipe._resolve(recipe.source.seeds or "")
+            seeds = recipe.resolve(recipe.source.seeds or "")
             field_map = recipe.source.field_map
         else:
             field_map = None
@@ -639,16 +640,11 @@ class _RecipeRun:
         )
         scoring = report.get("scoring") or {}
         calls = hits = tokens = 0
-        scored_manifest = self.run_dir / "selected.scored.manifest.json"
-        if scored_manifest.exists():
-            usage = json.loads(scored_manifest.read_text("utf-8")).get("usage", {})
-            for stats in usage.values():
-                calls += stats["calls"]
-                hits += stats["cache_hits"]
-                tokens += stats["prompt_tokens"] + stats["completion_tokens"]
-            status = json.loads(scored_manifest.read_text("utf-8")).get("status", "complete")
-        else:
-            status = "complete"
+        status = "complete"
+        if scoring:  # the judges' run (DEITA, AlpaGasus) has its own manifest
+            scored = json.loads((self.run_dir / "selected.scored.manifest.json").read_text("utf-8"))
+            calls, hits, tokens = _usage(scored.get("usage", {}))
+            status = scored.get("status", status)
         self.calls += calls
         self.tokens += tokens
         dropped = sum(report["dropped_by_reason"].values())
@@ -696,15 +692,13 @@ def _with_paths(options: Any, recipe: Recipe, run_dir: Path) -> Any:
     values = asdict(options)
     for key in ("general", "decontaminate"):
         if values.get(key):
-            values[key] = str(recipe._resolve(values[key]))
+            values[key] = str(recipe.resolve(values[key]))
     tokenizer = values.get("tokenizer")
     if tokenizer and tokenizer not in ("regex", "default"):
-        values["tokenizer"] = str(recipe._resolve(tokenizer))
+        values["tokenizer"] = str(recipe.resolve(tokenizer))
     if "graph" in values:
         values["graph"] = (
-            str(recipe._resolve(values["graph"]))
-            if values["graph"]
-            else str(run_dir / "graph.json")
+            str(recipe.resolve(values["graph"])) if values["graph"] else str(run_dir / "graph.json")
         )
     return type(options)(**values)
 
@@ -1015,7 +1009,7 @@ class _Planner:
         from evoforge.io.readers import SEED_FIELDS, read_records
         from evoforge.records import Record
 
-        seeds = self.recipe._resolve(self.recipe.source.seeds or "")
+        seeds = self.recipe.resolve(self.recipe.source.seeds or "")
         items = read_records(
             seeds, kind=kind, field_map=self.recipe.source.field_map, **SEED_FIELDS[kind]
         )
@@ -1158,7 +1152,7 @@ class _Planner:
 
         rag: RagOptions = self.recipe.generator
         report = load_documents(
-            [self.recipe._resolve(d) for d in self.recipe.source.docs or []],
+            [self.recipe.resolve(d) for d in self.recipe.source.docs or []],
             text_field=rag.text_field,
         )
         chunks = chunk_documents(
@@ -1218,7 +1212,7 @@ class _Planner:
 
     def _in2(self) -> int:
         in2: In2Options = _with_paths(self.recipe.generator, self.recipe, Path("."))
-        corpus = [self.recipe._resolve(d) for d in self.recipe.source.docs or []]
+        corpus = [self.recipe.resolve(d) for d in self.recipe.source.docs or []]
         counts, planned = _in2_first_pass(corpus, in2, self.recipe.seed)
         fine, integration = (
             builtin_template("in2_fine_grained"),
