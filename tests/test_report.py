@@ -20,12 +20,22 @@ from test_in2 import SMALL, in2_responder, make_corpus
 from typer.testing import CliRunner
 
 from evoforge import EngineOptions, write_report
-from evoforge.api import EvolveOptions, In2Options, SelectOptions, answer, evolve, in2, select
+from evoforge.api import (
+    EvolveOptions,
+    In2Options,
+    RagOptions,
+    SelectOptions,
+    answer,
+    evolve,
+    in2,
+    rag,
+    select,
+)
 from evoforge.cli import app
 from evoforge.testing.scripted import ScriptedChatModel
-from helpers import read_jsonl, write_jsonl
+from helpers import rag_responder, read_jsonl, write_jsonl
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = EngineOptions(quiet=True, cache=False)
 
@@ -178,6 +188,29 @@ def test_a_big_run_caps_the_seed_table_and_says_so(tmp_path):
     assert table.count("<tr") == 201  # the header and 200 seeds
     first = re.findall(r"<td>(q\d+)</td>", table)[:23]
     assert first == [f"q{i:03d}" for i in range(230) if str(i).endswith("7")]  # rejected first
+
+
+def test_a_rag_set_in_ragas_format_is_traced_through_its_journal(tmp_path):
+    docs = ROOT / "examples" / "docs"
+    rag(
+        [docs], tmp_path / "eval.json", options=OPTIONS, model=ScriptedChatModel(rag_responder),
+        rag=RagOptions(n=6, format="ragas", embedder="hashing", chunk_size=400, chunk_overlap=40),
+    )  # fmt: skip
+    written = read_jsonl(tmp_path / "eval.json")  # one sample a line, as Ragas reads it
+    assert "id" not in written[0]  # the ragas format keeps no ids
+    if (tmp_path / "eval.multi_turn.jsonl").exists():
+        written += read_jsonl(tmp_path / "eval.multi_turn.jsonl")
+    summary = write_report(tmp_path)["summary"].read_text()
+    rejects = read_jsonl(tmp_path / "eval.rejects.jsonl")
+    made = len(written) + sum(r.get("record") is not None for r in rejects)
+    assert f"generated {made}" in summary
+    assert f"check {len(written)}\n" in summary  # what is left after the last reason
+    kinds = {r["synthesizer_name"] for r in written}
+    html = (tmp_path / "report.html").read_text()
+    yield_table = html[html.index("eval: yield per operator</caption>") :]
+    for kind in kinds:
+        kept = sum(r["synthesizer_name"] == kind for r in written)
+        assert f"<td>{kind}</td><td>{kept}</td>" in yield_table.replace("\n", "").replace(" ", "")
 
 
 def test_commands_refresh_the_report_unless_told_not_to(tmp_path):

@@ -39,6 +39,7 @@ from evoforge.errors import EvoforgeError, InputError
 
 GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
 OUT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+RECORD_FORMATS = (None, "jsonl", "json", "csv", "parquet")  # the others drop ids and meta
 REPORT_FILES = ("report.html", "summary.md")
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
 TOP_REASONS = 25
@@ -204,10 +205,19 @@ def _read_stage(folder: Path, stem: str, out_hint: Path | None = None) -> Stage 
     stage = Stage(
         name=stem, role=role, command=command, out=out, manifest=manifest, dropped=dropped
     )
-    stage.kept = [_item(row) for row in _read_rows(out)]
+    journal = folder / f"{stem}.journal.db"
+    if role == "generate" and manifest.get("format") not in RECORD_FORMATS and journal.exists():
+        # An export format (ragas, deepeval, plain) drops the ids: the journal has the
+        # records as made, and the rejects name the ones the run's selector left out.
+        left_out = {drop.id for drop in dropped}
+        rows = [r for r in _journal_records(journal) if r.get("id") not in left_out]
+    else:
+        rows = list(_read_rows(out))
+    stage.kept = [_item(row) for row in rows]
     stage.mtime = max(p.stat().st_mtime for p in (out, manifest_path, rejects_path) if p.exists())
     if role == "generate":
-        stage.seed_ids = _journal_seed_ids(folder / f"{stem}.journal.db")
+        seeds = _journal_query(journal, "SELECT seed_id FROM seeds ORDER BY seq")
+        stage.seed_ids = [seed_id for (seed_id,) in seeds] if seeds is not None else None
     return stage
 
 
@@ -266,16 +276,25 @@ def _read_rejects(path: Path) -> Iterator[Drop]:
         )
 
 
-def _journal_seed_ids(path: Path) -> list[str] | None:
-    """The seeds a run took, in input order, from its journal (read-only); None without one."""
+def _journal_query(path: Path, sql: str) -> list[tuple[Any, ...]] | None:
+    """Rows of a run's journal, opened read-only (one row per seed, in input order);
+    None when there is no readable journal (it may have been deleted to forget a run)."""
     if not path.exists():
         return None
+    # A closed journal is read as immutable: a read-only WAL connection would otherwise
+    # leave -wal and -shm files beside it. One with a WAL left by a crash is read with it.
+    wal = path.with_name(f"{path.name}-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT seed_id FROM seeds ORDER BY seq").fetchall()
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return conn.execute(sql).fetchall()
     except sqlite3.Error:
         return None
-    return [row[0] for row in rows]
+
+
+def _journal_records(path: Path) -> Iterator[dict[str, Any]]:
+    for (payload,) in _journal_query(path, "SELECT payload FROM seeds ORDER BY seq") or []:
+        yield from json.loads(payload).get("records", [])
 
 
 def _cluster_sizes(folder: Path, stages: list[Stage]) -> list[int]:
@@ -681,6 +700,7 @@ class _Report:
         generated.update(seeds[d.id] for d in chain.source.dropped if d.item is not None)
         kept: Counter[str] = Counter()
         events: dict[str, Counter[str]] = {s: Counter() for s in order}
+        lost_later: dict[str, str] = {}  # a seed's record that a later step dropped: why
         text: dict[str, str] = {}
         for item in chain.source.kept:
             seed = seeds[item.id]
@@ -693,6 +713,7 @@ class _Report:
                 stage, drop = fate
                 lost = f" to {drop.lost_to}" if drop.lost_to else ""
                 events[seed][f"{drop.reason}{lost} at {stage.name}"] += 1
+                lost_later[seed] = f"{drop.reason} at {stage.name}"
         for drop in chain.source.dropped:
             seed = seeds[drop.id]
             if drop.item is not None and (drop.id == seed or seed not in text):
@@ -706,9 +727,13 @@ class _Report:
             rows.append([seed, text.get(seed, ""), str(generated.get(seed, 0)),
                          str(kept[seed]), happened or "all kept"])  # fmt: skip
         lost_all = [r for r in rows if r[3] == "0"]
+        # Why a seed ended with nothing: the step that dropped its last records, else the
+        # commonest reason its records were rejected when generated.
         last_reason: Counter[str] = Counter()
         for seed in (r[0] for r in lost_all):
-            if events[seed]:
+            if seed in lost_later:
+                last_reason[lost_later[seed]] += 1
+            elif events[seed]:
                 last_reason[events[seed].most_common(1)[0][0]] += 1
             else:
                 last_reason["nothing generated"] += 1
