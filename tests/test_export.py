@@ -156,10 +156,21 @@ def test_kinds_an_evaluator_cannot_take_are_refused_by_name(tmp_path, to, record
     assert not (tmp_path / f"out{suffix}").exists()  # nothing half-written
 
 
-def test_unanswered_instructions_say_how_to_answer_them(tmp_path):
-    source = write_jsonl(tmp_path / "x.jsonl", [{**INSTRUCTION, "output": None}])
-    with pytest.raises(InputError, match="'i1' has no output.*evoforge answer"):
-        export(source, to="messages", out=tmp_path / "m.jsonl")
+def test_unanswered_instructions_are_left_out_and_counted(tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from evoforge.export import to_messages
+
+    unanswered = {**INSTRUCTION, "id": "i2", "output": None}
+    source = write_jsonl(tmp_path / "x.jsonl", [INSTRUCTION, unanswered])
+    result = export(source, to="messages", out=tmp_path / "m.jsonl")
+    assert [row["id"] for row in read_jsonl(result.out)] == ["i1"]
+    assert result.count == 1 and result.skipped == {"no_output": 1}
+    assert "| left out: `no_output` | 1 |" in DatasetCard.load(result.card).text
+    assert to_dataset(source, to="alpaca")["id"] == ["i1"]
+    assert export(source, to="parquet", out=tmp_path / "all.parquet").count == 2  # a table
+    with pytest.raises(InputError, match="'i2' has no output.*evoforge answer"):
+        to_messages(unanswered)
 
 
 def test_out_must_fit_the_format(records, tmp_path):

@@ -61,6 +61,7 @@ class CardStats:
     types: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
     prompts: dict[str, str] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)  # left out of the export, by reason
 
     def add(self, record: dict[str, Any]) -> None:
         self.count += 1
@@ -210,6 +211,7 @@ def card_text(
     body += ["", "## Contents", "", "| | records |", "|---|---|", f"| all | {stats.count} |"]
     body += [f"| kind `{kind}` | {n} |" for kind, n in sorted(stats.kinds.items())]
     body += [f"| type `{kind}` | {n} |" for kind, n in sorted(stats.types.items())]
+    body += [f"| left out: `{why}` | {n} |" for why, n in sorted(stats.skipped.items())]
     counts = manifest.get("counts", {})
     body += ["", "## Rejections", ""]
     rejected = rejection_counts(source, manifest)

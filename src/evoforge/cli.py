@@ -1117,7 +1117,8 @@ def export_command(
         language=language or ["en"], push_to_hub=push_to_hub, private=private,
     )  # fmt: skip
     typer.echo(json.dumps({"format": result.format, "records": result.count,
-                           "by_kind": result.by_kind, "files": [str(f) for f in result.files],
+                           "by_kind": result.by_kind, "skipped": result.skipped,
+                           "files": [str(f) for f in result.files],
                            "card": str(result.card) if result.card else None,
                            "pushed_to": push_to_hub}, indent=2))  # fmt: skip
 

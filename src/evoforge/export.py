@@ -74,6 +74,21 @@ def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
     return [*turns, {"role": "assistant", "content": record[fields.answer]}]
 
 
+_CHAT_FORMATS = ("messages", "alpaca", "sharegpt")
+
+
+def skip_reason(record: Row, fmt: str) -> str | None:
+    """Why ``record`` cannot be a row of ``fmt`` although its kind can (``None``: it can).
+
+    An instruction without an output (an evolution whose answer failed, a seed
+    kept because no evolution survived) is no training example: it is left out
+    and counted, not an error for the whole file.
+    """
+    if fmt in _CHAT_FORMATS and record["kind"] == "instruction" and not record.get("output"):
+        return "no_output"
+    return None
+
+
 def to_messages(record: Row) -> Row:
     return {"id": record["id"], "messages": _conversation(record, "messages")}
 
@@ -162,6 +177,7 @@ class ExportResult:
     files: list[Path]
     count: int
     by_kind: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> records left out
     card: Path | None = None
 
     def to_dataset(self, **load_kwargs: Any) -> Any:
@@ -222,6 +238,10 @@ def export(
                     f"only {' and '.join(target.kinds)} records; export {kind} records with "
                     f"--to {' | '.join(formats_for_kind(kind))}"
                 )
+            reason = skip_reason(record, to)
+            if reason is not None:
+                stats.skipped[reason] += 1
+                continue
             writer.write(record)
             stats.add(record)
     except BaseException:
@@ -229,7 +249,7 @@ def export(
         raise
     writer.close()
     files = writer.files
-    result = ExportResult(to, out, files, writer.count, dict(stats.kinds))
+    result = ExportResult(to, out, files, writer.count, dict(stats.kinds), dict(stats.skipped))
     if card:
         folder = out if to == "hf-dir" else out.parent
         data_files = _card_data_files(to, out, files)
@@ -374,7 +394,8 @@ def to_dataset(source: Any, *, to: str | None = None) -> Any:
     ``to=None`` keeps the records as the parquet export lays them out (lists of
     strings as lists; ``lineage``, ``meta`` and other nested values as JSON text,
     so records of one kind always share a schema). ``to="messages"`` (or
-    ``"alpaca"``, ``"sharegpt"``) gives the rows of that export, ready for a trainer.
+    ``"alpaca"``, ``"sharegpt"``) gives the rows of that export, ready for a trainer
+    (instructions without an output left out, as the export leaves them out).
     """
     if to is None:  # through the parquet writer: one flattening rule for all three
         import tempfile
@@ -393,7 +414,7 @@ def to_dataset(source: Any, *, to: str | None = None) -> Any:
             f"to_dataset(to={to!r}): use one of {', '.join(_TABLE_FORMATS)}, or None for records"
         )
     convert = {"messages": to_messages, "alpaca": to_alpaca, "sharegpt": to_sharegpt}[to]
-    return _table(convert(r) for r in iter_records(source))
+    return _table(convert(r) for r in iter_records(source) if skip_reason(r, to) is None)
 
 
 def _table(rows: Iterable[Row]) -> Any:
