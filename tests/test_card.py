@@ -122,3 +122,24 @@ def test_rejections_from_a_selection_manifest_or_a_rejects_file(tmp_path):
 )  # fmt: skip
 def test_size_categories_are_the_hubs(n, category):
     assert size_category(n) == category
+
+
+def test_a_readme_evoforge_did_not_write_is_never_replaced(tmp_path):
+    from evoforge import ConfigError
+
+    source = write_jsonl(tmp_path / "run.jsonl", [
+        {"id": "i1", "kind": "instruction", "instruction": "Task", "output": "ok"}
+    ])  # fmt: skip
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# My project\n")
+    with pytest.raises(ConfigError, match="not an evoforge dataset card.*--no-card"):
+        export(source, to="messages", out=project / "train.jsonl")
+    assert (project / "README.md").read_text() == "# My project\n"
+    assert not (project / "train.jsonl").exists()
+    assert export(source, to="messages", out=project / "train.jsonl", card=False).card is None
+    # its own card is rewritten by the next export into the same folder
+    first = export(source, to="messages", out=tmp_path / "own" / "a.jsonl").card
+    second = export(source, to="alpaca", out=tmp_path / "own" / "b.jsonl").card
+    assert first == second
+    assert DatasetCard.load(second).data.configs[0]["data_files"][0]["path"] == "b.jsonl"

@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 CARD_NAME = "README.md"
+# The card's last line: a README.md without it is someone's own, never replaced.
+CARD_MARK = "<!-- dataset card written by evoforge; rewritten by the next export here -->"
 
 _TASKS = {
     "instruction": "text-generation",
@@ -237,14 +239,28 @@ def card_text(
         loader = f'load_dataset("parquet", data_files="{first}")'
     body += ["", "```python", f"from datasets import {loader.split('(')[0]}", "",
              f"ds = {loader}", "```", ""]  # fmt: skip
+    body.append(CARD_MARK)
     head = yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
-    return f"---\n{head}---\n\n" + "\n".join(body)
+    return f"---\n{head}---\n\n" + "\n".join(body) + "\n"
+
+
+def check_card_target(folder: Path) -> None:
+    """Refuse to replace a ``README.md`` that evoforge did not write (a project's own)."""
+    from evoforge.errors import ConfigError
+
+    path = Path(folder) / CARD_NAME
+    if path.is_file() and CARD_MARK not in path.read_text("utf-8", errors="replace"):
+        raise ConfigError(
+            f"{path} exists and is not an evoforge dataset card; export into a folder of "
+            "its own (the card is README.md beside the export), or pass --no-card"
+        )
 
 
 def write_card(folder: Path, **kwargs: Any) -> Path:
     """Write :func:`card_text` to ``folder/README.md`` (atomically) and return its path."""
     import os
 
+    check_card_target(folder)
     path = Path(folder) / CARD_NAME
     tmp = path.with_name(f".{CARD_NAME}.tmp-{os.getpid()}")
     tmp.write_text(card_text(**kwargs), "utf-8")

@@ -212,7 +212,7 @@ def export(
     ``card=False``; ``push_to_hub="user/name"`` then uploads the export and its
     card (see :func:`evoforge.card.push_to_hub`).
     """
-    from evoforge.card import CardStats, write_card
+    from evoforge.card import CardStats, check_card_target, write_card
     from evoforge.card import push_to_hub as push
 
     target = EXPORT_FORMATS.get(to)
@@ -227,6 +227,8 @@ def export(
     if source is not None and source.resolve() == out.resolve():
         raise ConfigError(f"--out {out}: the same as the input; write the export elsewhere")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if card:  # before any data is written
+        check_card_target(out if to == "hf-dir" and out.is_dir() else out.parent)
     stats = CardStats()
     writer = _hf_dir_writer(out) if target.open is None else target.open(out)
     try:
