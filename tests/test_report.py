@@ -164,6 +164,15 @@ def test_sections_and_plots_come_from_the_data(run_folder):
     assert "AlpaGasus rating" in html and "needle position" in html
 
 
+def test_a_file_reports_the_steps_its_records_went_through(run_folder, tmp_path):
+    copy = shutil.copytree(run_folder, tmp_path / "copy")
+    summary = write_report(copy / "unique.jsonl")["summary"].read_text()
+    assert "## evolved.jsonl (evolve)" in summary and "best.jsonl (select (alpagasus))" in summary
+    assert "in2" not in summary
+    summary = write_report(copy / "in2.jsonl")["summary"].read_text()
+    assert "## in2.jsonl (in2)" in summary and "evolved" not in summary
+
+
 def test_sections_without_data_are_a_note_not_an_empty_plot(tmp_path):
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows()[:3])
     answer(seeds, tmp_path / "answers.jsonl", options=OPTIONS,

@@ -39,6 +39,7 @@ from evoforge.errors import EvoforgeError, InputError
 
 GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
 OUT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+SIDE_FILES = (".manifest.json", ".rejects.jsonl", ".journal.db")  # beside each output
 RECORD_FORMATS = (None, "jsonl", "json", "csv", "parquet")  # the others drop ids and meta
 REPORT_FILES = ("report.html", "summary.md")
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
@@ -132,8 +133,9 @@ class Chain:
 def write_report(path: str | Path) -> dict[str, Path]:
     """Write ``report.html`` and ``summary.md`` for a run's output file or a folder of outputs.
 
-    A file reports that output alone; a folder reports every output in it (the
-    commands refresh their folder's report this way when they finish). Returns
+    A folder reports every output in it (the commands refresh their folder's report
+    this way when they finish); a file, that output and the steps in its folder that
+    its records went through or came from. Returns
     ``{"html": ..., "summary": ...}``. Raises :class:`InputError` when the path
     holds no evoforge output.
     """
@@ -149,7 +151,7 @@ def write_report(path: str | Path) -> dict[str, Path]:
             path=str(path),
         )
     clusters = _cluster_sizes(folder, stages)
-    report = _Report(folder, stages, clusters)
+    report = _Report(path, stages, clusters)
     html_path = folder / "report.html"
     summary_path = folder / "summary.md"
     _write_atomic(html_path, report.html())
@@ -158,17 +160,21 @@ def write_report(path: str | Path) -> dict[str, Path]:
 
 
 def discover_stages(path: Path) -> list[Stage]:
-    """Every output under ``path`` (a folder) or ``path`` itself (a file), with its role."""
+    """Every output in ``path`` (a folder), with its role; for a file, that output and the
+    outputs beside it that share records with it (the steps before and after it)."""
     if path.is_file():
-        stem = _stem(path)
-        stage = _read_stage(path.parent, stem, out_hint=path)
-        return [stage] if stage is not None else []
+        is_out = not path.name.endswith(SIDE_FILES)  # not its rejects, manifest or journal
+        target = _read_stage(path.parent, _stem(path), out_hint=path if is_out else None)
+        if target is None:
+            return []
+        others = [s for s in discover_stages(path.parent) if s.name != target.name]
+        return [target, *(s for s in others if s.input_ids & target.input_ids)]
     stems: dict[str, None] = {}
     for candidate in sorted(path.iterdir()):
         name = candidate.name
         if name.startswith(".") or not candidate.is_file():
             continue
-        for marker in (".manifest.json", ".rejects.jsonl"):
+        for marker in SIDE_FILES[:2]:
             if name.endswith(marker):
                 stems[name[: -len(marker)]] = None
     stages = [_read_stage(path, stem) for stem in stems]
@@ -177,7 +183,7 @@ def discover_stages(path: Path) -> list[Stage]:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for marker in (".manifest.json", ".rejects.jsonl", ".journal.db"):
+    for marker in SIDE_FILES:
         if name.endswith(marker):
             return name[: -len(marker)]
     return name[: -len(path.suffix)] if path.suffix else name
@@ -423,12 +429,13 @@ class Section:
 
 
 class _Report:
-    def __init__(self, folder: Path, stages: list[Stage], clusters: list[int]) -> None:
-        self.folder = folder
+    def __init__(self, subject: Path, stages: list[Stage], clusters: list[int]) -> None:
+        self.subject = subject  # the folder, or the one output asked about
         self.stages = stages
         self.clusters = clusters
         self.chains = [self._chain(s) for s in stages if s.role == "generate"]
         self.omitted: list[str] = []
+        self._seed_rows: dict[str, tuple[list[list[str]], dict[str, Any]]] = {}
 
     def _chain(self, source: Stage) -> Chain:
         ids = source.kept_ids
@@ -693,7 +700,14 @@ class _Report:
         return section
 
     def seed_rows(self, chain: Chain) -> tuple[list[list[str]], dict[str, Any]]:
-        """One row per seed: seed id, text, generated, kept at the end, what happened."""
+        """One row per seed: seed id, text, generated, kept at the end, what happened
+        (seeds that kept nothing first), and the counts over all seeds."""
+        name = chain.source.name
+        if name not in self._seed_rows:  # the page and the summary both use it
+            self._seed_rows[name] = self._trace_seeds(chain)
+        return self._seed_rows[name]
+
+    def _trace_seeds(self, chain: Chain) -> tuple[list[list[str]], dict[str, Any]]:
         seeds = self.seed_map(chain)
         order = list(dict.fromkeys([*(chain.source.seed_ids or []), *seeds.values()]))
         generated: Counter[str] = Counter(seeds[i.id] for i in chain.source.kept)
@@ -788,15 +802,15 @@ class _Report:
         template = resources.files("evoforge").joinpath("report_template.html").read_text("utf-8")
         env = Environment(autoescape=select_autoescape(default=True), keep_trailing_newline=True)
         return env.from_string(template).render(
-            title=f"evoforge report: {self.folder.name or self.folder}",
-            folder=str(self.folder),
+            title=f"evoforge report: {self.subject.name or self.subject}",
+            folder=str(self.subject),
             sections=sections,
             omitted=self.omitted,
             plot_ids=[plot_id for section in sections for plot_id in section.plot_ids],
         )
 
     def markdown(self) -> str:
-        lines = [f"# evoforge report: {self.folder}", ""]
+        lines = [f"# evoforge report: {self.subject}", ""]
         for chain in self.chains:
             steps = self.funnel(chain)
             lines.append(f"## {chain.source.out.name} ({chain.source.command})")
