@@ -227,8 +227,9 @@ def export(
     if source is not None and source.resolve() == out.resolve():
         raise ConfigError(f"--out {out}: the same as the input; write the export elsewhere")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if card:  # before any data is written
-        check_card_target(out if to == "hf-dir" and out.is_dir() else out.parent)
+    card_folder = out if to == "hf-dir" else out.parent
+    if card and card_folder.is_dir():  # before any data is written
+        check_card_target(card_folder)
     stats = CardStats()
     writer = _hf_dir_writer(out) if target.open is None else target.open(out)
     try:
@@ -253,20 +254,17 @@ def export(
     files = writer.files
     result = ExportResult(to, out, files, writer.count, dict(stats.kinds), dict(stats.skipped))
     if card:
-        folder = out if to == "hf-dir" else out.parent
-        data_files = _card_data_files(to, out, files)
         result.card = write_card(
-            folder, data_files=data_files, stats=stats, source=source, fmt=to,
+            card_folder, data_files=_card_data_files(to, files), stats=stats, source=source, fmt=to,
             consumer=target.consumer, license=license, language=list(language),
         )  # fmt: skip
     if push_to_hub:
-        folder = out if to == "hf-dir" else out.parent
         uploads = None if to == "hf-dir" else [f.name for f in files] + ["README.md"]
-        push(folder, push_to_hub, allow_patterns=uploads, private=private)
+        push(card_folder, push_to_hub, allow_patterns=uploads, private=private)
     return result
 
 
-def _card_data_files(to: str, out: Path, files: list[Path]) -> dict[str, str]:
+def _card_data_files(to: str, files: list[Path]) -> dict[str, str]:
     """Config name -> data file path relative to the card's folder."""
     if to == "hf-dir":
         return {"default": "data-*.arrow"}
