@@ -173,6 +173,18 @@ def test_a_file_reports_the_steps_its_records_went_through(run_folder, tmp_path)
     assert "## in2.jsonl (in2)" in summary and "evolved" not in summary
 
 
+def test_validate_outputs_are_a_step_of_the_funnel(run_folder, tmp_path):
+    copy = shutil.copytree(run_folder, tmp_path / "copy")
+    checked = CliRunner().invoke(app, [
+        "validate", str(copy / "evolved.jsonl"), "--checks", "length", "--min-len", "5",
+        "--out", str(copy / "valid.jsonl"),
+    ])  # fmt: skip
+    assert checked.exit_code == 1  # the leaky seed has no answer: too_short
+    paths = write_report(copy)
+    assert "-> passed validation (valid) " in paths["summary"].read_text()
+    assert "too_short at valid" in paths["html"].read_text()
+
+
 def test_sections_without_data_are_a_note_not_an_empty_plot(tmp_path):
     seeds = write_jsonl(tmp_path / "seeds.jsonl", seed_rows()[:3])
     answer(seeds, tmp_path / "answers.jsonl", options=OPTIONS,

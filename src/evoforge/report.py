@@ -1,15 +1,16 @@
 """Run reports: what happened to every seed, as one self-contained HTML page.
 
-:func:`write_report` reads the outputs of one run (a file) or of a folder of
-runs: each output ``X.jsonl`` with ``X.rejects.jsonl``, ``X.manifest.json`` and
-``X.journal.db`` beside it (see :func:`evoforge.engine.runner.output_paths`),
-and writes ``report.html`` and ``summary.md`` into that folder.
+:func:`write_report` reads a folder of outputs (or one output and the steps
+beside it that share its records): each output ``X.jsonl`` with
+``X.rejects.jsonl``, ``X.manifest.json`` and ``X.journal.db`` beside it (see
+:func:`evoforge.engine.runner.output_paths`), and writes ``report.html`` and
+``summary.md`` into that folder.
 
 Outputs play one of five roles, told apart by their manifest:
 
 - ``generate`` -- ``answer``, ``evolve``, ``rag``, ``in2``: seeds in, records out;
 - ``score`` -- the DEITA / AlpaGasus scoring run of ``select`` (``X.scored.jsonl``);
-- ``validate`` -- ``validate --out``: records that passed the checks;
+- ``validate`` -- ``validate --out`` (rejects, no manifest): records that passed the checks;
 - ``dedup`` -- rejects with reason ``duplicate`` and the id each lost to;
 - ``select`` -- a ``select`` manifest (``method``, ``selected``).
 
@@ -41,7 +42,6 @@ GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
 OUT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 SIDE_FILES = (".manifest.json", ".rejects.jsonl", ".journal.db")  # beside each output
 RECORD_FORMATS = (None, "jsonl", "json", "csv", "parquet")  # the others drop ids and meta
-REPORT_FILES = ("report.html", "summary.md")
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
 TOP_REASONS = 25
 
