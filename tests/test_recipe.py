@@ -220,6 +220,10 @@ def test_dry_run_counts_match_a_real_run_step_by_step(fake_openai, tmp_path):
     assert all(r["meta"]["deita"]["score"] > 0 for r in selected)
     dataset = read_jsonl(result.dataset)
     assert dataset == selected
+    # outputs.report (on by default): the report follows every seed through the steps.
+    assert result.report == tmp_path / "run" / "report.html" and result.report.exists()
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert re.search(r"seeds 4 -> generated 4 -> .*valid.* 4 -> .*dedup.* 4 -> .* 3\n", summary)
     for name in (
         "evolve.manifest.json",
         "evolve.journal.db",
@@ -228,7 +232,7 @@ def test_dry_run_counts_match_a_real_run_step_by_step(fake_openai, tmp_path):
         "selected.manifest.json",
         "recipe.manifest.json",
     ):
-        assert (tmp_path / "run" / name).exists(), name  # fmt: skip
+        assert (tmp_path / "run" / name).exists(), name
 
 
 def test_identical_rerun_makes_zero_calls(fake_openai, tmp_path):

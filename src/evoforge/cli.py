@@ -1074,7 +1074,13 @@ def run_command(
                    f"rejected, {step.calls} calls ({step.cache_hits} cache hits), "
                    f"{step.tokens} tokens -> {step.out}")  # fmt: skip
     typer.echo(f"dataset: {result.dataset}" if result.dataset else "no dataset: the run stopped")
+    for to, files in result.exports.items():
+        typer.echo(f"export {to}: {', '.join(map(str, files))}")
     typer.echo(f"manifest: {result.manifest}")
+    if result.report is not None:
+        typer.echo(f"report: {result.report}")
+    if result.report_error:
+        typer.echo(f"evoforge: report not written: {result.report_error}", err=True)
     if result.status != "complete":
         typer.echo("evoforge: the recipe stopped early; run it again to resume", err=True)
     raise typer.Exit(result.exit_code)

@@ -139,6 +139,7 @@ class OutputsSpec:
     name: str = "dataset.jsonl"
     format: str | None = None  # jsonl json csv parquet ragas deepeval plain; default: by name
     export: list[str] = field(default_factory=list)  # evoforge export formats, with a card
+    report: bool = True  # report.html and summary.md of the run folder (evoforge report)
 
 
 @dataclass
@@ -473,6 +474,8 @@ class RecipeResult:
     manifest: Path
     status: str = "complete"
     exports: dict[str, list[Path]] = field(default_factory=dict)  # format -> files written
+    report: Path | None = None  # report.html, when outputs.report
+    report_error: str | None = None  # why the report could not be written (the run stands)
 
     @property
     def calls(self) -> int:
@@ -807,9 +810,23 @@ async def run_recipe_async(
         "tokens": runner.tokens,
     }
     manifest.write_text(json.dumps(data, indent=2, default=str) + "\n", "utf-8")
-    return RecipeResult(
+    result = RecipeResult(
         recipe.path, run_dir, runner.steps, dataset, manifest, status, dict(exports)
     )
+    if recipe.outputs.report and runner.steps:
+        _write_report(result)
+    return result
+
+
+def _write_report(result: RecipeResult) -> None:
+    """The run folder's report, done or stopped; a report that fails is noted, and
+    the run's outputs stand."""
+    from evoforge.report import write_report
+
+    try:
+        result.report = write_report(result.run_dir)["html"]
+    except Exception as exc:  # the data is written; the report is a view of it
+        result.report_error = f"{type(exc).__name__}: {exc}"
 
 
 def run_recipe(
