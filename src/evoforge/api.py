@@ -24,7 +24,7 @@ from typing import Any
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
-from evoforge.errors import ConfigError, InputError
+from evoforge.errors import ConfigError, InputError, did_you_mean
 from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_records
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
@@ -292,7 +292,10 @@ class EvolveOptions:
 
     def __post_init__(self) -> None:
         if self.kind not in EVOLVE_KINDS:
-            raise ConfigError(f"--kind {self.kind!r}: evolve takes {', '.join(EVOLVE_KINDS)}")
+            raise ConfigError(
+                f"--kind {self.kind!r}: evolve takes {', '.join(EVOLVE_KINDS)}"
+                + did_you_mean(self.kind, EVOLVE_KINDS)
+            )
         if self.rounds < 0 or self.quality_rounds < 0:
             raise ConfigError("--rounds and --quality-rounds must be 0 or more")
 

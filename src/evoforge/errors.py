@@ -14,7 +14,9 @@ EvoforgeError
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 
 class EvoforgeError(Exception):
@@ -139,3 +141,9 @@ def redact(text: str) -> str:
     text = _SECRET_ASSIGNMENT.sub(r"\g<keep>***", text)
     text = _BEARER.sub(r"\g<keep>***", text)
     return _OPENAI_KEY.sub(r"\g<keep>***", text)
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'jsonl'?"`` when ``value`` is close to one of ``choices``."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

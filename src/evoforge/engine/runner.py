@@ -314,6 +314,9 @@ class Run:
         for seq, item in enumerate(items):
             if self._stop is not None:
                 break
+            if not self._journal.first_sighting(_item_id(item)):
+                self._reject_duplicate(seq, item)
+                continue
             if self._journal.is_done(_item_id(item)):
                 self.counts["skipped_done"] += 1
                 self._report()
@@ -329,6 +332,23 @@ class Run:
             await asyncio.wait(set(pending))
         if fatal:
             raise fatal[0]
+
+    def _reject_duplicate(self, seq: int, item: SeedItem) -> None:
+        """A seed id met again: the first one is processed, this one is rejected (and
+        journaled under its own key, so a resume does not redo or repeat it)."""
+        seed_id = _item_id(item)
+        key = f"{seed_id}#duplicate-{seq}"
+        if self._journal.is_done(key):
+            self.counts["skipped_done"] += 1
+            return
+        record = item.to_json() if isinstance(item, Record) else None
+        rejection = Rejection(
+            seed_id, "duplicate_id", f"seed id {seed_id!r} appears again (input item {seq + 1})"
+            "; the first one is kept", record,
+        )  # fmt: skip
+        self._journal.add(seq, key, [], [rejection.to_json()], final=True)
+        self.counts["rejected"] += 1
+        self._dirty.set()
 
     async def _process(self, seq: int, item: SeedItem) -> None:
         if isinstance(item, InputError):

@@ -162,6 +162,13 @@ class Journal:
             )
         self.resumed = self.count() > 0
         self._conn.execute("DELETE FROM seeds WHERE final = 0")
+        # The ids this run has met, on disk (a temporary table), to catch duplicates.
+        self._conn.execute("CREATE TEMP TABLE seen (seed_id TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def first_sighting(self, seed_id: str) -> bool:
+        """True the first time this run meets ``seed_id``; False for a repeated id."""
+        cursor = self._conn.execute("INSERT OR IGNORE INTO seen (seed_id) VALUES (?)", (seed_id,))
+        return cursor.rowcount == 1
 
     def is_done(self, seed_id: str) -> bool:
         row = self._conn.execute("SELECT 1 FROM seeds WHERE seed_id = ?", (seed_id,)).fetchone()

@@ -37,7 +37,7 @@ from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from evoforge.errors import ConfigError, InputError, MissingDependency
+from evoforge.errors import ConfigError, InputError, MissingDependency, did_you_mean
 from evoforge.validators.heuristics import script_profile
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
@@ -477,7 +477,10 @@ class _Chunker:
                 f"got {overlap!r}"
             )
         if unit not in UNITS:
-            raise ConfigError(f"chunk unit must be one of: {', '.join(UNITS)}; got {unit!r}")
+            raise ConfigError(
+                f"chunk unit must be one of: {', '.join(UNITS)}; got {unit!r}"
+                + did_you_mean(str(unit), UNITS)
+            )
         self.size = size
         self.overlap = overlap
         self.length: Callable[[str], int] = count_tokens if unit == "tokens" else len

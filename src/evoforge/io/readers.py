@@ -47,7 +47,18 @@ def iter_rows(path: str | Path) -> Iterator[RowItem]:
             ".parquet or a datasets folder (save_to_disk)",
             path=str(path),
         )
+    if suffix != ".parquet" and _looks_binary(path):
+        raise InputError(
+            f"is a binary file, not {suffix[1:].upper()} text (NUL bytes near the start)",
+            path=str(path),
+        )
     yield from reader(path)
+
+
+def _looks_binary(path: Path) -> bool:
+    """A NUL byte in the first 8 KiB: no UTF-8 text format has one."""
+    with open(path, "rb") as fh:
+        return b"\x00" in fh.read(8192)
 
 
 def _jsonl_rows(path: Path) -> Iterator[RowItem]:
@@ -214,7 +225,9 @@ def read_records(
             f"(fields: {', '.join([*required, *lists, *optional, 'id'])})"
         )
     id_column = field_map.get("id", "id")
+    rows = 0
     for item in iter_rows(path):
+        rows += 1
         if isinstance(item, InputError):
             yield item
             continue
@@ -223,6 +236,9 @@ def read_records(
             yield _to_record(row, line, path, kind, required, optional, lists, field_map, id_column)
         except InputError as exc:
             yield exc
+    if rows == 0:
+        # No seeds is an error, not an empty dataset presented as a finished run.
+        raise InputError("has no rows (the file is empty or only whitespace)", path=str(path))
 
 
 def _to_record(

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, did_you_mean
 from evoforge.records import SAMPLE_FIELDS
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "ragas", "deepeval", "plain")
@@ -48,13 +48,15 @@ def format_for(path: Path, fmt: str | None) -> str:
     """The format to write: ``fmt`` if given, else the one ``path``'s suffix names."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"--format {fmt!r}: use one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}"
+            )
         return fmt
     found = _BY_SUFFIX.get(path.suffix.lower())
     if found is None:
         raise ConfigError(
             f"--out {path}: name it .jsonl, .json, .csv or .parquet, or pass --format "
-            f"({', '.join(FORMATS)})"
+            f"({', '.join(FORMATS)}){did_you_mean(path.suffix.lower(), _BY_SUFFIX)}"
         )
     return found
 
