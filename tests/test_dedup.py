@@ -11,11 +11,14 @@ import pytest
 
 from evoforge.embeddings import load_embedder
 from evoforge.validators.dedup import (
+    JsonlRecords,
     MinHasher,
     NearDuplicateGraph,
+    ShingleHasher,
     candidate_probability,
     connected_components,
     dedup,
+    dedup_jsonl,
     lsh_params,
     normalise,
     record_text,
@@ -273,3 +276,112 @@ def test_write_clusters(tmp_path) -> None:
     graph.write_clusters(path)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines == [{"cluster": 0, "ids": ["1", "2"], "kept": "1"}]
+
+
+def test_shingle_hashes_give_the_jaccard_of_the_shingle_strings() -> None:
+    rng = random.Random(29)
+    texts = [
+        " ".join(_text(rng, 60)),
+        "".join(rng.choice(HANZI) for _ in range(80)),
+        "Ça coûte 5 € — naïve café, déjà vu!",
+        "hi there",
+        "机器学习",
+        "",
+    ]
+    texts += [" ".join(_variant(texts[0].split(), 0.8, rng))]
+    texts += [texts[1][:60] + "".join(rng.choice(HANZI) for _ in range(20))]
+    shingler = ShingleHasher()
+    normalised = [normalise(t) for t in texts]
+    flat, counts = shingler.hashes(normalised)
+    assert counts.tolist() == [len(shingles(t)) for t in normalised]  # no repeats here
+    hashed = [shingler.hash_set(t) for t in normalised]
+    assert [len(h) for h in hashed] == [len(shingles(t)) for t in normalised]
+    for a, b in ((0, 6), (1, 7), (0, 1), (3, 4)):
+        sa, sb = shingles(normalised[a]), shingles(normalised[b])
+        common = len(np.intersect1d(hashed[a], hashed[b]))
+        assert common == len(sa & sb)
+    # a batch gives each text the hashes it gets alone
+    np.testing.assert_array_equal(flat[: counts[0]], shingler.hashes(normalised[:1])[0])
+
+
+def test_text_signatures_estimate_jaccard_like_string_signatures() -> None:
+    rng = random.Random(31)
+    base = _text(rng, 120)
+    pairs = [(base, _variant(base, level, rng)) for level in (0.5, 0.7, 0.9)]
+    hasher = MinHasher(256)
+    for a, b in pairs:
+        ta, tb = " ".join(a), " ".join(b)
+        sig = hasher.text_signatures([ta, tb])
+        assert abs(float((sig[0] == sig[1]).mean()) - _jaccard(ta, tb)) < 0.08
+    assert (hasher.text_signatures([""]) == hasher.text_signatures([""])[0]).all()
+
+
+def _corpus_file(path, rng: random.Random, groups: int = 60) -> list[dict]:
+    records = []
+    for g in range(groups):
+        zh = g % 3 == 0
+        base = [rng.choice(HANZI) for _ in range(80)] if zh else _text(rng, 60)
+        glue = "" if zh else " "
+        records.append(_record(f"g{g:03d}-0", glue.join(base)))
+        for v in range(rng.randrange(0, 4)):
+            copy = base[:]
+            for _ in range(rng.randrange(0, 4)):
+                copy[rng.randrange(len(copy))] = rng.choice(HANZI) if zh else "changed"
+            text = glue.join(copy)
+            records.append(_record(f"g{g:03d}-{v + 1}", text.upper() if v == 2 else text))
+    rng.shuffle(records)
+    for r in records:
+        r["meta"] = {"score": rng.random()}
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records
+
+
+def test_streamed_file_dedup_matches_in_memory_and_rereads_only_candidates(tmp_path) -> None:
+    records = _corpus_file(tmp_path / "in.jsonl", random.Random(37))
+    fetched: list[int] = []
+
+    class CountingRecords(JsonlRecords):
+        def fetch(self, indices):
+            fetched.extend(indices)
+            return super().fetch(indices)
+
+    source = CountingRecords(tmp_path / "in.jsonl")
+    graph = NearDuplicateGraph().build_stream(source, source.fetch)
+    assert graph.records == []  # nothing held
+    in_memory = NearDuplicateGraph().build(records)
+    assert graph.edges == in_memory.edges and graph.components() == in_memory.components()
+    families = [r["id"].split("-")[0] for r in records]
+    planted = {i for i, f in enumerate(families) if families.count(f) > 1}
+    assert fetched and set(fetched) <= planted  # only candidate pairs are read again
+    summary = dedup_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "rej.jsonl")
+    kept, dropped = in_memory.resolve()
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert out == kept
+    rejects = (tmp_path / "rej.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in rejects] == dropped
+    assert summary["kept"] == len(kept) and summary["dropped"] == len(dropped) > 10
+
+
+def test_shards_give_byte_identical_results(tmp_path) -> None:
+    _corpus_file(tmp_path / "in.jsonl", random.Random(41), groups=80)
+    outputs = []
+    for shards in (1, 3):
+        run = tmp_path / f"shards{shards}"
+        run.mkdir()
+        summary = dedup_jsonl(
+            tmp_path / "in.jsonl",
+            run / "out.jsonl",
+            run / "rejects.jsonl",
+            clusters=run / "clusters.jsonl",
+            score=lambda r: r["meta"]["score"],
+            shards=shards,
+            batch_size=16,  # several batches for the workers to share
+        )
+        outputs.append(
+            (
+                summary,
+                *((run / n).read_bytes() for n in ("out.jsonl", "rejects.jsonl", "clusters.jsonl")),
+            )
+        )
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0]["dropped"] > 10 and outputs[0][0]["dropped_by_method"]["minhash"] > 0

@@ -3,7 +3,7 @@
 Three ways to propose a pair, each checked before it becomes an edge:
 
 - ``exact``: the compared text after :func:`normalise` (NFKC, casefold, whitespace
-  collapsed) hashes the same; verified by string equality, similarity 1.0;
+  collapsed) has the same 128-bit blake2b digest; similarity 1.0;
 - ``minhash``: MinHash signatures (Broder, 1997, "On the resemblance and containment
   of documents") banded for locality-sensitive hashing (Leskovec, Rajaraman & Ullman,
   *Mining of Massive Datasets*, ch. 3.4); a pair sharing a band bucket is verified by
@@ -16,9 +16,13 @@ keeps one record per group (highest score, then lowest id, ids compared as strin
 and returns every other one as a rejection naming the id it lost to and how similar
 it was, so nothing is dropped without a reason.
 
-Signatures are per record (no corpus-level state), so they may be computed in shards
-and concatenated. Output depends only on the input records, the parameters and the
-seed; which record is kept does not depend on input order.
+Memory: records stream through once. What stays per record is its id, a text digest,
+its score and its LSH band keys; candidate pairs are verified by re-reading just the
+records involved (:class:`JsonlRecords` seeks to their byte offsets), so
+:func:`dedup_jsonl` runs over a file far larger than memory. Signatures are per record
+(no corpus-level state), so ``shards=N`` computes them in N worker processes and the
+result is identical to one process. Output depends only on the input records, the
+parameters and the seed; which record is kept does not depend on input order.
 """
 
 from __future__ import annotations
@@ -29,21 +33,32 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import cache
+from itertools import islice
+from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evoforge.errors import InputError
 from evoforge.validators.heuristics import _is_cjk, words
 
 __all__ = [
-    "candidate_probability",
-    "connected_components",
-    "lsh_candidate_pairs",
+    "JsonlRecords",
     "MinHasher",
     "NearDuplicateGraph",
+    "ShingleHasher",
+    "band_keys",
+    "candidate_probability",
+    "connected_components",
     "dedup",
+    "dedup_jsonl",
+    "lsh_candidate_pairs",
     "lsh_params",
     "normalise",
     "record_text",
@@ -52,10 +67,19 @@ __all__ = [
 
 _SHIFT32 = np.uint64(32)
 _MERSENNE = np.uint64((1 << 61) - 1)
-_MAX_HASH = np.uint64((1 << 61) - 2)  # the largest value a permutation can give
 _SPACES = re.compile(r"\s+")
+_ASCII_SEPARATORS = {c: " " for c in range(128) if not chr(c).isalnum()}
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")  # what _is_cjk accepts
 _METHODS = ("exact", "minhash", "semantic")
-_SHINGLE_CHUNK = 1 << 15  # shingles hashed per numpy step: 32k x 128 perms x 8 B = 32 MiB
+# Shingles per numpy step of the permutations: 2k x 128 perms x 4 B = 1 MiB stays in
+# the L2 cache, which made this step three times faster than 32k-shingle steps.
+_SHINGLE_CHUNK = 1 << 11
+# Odd 64-bit constants (fixed, not the MinHash seed, so a shingle hashes the same under
+# every seed): 0-63 weigh the positions in an n-gram and the rows in a band, 64 an
+# n-gram's length, 65 and 66 make a word's hash from its code points.
+_WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=67, dtype=np.uint64)
+_WEIGHTS = _WEIGHTS * np.uint64(2) + np.uint64(1)
+_VERIFY_BLOCK = 1 << 15  # candidate pairs verified per re-read of their records
 
 
 def normalise(text: str) -> str:
@@ -88,6 +112,20 @@ def record_text(record: dict[str, Any], fields: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
+def _units(text: str, n_words: int, n_chars: int) -> tuple[list[str], int, str]:
+    """What a text's shingles are made of: its words, ``n_words`` of them to a shingle,
+    joined by a space; or, when most tokens are CJK characters, its letters (spaces and
+    punctuation dropped), ``n_chars`` to a shingle, joined by nothing."""
+    if text.isascii():  # the same tokens as words(), three times faster
+        return text.translate(_ASCII_SEPARATORS).split(), n_words, " "
+    tokens = words(text)
+    if _CJK.search(text):  # counting is needed only when there is some CJK at all
+        cjk = sum(1 for token in tokens if len(token) == 1 and _is_cjk(token))
+        if 2 * cjk > len(tokens):
+            return list("".join(tokens)), n_chars, ""
+    return tokens, n_words, " "
+
+
 def shingles(text: str, *, n_words: int = 3, n_chars: int = 5) -> set[str]:
     """The shingle set of ``text`` (pass it through :func:`normalise` first).
 
@@ -96,22 +134,16 @@ def shingles(text: str, *, n_words: int = 3, n_chars: int = 5) -> set[str]:
     characters, since Chinese has no spaces to split on. A text with fewer tokens than
     ``n`` gives one shingle, the whole of it; an empty text, none.
     """
-    tokens = words(text)
-    if not tokens:
+    units, n, glue = _units(text, n_words, n_chars)
+    if not units:
         return set()
-    cjk = sum(1 for token in tokens if len(token) == 1 and _is_cjk(token))
-    if 2 * cjk > len(tokens):
-        chars = "".join(tokens)
-        if len(chars) <= n_chars:
-            return {chars}
-        return {chars[i : i + n_chars] for i in range(len(chars) - n_chars + 1)}
-    if len(tokens) <= n_words:
-        return {" ".join(tokens)}
-    return {" ".join(tokens[i : i + n_words]) for i in range(len(tokens) - n_words + 1)}
+    if len(units) <= n:
+        return {glue.join(units)}
+    return {glue.join(units[i : i + n]) for i in range(len(units) - n + 1)}
 
 
 def _shingle_hashes(shingle_set: set[str]) -> np.ndarray:
-    """32-bit blake2b of each shingle (stable across runs and machines, unlike ``hash``)."""
+    """64-bit blake2b of each shingle (stable across runs and machines, unlike ``hash``)."""
     if not shingle_set:
         return np.empty(0, dtype=np.uint64)
     digests = b"".join(
@@ -120,18 +152,116 @@ def _shingle_hashes(shingle_set: set[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").copy()
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea & Flood, 2014) on a uint64 array, in place:
+    every output bit depends on every input bit."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _unit_hashes(codes: np.ndarray, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(hashes, units per text)`` of code points ``codes``: texts separated by 10
+    (newline), units inside a text by runs of 32 (space). A unit's hash is
+    ``mix(sum_j c_j * P^j + length * w)`` over its code points (mod 2^64, fixed odd
+    ``P`` and ``w``), so a word hashes the same in every text and every batch."""
+    unit = codes > 32
+    start = unit.copy()
+    start[1:] &= ~unit[:-1]
+    per_text = np.bincount(np.cumsum(codes == 10)[start], minlength=n_texts)
+    inside = np.flatnonzero(unit)
+    owner = (np.cumsum(start) - 1)[inside]
+    size = np.bincount(owner)
+    position = inside - np.flatnonzero(start)[owner]
+    powers = np.empty(int(size.max()), dtype=np.uint64)
+    powers[0] = 1
+    np.cumprod(np.full(len(powers) - 1, _WEIGHTS[65]), out=powers[1:])
+    h = np.add.reduceat(codes[inside].astype(np.uint64) * powers[position], np.cumsum(size) - size)
+    h += size.astype(np.uint64) * _WEIGHTS[66]
+    return _mix64(h), per_text
+
+
+class ShingleHasher:
+    """64-bit hashes of the shingles of :func:`shingles`, without building their strings.
+
+    Each word (or CJK character) is hashed from its code points (``_unit_hashes``);
+    the hash of the n-gram starting at position ``i`` is
+    ``mix(sum_k w_k * u[i+k] + n * w_n)`` over the unit hashes ``u`` (odd fixed
+    weights ``w``, arithmetic mod 2^64, ``mix`` the splitmix64 finaliser). Python only
+    splits non-ASCII texts into words (``str.translate`` marks the separators of
+    ASCII ones); the rest is a few numpy operations over a whole batch of texts.
+    Two different shingles share a hash with probability about 2^-64, so the Jaccard
+    of the hash sets is that of the shingle sets.
+    """
+
+    def __init__(self, *, n_words: int = 3, n_chars: int = 5) -> None:
+        if not 1 <= n_words <= 64 or not 1 <= n_chars <= 64:
+            raise ValueError(f"shingle lengths must be 1..64, got {n_words} and {n_chars}")
+        self.n_words = n_words
+        self.n_chars = n_chars
+
+    def hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(flat, counts)``: the shingle hashes of every text in order, ``counts[t]``
+        of them for text ``t`` (0 for a text with no tokens). A shingle that occurs
+        twice in a text is hashed twice (MinHash does not mind)."""
+        pieces: list[str] = []
+        grams: list[int] = []
+        for text in texts:
+            if text.isascii():  # the same words as words(), without a regex
+                pieces.append(text.translate(_ASCII_SEPARATORS))
+                grams.append(self.n_words)
+            else:
+                units, n, _ = _units(text, self.n_words, self.n_chars)
+                pieces.append(" ".join(units))
+                grams.append(n)
+        joined = "\n".join(pieces)
+        if joined.isascii():
+            codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        else:
+            codes = np.frombuffer(joined.encode("utf-32-le"), dtype="<u4")
+        gram = np.array(grams, dtype=np.int64)
+        if not (codes > 32).any():
+            return np.empty(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
+        u, length = _unit_hashes(codes, len(texts))
+        counts = np.where(length > gram, length - gram + 1, np.minimum(length, 1))
+        total = len(u)
+        owner = np.repeat(np.arange(len(texts)), length)
+        position = np.arange(total) - (np.cumsum(length) - length)[owner]
+        left = length[owner] - position  # units from here to the end of the text
+        gram = gram[owner]
+        width = np.minimum(left, gram)  # units in the shingle starting here
+        longest = int(gram.max())
+        padded = np.concatenate((u, np.zeros(longest, dtype=np.uint64)))
+        h = width.astype(np.uint64) * _WEIGHTS[64]
+        zero = np.uint64(0)
+        for k in range(longest):
+            h += np.where(width > k, padded[k : k + total], zero) * _WEIGHTS[k]
+        starts = (position == 0) | (left >= gram)  # whole n-grams, or the short text
+        return _mix64(h[starts]), counts
+
+    def hash_set(self, text: str) -> np.ndarray:
+        """The sorted distinct shingle hashes of one text."""
+        return np.unique(self.hashes([text])[0])
+
+
 class MinHasher:
     """MinHash signatures of shingle sets (Broder, 1997).
 
-    Each shingle is hashed once to 64 bits (blake2b), then ``num_perm`` hash
-    functions from the multiply-shift family (Dietzfelbinger et al., 1997),
-    ``h(x) = ((a*x + b) mod 2^64) >> 32`` with ``a`` odd, are applied to all
-    shingles in one numpy operation and the minimum over shingles kept. This is
-    cheaper than ``(a*x + b) mod p`` for a prime ``p`` (which took most of the
-    time) and keeps the candidate rates on the theoretical S-curve
-    (``bench/dedup.py``). ``a`` and ``b`` come from ``numpy.random.default_rng(seed)``.
-    An empty set's signature is all ``2^61 - 1`` (larger than any 32-bit hash),
-    which matches nothing but another empty set.
+    Each shingle is hashed once to 64 bits (:class:`ShingleHasher` from the text, or
+    blake2b of the shingle string in :meth:`signatures`); its top 32 bits ``x`` then
+    go through ``num_perm`` random affine permutations of the 32-bit integers,
+    ``h(x) = (a*x + b) mod 2^32`` with ``a`` odd, all shingles in one numpy operation,
+    and the minimum over shingles is kept. 32-bit lanes make this step 1.5x faster
+    than 64-bit multiply-shift and twice as fast again as ``(a*x + b) mod p`` for a
+    prime ``p``; since ``x`` is already a well-mixed hash, the Jaccard estimates keep
+    their binomial spread and the candidate rates sit on the theoretical S-curve
+    (``bench/dedup.py`` prints both). ``a`` and ``b`` come from
+    ``numpy.random.default_rng(seed)``. Signatures are uint64 arrays; an empty set's
+    is all ``2^61 - 1`` (larger than any 32-bit value), which matches nothing but
+    another empty set.
     """
 
     def __init__(self, num_perm: int = 128, seed: int = 1) -> None:
@@ -140,31 +270,30 @@ class MinHasher:
         self.num_perm = num_perm
         self.seed = seed
         rng = np.random.default_rng(seed)
-        # a odd, a and b uniform over 64 bits: the multiply-shift family.
-        self._a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(
-            2
-        ) + np.uint64(1)
-        self._b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2)
+        self._a = (rng.integers(0, 1 << 31, size=num_perm) * 2 + 1).astype(np.uint32)
+        self._b = rng.integers(0, 1 << 32, size=num_perm).astype(np.uint32)
 
-    def _permute_min(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """Minimum of each permutation over ``hashes[starts[i]:starts[i+1]]``; each segment
-        non-empty."""
-        out = np.empty((len(starts), self.num_perm), dtype=np.uint64)
-        bounds = np.append(starts, len(hashes))
-        row = 0
-        while row < len(starts):
-            # take whole records until about _SHINGLE_CHUNK shingles
-            stop = int(np.searchsorted(bounds, bounds[row] + _SHINGLE_CHUNK, side="right")) - 1
-            stop = min(max(stop, row + 1), len(starts))
-            lo, hi = int(bounds[row]), int(bounds[stop])
-            # Multiply-shift hashing (Dietzfelbinger et al., 1997): (a*x + b) mod 2^64,
-            # top 32 bits. Three array operations instead of a modulo by a prime, which
-            # took most of the time.
-            values = hashes[lo:hi, None] * self._a
+    def _permute_min(self, hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """``(len(counts), num_perm)`` signatures of consecutive runs of ``hashes``,
+        ``counts[i]`` long (a run of 0 gives the empty signature)."""
+        out = np.full((len(counts), self.num_perm), _MERSENNE, dtype=np.uint64)
+        rows = np.flatnonzero(counts)
+        if not len(rows):
+            return out
+        top = (hashes >> _SHIFT32).astype(np.uint32)
+        bounds = np.concatenate(([0], np.cumsum(counts[rows])))
+        buffer = np.empty((_SHINGLE_CHUNK, self.num_perm), dtype=np.uint32)
+        first = 0
+        while first < len(rows):
+            # whole records until about _SHINGLE_CHUNK shingles
+            stop = int(np.searchsorted(bounds, bounds[first] + _SHINGLE_CHUNK, side="right")) - 1
+            stop = min(max(stop, first + 1), len(rows))
+            lo, hi = int(bounds[first]), int(bounds[stop])
+            values = buffer[: hi - lo] if hi - lo <= _SHINGLE_CHUNK else None
+            values = np.multiply(top[lo:hi, None], self._a, out=values)
             values += self._b
-            values >>= _SHIFT32
-            out[row:stop] = np.minimum.reduceat(values, bounds[row:stop] - lo, axis=0)
-            row = stop
+            out[rows[first:stop]] = np.minimum.reduceat(values, bounds[first:stop] - lo, axis=0)
+            first = stop
         return out
 
     def signature(self, shingle_set: set[str]) -> np.ndarray:
@@ -173,15 +302,20 @@ class MinHasher:
 
     def signatures(self, sets: Sequence[set[str]]) -> np.ndarray:
         """``(len(sets), num_perm)`` uint64 signatures; row ``i`` depends on ``sets[i]`` only."""
-        out = np.full((len(sets), self.num_perm), _MERSENNE, dtype=np.uint64)
         hashed = [_shingle_hashes(s) for s in sets]
-        nonempty = np.array([i for i, h in enumerate(hashed) if len(h)], dtype=np.int64)
-        if len(nonempty):
-            lengths = np.array([len(hashed[i]) for i in nonempty], dtype=np.int64)
-            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-            flat = np.concatenate([hashed[i] for i in nonempty])
-            out[nonempty] = self._permute_min(flat, starts)
-        return out
+        counts = np.array([len(h) for h in hashed], dtype=np.int64)
+        flat = np.concatenate(hashed) if hashed else np.empty(0, dtype=np.uint64)
+        return self._permute_min(flat, counts)
+
+    def text_signatures(
+        self, texts: Sequence[str], shingler: ShingleHasher | None = None
+    ) -> np.ndarray:
+        """``(len(texts), num_perm)`` signatures of the shingle sets of ``texts`` (already
+        normalised), hashed by ``shingler`` (default ``ShingleHasher()``). Row ``i``
+        depends on ``texts[i]`` only. About three times faster than :meth:`signatures`
+        of the same sets, as no shingle string is built."""
+        flat, counts = (shingler or ShingleHasher()).hashes(texts)
+        return self._permute_min(flat, counts)
 
 
 def candidate_probability(similarity: float | np.ndarray, bands: int, rows: int) -> Any:
@@ -258,240 +392,6 @@ def connected_components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndar
     return parent
 
 
-class NearDuplicateGraph:
-    """Records as nodes, verified near-duplicate pairs as edges (see the module docstring).
-
-    ``edges`` maps ``(i, j)`` (record indices, ``i < j``) to ``(method, similarity)``;
-    when several methods find a pair the first of exact, minhash, semantic is kept.
-    Records need a unique ``id``; ids are compared as strings.
-    """
-
-    def __init__(
-        self,
-        *,
-        methods: Sequence[str] = ("exact", "minhash"),
-        threshold: float = 0.7,
-        semantic_threshold: float = 0.9,
-        fields: Sequence[str] = ("instruction", "output"),
-        num_perm: int = 128,
-        seed: int = 1,
-        embedder: Any = None,
-        top_k: int = 10,
-        n_words: int = 3,
-        n_chars: int = 5,
-    ) -> None:
-        unknown = [m for m in methods if m not in _METHODS]
-        if unknown:
-            raise ValueError(f"unknown dedup method(s) {unknown}; use some of {list(_METHODS)}")
-        if "semantic" in methods and embedder is None:
-            raise ValueError(
-                "dedup method 'semantic' needs an embedder: pass "
-                "embedder=evoforge.embeddings.load_embedder(...)"
-            )
-        self.methods = tuple(methods)
-        self.threshold = threshold
-        self.semantic_threshold = semantic_threshold
-        self.fields = tuple(fields)
-        self.num_perm = num_perm
-        self.seed = seed
-        self.embedder = embedder
-        self.top_k = top_k
-        self.n_words = n_words
-        self.n_chars = n_chars
-        self.bands, self.rows = lsh_params(threshold, num_perm, RECALL_WEIGHT)
-        self.records: list[dict[str, Any]] = []
-        self.ids: list[str] = []
-        self.edges: dict[tuple[int, int], tuple[str, float]] = {}
-        self.candidates: dict[str, int] = {}
-        self._roots: np.ndarray = np.empty(0, dtype=np.int64)
-        self._texts: list[str] = []
-
-    # ------------------------------------------------------------------ building
-
-    def build(self, records: Sequence[dict[str, Any]]) -> NearDuplicateGraph:
-        """Find and verify the duplicate pairs among ``records``; returns ``self``."""
-        self.records = list(records)
-        self.ids = []
-        for index, record in enumerate(self.records):
-            if "id" not in record:
-                raise ValueError(
-                    f'record {index}: field "id" is missing (dedup names records by id)'
-                )
-            self.ids.append(str(record["id"]))
-        if len(set(self.ids)) != len(self.ids):
-            seen: set[str] = set()
-            twice = next(i for i in self.ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise ValueError(f"record id {twice!r} appears more than once; ids must be unique")
-        self.edges = {}
-        self.candidates = {}
-        self._texts = [normalise(record_text(r, self.fields)) for r in self.records]
-        # Identical texts: one representative (the first) stands for the rest later.
-        first: dict[str, int] = {}
-        representative = [first.setdefault(t, i) for i, t in enumerate(self._texts)]
-        if "exact" in self.methods:
-            pairs = [(r, i) for i, r in enumerate(representative) if r != i]
-            self.candidates["exact"] = len(pairs)
-            for r, i in pairs:
-                self._add(r, i, "exact", 1.0)
-        unique = (
-            sorted(first.values()) if "exact" in self.methods else list(range(len(self.records)))
-        )
-        if "minhash" in self.methods:
-            self._minhash(unique)
-        if "semantic" in self.methods:
-            self._semantic(unique)
-        self._components()
-        return self
-
-    def _add(self, i: int, j: int, method: str, similarity: float) -> None:
-        key = (i, j) if i < j else (j, i)
-        if key not in self.edges:
-            self.edges[key] = (method, float(similarity))
-
-    def _minhash(self, indices: list[int]) -> None:
-        sets = [
-            shingles(self._texts[i], n_words=self.n_words, n_chars=self.n_chars) for i in indices
-        ]
-        signatures = MinHasher(self.num_perm, self.seed).signatures(sets)
-        pairs = lsh_candidate_pairs(signatures, self.bands, self.rows)
-        self.candidates["minhash"] = len(pairs)
-        for a, b in pairs.tolist():
-            sa, sb = sets[a], sets[b]
-            if not sa or not sb:
-                continue
-            union = len(sa | sb)
-            similarity = len(sa & sb) / union
-            if similarity >= self.threshold:
-                self._add(indices[a], indices[b], "minhash", similarity)
-
-    def _semantic(self, indices: list[int]) -> None:
-        from evoforge.generators.knowledge_graph import nearest_neighbours
-
-        vectors = self.embedder.embed([self._texts[i] for i in indices])
-        links = nearest_neighbours(vectors, top_k=self.top_k, threshold=self.semantic_threshold)
-        self.candidates["semantic"] = len(links)
-        for a, b, cosine in links:
-            self._add(indices[a], indices[b], "semantic", cosine)
-
-    def _components(self) -> None:
-        if self.edges:
-            pairs = np.array(list(self.edges), dtype=np.int64)
-            self._roots = connected_components(len(self.records), pairs[:, 0], pairs[:, 1])
-        else:
-            self._roots = np.arange(len(self.records), dtype=np.int64)
-
-    # ------------------------------------------------------------------ reading
-
-    def _groups(self) -> list[list[int]]:
-        """Record indices of each component of two or more, sorted by id."""
-        groups: dict[int, list[int]] = {}
-        for index, root in enumerate(self._roots.tolist()):
-            groups.setdefault(root, []).append(index)
-        out = [sorted(g, key=self.ids.__getitem__) for g in groups.values() if len(g) >= 2]
-        return sorted(out, key=lambda g: self.ids[g[0]])
-
-    def components(self) -> list[list[str]]:
-        """Ids of each connected component of two or more records, each sorted; the
-        components ordered by their first id."""
-        return [[self.ids[i] for i in group] for group in self._groups()]
-
-    def _winner(self, group: list[int], score: Callable[[dict[str, Any]], float] | None) -> int:
-        if score is None:
-            return group[0]  # sorted by id
-        return min(group, key=lambda i: (-float(score(self.records[i])), self.ids[i]))
-
-    def _widest_paths(self, group: list[int], winner: int) -> dict[int, tuple[int, str, float]]:
-        """For each member, its predecessor on the path from ``winner`` whose weakest edge
-        is strongest (Prim on similarities), with that edge's method and similarity."""
-        members = set(group)
-        adjacency: dict[int, list[tuple[int, str, float]]] = {i: [] for i in group}
-        for (i, j), (method, similarity) in self.edges.items():
-            if i in members:
-                adjacency[i].append((j, method, similarity))
-                adjacency[j].append((i, method, similarity))
-        best: dict[int, tuple[int, str, float]] = {}
-        done = {winner}
-        heap: list[tuple[float, str, int, int, str]] = []
-        for j, method, similarity in adjacency[winner]:
-            heapq.heappush(heap, (-similarity, self.ids[j], j, winner, method))
-        while heap:
-            neg, _, node, parent, method = heapq.heappop(heap)
-            if node in done:
-                continue
-            done.add(node)
-            best[node] = (parent, method, -neg)
-            for j, m, similarity in adjacency[node]:
-                if j not in done:
-                    heapq.heappush(heap, (-similarity, self.ids[j], j, node, m))
-        return best
-
-    def resolve(
-        self, score: Callable[[dict[str, Any]], float] | None = None
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Keep one record per component: the highest ``score``, then the lowest id.
-
-        Returns ``(kept, dropped)``: kept records in input order, and for each dropped
-        record ``{"id", "reason": "duplicate", "detail", "lost_to", "similarity",
-        "method"}``. The similarity is that of the edge to the winner when there is one;
-        otherwise the weakest edge on the strongest path to it, and ``detail`` says
-        ``via`` which records.
-        """
-        dropped_at: dict[int, dict[str, Any]] = {}
-        self._kept_by_group: list[int] = []
-        for group in self._groups():
-            winner = self._winner(group, score)
-            self._kept_by_group.append(winner)
-            winner_id = self.ids[winner]
-            tree = self._widest_paths(group, winner)
-            for member in group:
-                if member == winner:
-                    continue
-                direct = self.edges.get((min(member, winner), max(member, winner)))
-                if direct is None and self._texts[member] == self._texts[winner]:
-                    direct = ("exact", 1.0)  # identical texts are linked via one representative
-                if direct is not None:
-                    method, similarity = direct
-                    detail = f"{method} similarity {similarity:.3f} to {winner_id}"
-                else:
-                    path: list[int] = []
-                    node = member
-                    method, similarity = tree[member][1], tree[member][2]
-                    while node != winner:
-                        parent, m, s = tree[node]
-                        if s < similarity:
-                            method, similarity = m, s
-                        if parent != winner:
-                            path.append(parent)
-                        node = parent
-                    via = ", ".join(self.ids[i] for i in path)
-                    detail = f"{method} similarity {similarity:.3f} to {winner_id} via {via}"
-                dropped_at[member] = {
-                    "id": self.records[member]["id"],
-                    "reason": "duplicate",
-                    "detail": detail,
-                    "lost_to": self.records[winner]["id"],
-                    "similarity": similarity,
-                    "method": method,
-                }
-        kept = [r for i, r in enumerate(self.records) if i not in dropped_at]
-        dropped = [dropped_at[i] for i in sorted(dropped_at)]
-        return kept, dropped
-
-    def write_clusters(
-        self, path: str | os.PathLike[str], score: Callable[[dict[str, Any]], float] | None = None
-    ) -> None:
-        """JSON lines, one per component: ``{"cluster": i, "ids": [...], "kept": id}``."""
-        with open(path, "w", encoding="utf-8") as handle:
-            for number, group in enumerate(self._groups()):
-                winner = self._winner(group, score)
-                line = {
-                    "cluster": number,
-                    "ids": [self.records[i]["id"] for i in group],
-                    "kept": self.records[winner]["id"],
-                }
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-
-
 def lsh_candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """``(m, 2)`` int64 row pairs ``i < j`` that share a bucket in at least one band,
     sorted and without repeats."""
@@ -519,6 +419,445 @@ def lsh_candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.nda
     return np.stack((codes // n, codes % n), axis=1)
 
 
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``(n, bands)`` uint64: one 64-bit key per band of each signature, equal for two
+    signatures exactly when their ``rows`` values in that band are (up to a 2^-64
+    chance). Keeping these instead of signatures is ``rows`` times smaller."""
+    n = len(signatures)
+    block = signatures[:, : bands * rows].reshape(n, bands, rows)
+    return _mix64((block * _WEIGHTS[:rows]).sum(axis=2, dtype=np.uint64))
+
+
+def _band_keys_of_texts(
+    texts: list[str], num_perm: int, seed: int, bands: int, rows: int, n_words: int, n_chars: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Band keys of a batch of texts and which texts have shingles; the unit of work of
+    a shard (a top-level function, so a worker process can run it)."""
+    shingler = ShingleHasher(n_words=n_words, n_chars=n_chars)
+    flat, counts = shingler.hashes(texts)
+    signatures = MinHasher(num_perm, seed)._permute_min(flat, counts)
+    return band_keys(signatures, bands, rows), counts > 0
+
+
+class NearDuplicateGraph:
+    """Records as nodes, verified near-duplicate pairs as edges (see the module docstring).
+
+    ``edges`` maps ``(i, j)`` (record indices, ``i < j``) to ``(method, similarity)``;
+    when several methods find a pair the first of exact, minhash, semantic is kept.
+    Records need a unique ``id``; ids are compared as strings. ``shards`` worker
+    processes compute the MinHash signatures, ``batch_size`` records at a time (1:
+    in this process); the graph is the same for any number.
+    """
+
+    def __init__(
+        self,
+        *,
+        methods: Sequence[str] = ("exact", "minhash"),
+        threshold: float = 0.7,
+        semantic_threshold: float = 0.9,
+        fields: Sequence[str] = ("instruction", "output"),
+        num_perm: int = 128,
+        seed: int = 1,
+        embedder: Any = None,
+        top_k: int = 10,
+        n_words: int = 3,
+        n_chars: int = 5,
+        shards: int = 1,
+        batch_size: int = 4096,
+    ) -> None:
+        unknown = [m for m in methods if m not in _METHODS]
+        if unknown:
+            raise ValueError(f"unknown dedup method(s) {unknown}; use some of {list(_METHODS)}")
+        if "semantic" in methods and embedder is None:
+            raise ValueError(
+                "dedup method 'semantic' needs an embedder: pass "
+                "embedder=evoforge.embeddings.load_embedder(...)"
+            )
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.methods = tuple(methods)
+        self.threshold = threshold
+        self.semantic_threshold = semantic_threshold
+        self.fields = tuple(fields)
+        self.num_perm = num_perm
+        self.seed = seed
+        self.embedder = embedder
+        self.top_k = top_k
+        self.n_words = n_words
+        self.n_chars = n_chars
+        self.shards = shards
+        self.batch_size = batch_size
+        self.bands, self.rows = lsh_params(threshold, num_perm, RECALL_WEIGHT)
+        self.records: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        self.edges: dict[tuple[int, int], tuple[str, float]] = {}
+        self.candidates: dict[str, int] = {}
+        self._raw_ids: list[Any] = []
+        self._digests = np.empty((0, 2), dtype=np.uint64)
+        self._scores: np.ndarray | None = None
+        self._roots: np.ndarray = np.empty(0, dtype=np.int64)
+        self._fetch: Callable[[Sequence[int]], Iterable[dict[str, Any]]] = lambda _: ()
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, records: Sequence[dict[str, Any]]) -> NearDuplicateGraph:
+        """Find and verify the duplicate pairs among ``records``; returns ``self``."""
+        self.records = list(records)
+        return self._build(self.records, lambda indices: [self.records[i] for i in indices])
+
+    def build_stream(
+        self,
+        records: Iterable[dict[str, Any]],
+        fetch: Callable[[Sequence[int]], Iterable[dict[str, Any]]],
+        *,
+        score: Callable[[dict[str, Any]], float] | None = None,
+    ) -> NearDuplicateGraph:
+        """Like :meth:`build`, holding no record: ``records`` is read once, and
+        ``fetch(indices)`` gives back the records at those positions (in that order)
+        when a candidate pair needs verifying. ``score`` is read as the records pass
+        (``resolve`` then uses it). ``self.records`` stays empty."""
+        self.records = []
+        return self._build(records, fetch, score)
+
+    def _build(
+        self,
+        records: Iterable[dict[str, Any]],
+        fetch: Callable[[Sequence[int]], Iterable[dict[str, Any]]],
+        score: Callable[[dict[str, Any]], float] | None = None,
+    ) -> NearDuplicateGraph:
+        self._fetch = fetch
+        self.ids, self._raw_ids, self.edges, self.candidates = [], [], {}, {}
+        digests = bytearray()
+        scores: list[float] = []
+        keys: list[np.ndarray] = []
+        shingled: list[np.ndarray] = []
+        with _KeyPipeline(self) as pipeline:
+            iterator = iter(records)
+            while batch := list(islice(iterator, self.batch_size)):
+                texts = []
+                for record in batch:
+                    index = len(self.ids)
+                    if not isinstance(record, dict) or "id" not in record:
+                        raise ValueError(
+                            f'record {index}: field "id" is missing (dedup names records by id)'
+                        )
+                    self._raw_ids.append(record["id"])
+                    self.ids.append(str(record["id"]))
+                    text = normalise(record_text(record, self.fields))
+                    digests += hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+                    if score is not None:
+                        scores.append(float(score(record)))
+                    texts.append(text)
+                for batch_keys, batch_shingled in pipeline.submit(texts):
+                    keys.append(batch_keys)
+                    shingled.append(batch_shingled)
+            for batch_keys, batch_shingled in pipeline.drain():
+                keys.append(batch_keys)
+                shingled.append(batch_shingled)
+        n = len(self.ids)
+        if len(set(self.ids)) != n:
+            seen: set[str] = set()
+            twice = next(i for i in self.ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise ValueError(f"record id {twice!r} appears more than once; ids must be unique")
+        self._digests = np.frombuffer(bytes(digests), dtype="<u8").reshape(n, 2)
+        self._scores = np.array(scores, dtype=np.float64) if score is not None else None
+        # Identical texts: one representative (the first) stands for the rest.
+        representative = _first_of_equal_rows(self._digests)
+        if "exact" in self.methods:
+            copies = np.flatnonzero(representative != np.arange(n))
+            self.candidates["exact"] = len(copies)
+            for i in copies.tolist():
+                self._add(int(representative[i]), i, "exact", 1.0)
+            unique = np.flatnonzero(representative == np.arange(n))
+        else:
+            unique = np.arange(n)
+        if "minhash" in self.methods:
+            self._minhash(unique, np.concatenate(keys), np.concatenate(shingled))
+        if "semantic" in self.methods:
+            self._semantic(unique)
+        self._components()
+        return self
+
+    def _texts(self, indices: Sequence[int]) -> list[str]:
+        return [normalise(record_text(r, self.fields)) for r in self._fetch(indices)]
+
+    def _add(self, i: int, j: int, method: str, similarity: float) -> None:
+        key = (i, j) if i < j else (j, i)
+        if key not in self.edges:
+            self.edges[key] = (method, float(similarity))
+
+    def _minhash(self, indices: np.ndarray, keys: np.ndarray, shingled: np.ndarray) -> None:
+        indices = indices[shingled[indices]]  # a text with no words matches nothing
+        pairs = indices[lsh_candidate_pairs(keys[indices], self.bands, 1)]
+        self.candidates["minhash"] = len(pairs)
+        shingler = ShingleHasher(n_words=self.n_words, n_chars=self.n_chars)
+        for block in range(0, len(pairs), _VERIFY_BLOCK):
+            chunk = pairs[block : block + _VERIFY_BLOCK]
+            needed = np.unique(chunk).tolist()
+            sets = dict(zip(needed, map(shingler.hash_set, self._texts(needed)), strict=True))
+            for a, b in chunk.tolist():
+                sa, sb = sets[a], sets[b]
+                common = len(np.intersect1d(sa, sb, assume_unique=True))
+                similarity = common / (len(sa) + len(sb) - common)
+                if similarity >= self.threshold:
+                    self._add(a, b, "minhash", similarity)
+
+    def _semantic(self, indices: np.ndarray) -> None:
+        from evoforge.generators.knowledge_graph import nearest_neighbours
+
+        vectors = self.embedder.embed(self._texts(indices.tolist()))
+        links = nearest_neighbours(vectors, top_k=self.top_k, threshold=self.semantic_threshold)
+        self.candidates["semantic"] = len(links)
+        for a, b, cosine in links:
+            self._add(int(indices[a]), int(indices[b]), "semantic", cosine)
+
+    def _components(self) -> None:
+        if self.edges:
+            pairs = np.array(list(self.edges), dtype=np.int64)
+            self._roots = connected_components(len(self.ids), pairs[:, 0], pairs[:, 1])
+        else:
+            self._roots = np.arange(len(self.ids), dtype=np.int64)
+
+    # ------------------------------------------------------------------ reading
+
+    def _groups(self) -> list[list[int]]:
+        """Record indices of each component of two or more, sorted by id."""
+        if not self.edges:
+            return []
+        members = np.unique(np.array(list(self.edges), dtype=np.int64))
+        groups: dict[int, list[int]] = {}
+        for index, root in zip(members.tolist(), self._roots[members].tolist(), strict=True):
+            groups.setdefault(root, []).append(index)
+        out = [sorted(g, key=self.ids.__getitem__) for g in groups.values()]
+        return sorted(out, key=lambda g: self.ids[g[0]])
+
+    def components(self) -> list[list[str]]:
+        """Ids of each connected component of two or more records, each sorted; the
+        components ordered by their first id."""
+        return [[self.ids[i] for i in group] for group in self._groups()]
+
+    def _winner(self, group: list[int], score: Callable[[dict[str, Any]], float] | None) -> int:
+        if score is not None:
+            return min(group, key=lambda i: (-float(score(self.records[i])), self.ids[i]))
+        if self._scores is not None:
+            scores = self._scores
+            return min(group, key=lambda i: (-scores[i], self.ids[i]))
+        return group[0]  # sorted by id
+
+    def _widest_paths(
+        self, adjacency: dict[int, list[tuple[int, str, float]]], winner: int
+    ) -> dict[int, tuple[int, str, float]]:
+        """For each member of the winner's group, its predecessor on the path from
+        ``winner`` whose weakest edge is strongest (Prim on similarities), with that
+        edge's method and similarity."""
+        best: dict[int, tuple[int, str, float]] = {}
+        done = {winner}
+        heap: list[tuple[float, str, int, int, str]] = []
+        for j, method, similarity in adjacency[winner]:
+            heapq.heappush(heap, (-similarity, self.ids[j], j, winner, method))
+        while heap:
+            neg, _, node, parent, method = heapq.heappop(heap)
+            if node in done:
+                continue
+            done.add(node)
+            best[node] = (parent, method, -neg)
+            for j, m, similarity in adjacency[node]:
+                if j not in done:
+                    heapq.heappush(heap, (-similarity, self.ids[j], j, node, m))
+        return best
+
+    def _adjacency(self) -> dict[int, list[tuple[int, str, float]]]:
+        adjacency: dict[int, list[tuple[int, str, float]]] = {}
+        for (i, j), (method, similarity) in self.edges.items():
+            adjacency.setdefault(i, []).append((j, method, similarity))
+            adjacency.setdefault(j, []).append((i, method, similarity))
+        return adjacency
+
+    def resolve(
+        self, score: Callable[[dict[str, Any]], float] | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Keep one record per component: the highest ``score``, then the lowest id.
+
+        Returns ``(kept, dropped)``: kept records in input order, and for each dropped
+        record ``{"id", "reason": "duplicate", "detail", "lost_to", "similarity",
+        "method"}``. The similarity is that of the edge to the winner when there is one;
+        otherwise the weakest edge on the strongest path to it, and ``detail`` says
+        ``via`` which records. After :meth:`build_stream` ``kept`` is empty (the
+        records were not held): see :meth:`dropped_by_index`.
+        """
+        dropped_at = self.dropped_by_index(score)
+        kept = [r for i, r in enumerate(self.records) if i not in dropped_at]
+        return kept, [dropped_at[i] for i in sorted(dropped_at)]
+
+    def dropped_by_index(
+        self, score: Callable[[dict[str, Any]], float] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """The rejections of :meth:`resolve`, keyed by record index."""
+        dropped_at: dict[int, dict[str, Any]] = {}
+        adjacency = self._adjacency()
+        for group in self._groups():
+            winner = self._winner(group, score)
+            winner_id = self.ids[winner]
+            tree = self._widest_paths(adjacency, winner)
+            for member in group:
+                if member == winner:
+                    continue
+                direct = self.edges.get((min(member, winner), max(member, winner)))
+                if direct is None and np.array_equal(self._digests[member], self._digests[winner]):
+                    direct = ("exact", 1.0)  # identical texts are linked via one representative
+                if direct is not None:
+                    method, similarity = direct
+                    detail = f"{method} similarity {similarity:.3f} to {winner_id}"
+                else:
+                    path: list[int] = []
+                    node = member
+                    method, similarity = tree[member][1], tree[member][2]
+                    while node != winner:
+                        parent, m, s = tree[node]
+                        if s < similarity:
+                            method, similarity = m, s
+                        if parent != winner:
+                            path.append(parent)
+                        node = parent
+                    via = ", ".join(self.ids[i] for i in path)
+                    detail = f"{method} similarity {similarity:.3f} to {winner_id} via {via}"
+                dropped_at[member] = {
+                    "id": self._raw_ids[member],
+                    "reason": "duplicate",
+                    "detail": detail,
+                    "lost_to": self._raw_ids[winner],
+                    "similarity": similarity,
+                    "method": method,
+                }
+        return dropped_at
+
+    def write_clusters(
+        self, path: str | os.PathLike[str], score: Callable[[dict[str, Any]], float] | None = None
+    ) -> None:
+        """JSON lines, one per component: ``{"cluster": i, "ids": [...], "kept": id}``."""
+        with open(path, "w", encoding="utf-8") as handle:
+            for number, group in enumerate(self._groups()):
+                winner = self._winner(group, score)
+                line = {
+                    "cluster": number,
+                    "ids": [self._raw_ids[i] for i in group],
+                    "kept": self._raw_ids[winner],
+                }
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _first_of_equal_rows(rows: np.ndarray) -> np.ndarray:
+    """For each row of an ``(n, 2)`` array, the index of the first row equal to it."""
+    n = len(rows)
+    if not n:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((np.arange(n), rows[:, 1], rows[:, 0]))
+    ordered = rows[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    first = order[starts][np.cumsum(starts) - 1]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = first
+    return out
+
+
+class _KeyPipeline:
+    """Band keys of batches of texts, in submission order: computed here, or with
+    ``graph.shards > 1`` by that many worker processes with a bounded number of
+    batches in flight (so memory does not grow with the input)."""
+
+    def __init__(self, graph: NearDuplicateGraph) -> None:
+        self._active = "minhash" in graph.methods
+        self._args = (graph.num_perm, graph.seed, graph.bands, graph.rows)
+        self._shingler = ShingleHasher(n_words=graph.n_words, n_chars=graph.n_chars)
+        self._hasher = MinHasher(graph.num_perm, graph.seed)
+        self._bands, self._rows = graph.bands, graph.rows
+        self._workers = graph.shards
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
+
+    def __enter__(self) -> _KeyPipeline:
+        if self._active and self._workers > 1:
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def submit(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if not self._active or not texts:
+            return
+        if self._pool is None:
+            flat, counts = self._shingler.hashes(texts)
+            signatures = self._hasher._permute_min(flat, counts)
+            yield band_keys(signatures, self._bands, self._rows), counts > 0
+            return
+        sizes = (self._shingler.n_words, self._shingler.n_chars)
+        self._pending.append(self._pool.submit(_band_keys_of_texts, texts, *self._args, *sizes))
+        while len(self._pending) > 2 * self._workers:
+            yield self._pending.popleft().result()
+
+    def drain(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while self._pending:
+            yield self._pending.popleft().result()
+
+
+class JsonlRecords:
+    """The records of a JSON-lines file, read as a stream. Reading remembers each
+    record's byte offset (8 bytes a record), so :meth:`fetch` can re-read a few of
+    them and :meth:`lines` can copy chosen lines verbatim; blank lines are skipped
+    and do not count. A line that is not a JSON object raises :class:`InputError`
+    naming it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("no such file", path=str(self.path))
+        self.offsets = array("q")
+
+    def _lines(self) -> Iterator[tuple[int, int, bytes]]:
+        """``(line number, byte offset, line)`` of each non-blank line."""
+        with open(self.path, "rb") as handle:
+            offset = 0
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, offset, line
+                offset += len(line)
+
+    def _parse(self, line: bytes, number: int | None) -> dict[str, Any]:
+        try:
+            data = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"is not a JSON record ({exc})", path=str(self.path), line=number
+            ) from None
+        if not isinstance(data, dict):
+            raise InputError("is not a JSON object", path=str(self.path), line=number)
+        return data
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.offsets = array("q")
+        for number, offset, line in self._lines():
+            self.offsets.append(offset)
+            yield self._parse(line, number)
+
+    def fetch(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The records at these positions (as counted by the last full read), in order;
+        read by seeking, in file order."""
+        found: dict[int, dict[str, Any]] = {}
+        with open(self.path, "rb") as handle:
+            for index in sorted(set(indices)):
+                handle.seek(self.offsets[index])
+                found[index] = self._parse(handle.readline(), None)
+        return [found[i] for i in indices]
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        """``(record index, line bytes)`` of each record, in file order."""
+        for index, (_, _, line) in enumerate(self._lines()):
+            yield index, line
+
+
 def dedup(
     records: Sequence[dict[str, Any]],
     *,
@@ -527,3 +866,42 @@ def dedup(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``NearDuplicateGraph(**kwargs).build(records).resolve(score)``."""
     return NearDuplicateGraph(**kwargs).build(records).resolve(score)
+
+
+def dedup_jsonl(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    rejects: str | os.PathLike[str],
+    *,
+    score: Callable[[dict[str, Any]], float] | None = None,
+    clusters: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Dedup a JSON-lines file without holding its records: one pass builds the graph
+    (:meth:`NearDuplicateGraph.build_stream`), a second copies the kept lines verbatim
+    to ``out``; the rejections go to ``rejects`` in input order and, when asked, the
+    groups to ``clusters``. ``kwargs`` are those of :class:`NearDuplicateGraph`
+    (``shards=N`` included). Returns counts: input, kept, dropped, dropped by method,
+    groups."""
+    records = JsonlRecords(source)
+    graph = NearDuplicateGraph(**kwargs).build_stream(records, records.fetch, score=score)
+    dropped = graph.dropped_by_index()
+    with open(out, "wb") as handle:
+        for index, line in records.lines():
+            if index not in dropped:
+                handle.write(line if line.endswith(b"\n") else line + b"\n")
+    by_method: dict[str, int] = {}
+    with open(rejects, "w", encoding="utf-8") as handle:
+        for index in sorted(dropped):
+            rejection = dropped[index]
+            by_method[rejection["method"]] = by_method.get(rejection["method"], 0) + 1
+            handle.write(json.dumps(rejection, ensure_ascii=False) + "\n")
+    if clusters is not None:
+        graph.write_clusters(clusters)
+    return {
+        "input": len(graph.ids),
+        "kept": len(graph.ids) - len(dropped),
+        "dropped": len(dropped),
+        "dropped_by_method": by_method,
+        "groups": len(graph._groups()),
+    }
