@@ -611,28 +611,21 @@ class _RecipeRun:
         return self._write_step("validate", "validated.jsonl", kept, dropped, asdict(spec))
 
     def _dedup(self, source: Path) -> Path:
-        from evoforge.validators.dedup import NearDuplicateGraph
+        from evoforge.api import dedup
 
         spec = self.recipe.dedup
         assert spec is not None
-        records = _read_jsonl(source)
-        embedder = None
-        if "semantic" in spec.methods:
-            from evoforge.embeddings import load_embedder
-
-            embedder = load_embedder(spec.embedder or self.recipe.embedder)
-        compared = tuple(spec.fields) if spec.fields else dedup_fields(records)
-        try:
-            graph = NearDuplicateGraph(
-                methods=spec.methods, threshold=spec.threshold,
-                semantic_threshold=spec.semantic_threshold, fields=compared,
-                seed=self.recipe.seed, embedder=embedder,
-            ).build(records)  # fmt: skip
-        except ValueError as exc:
-            raise ConfigError(f"{self.recipe.path}: dedup: {exc}") from None
-        kept, dropped = graph.resolve(field_score(spec.prefer) if spec.prefer else None)
-        settings = {**asdict(spec), "fields": list(compared)}
-        return self._write_step("dedup", "deduped.jsonl", kept, dropped, settings)
+        out = self.run_dir / "deduped.jsonl"
+        result = dedup(
+            source, out, method=",".join(spec.methods), threshold=spec.threshold,
+            semantic_threshold=spec.semantic_threshold, fields=spec.fields,
+            embedder=spec.embedder or self.recipe.embedder, prefer=spec.prefer,
+            seed=self.recipe.seed,
+        )  # fmt: skip
+        message = f"{len(result.kept)} kept, {len(result.dropped)} dropped"
+        self.steps.append(StepResult("dedup", out, "complete", len(result.kept),
+                                     len(result.dropped), message=message))  # fmt: skip
+        return out
 
     async def _select(self, source: Path) -> Path:
         spec = self.recipe.selection
@@ -674,7 +667,7 @@ class _RecipeRun:
             for row in rows:
                 writer.write(row)
             writer.close()
-        reasons = Counter(str(r.get("reason") or r.get("method") or "dropped") for r in dropped)
+        reasons = Counter(str(r["reason"]) for r in dropped)
         files = {"out": str(paths["out"]), "rejects": str(paths["rejects"])}
         manifest = {"command": name, "input": len(kept) + len(dropped), "kept": len(kept),
                     "dropped": len(dropped), "dropped_by_reason": dict(reasons.most_common()),
@@ -709,33 +702,6 @@ def _with_paths(options: Any, recipe: Recipe, run_dir: Path) -> Any:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-# The fields dedup compares when none are named, by record kind.
-DEDUP_FIELDS = {
-    "instruction": ("instruction", "output"),
-    "qa": ("question",),
-    "rag": ("user_input",),
-    "in2": ("messages",),
-}
-
-
-def dedup_fields(records: list[dict[str, Any]]) -> tuple[str, ...]:
-    """The fields to compare for the first record's kind (``evoforge dedup`` too)."""
-    kind = records[0].get("kind") if records else None
-    return DEDUP_FIELDS.get(kind or "", ("instruction", "output"))
-
-
-def field_score(path: str) -> Any:
-    """A score function reading the numeric field at a dotted ``path``; -inf when absent."""
-
-    def score(record: dict) -> float:
-        value: Any = record
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return float(value) if isinstance(value, int | float) else float("-inf")
-
-    return score
 
 
 def _write_dataset(recipe: Recipe, last: Path, run_dir: Path) -> Path:
@@ -1370,14 +1336,11 @@ def parse_price(text: str) -> tuple[float, float]:
 
 
 __all__ = [
-    "DEDUP_FIELDS",
     "Recipe",
     "RecipePlan",
     "RecipeResult",
     "StepPlan",
     "StepResult",
-    "dedup_fields",
-    "field_score",
     "load_recipe",
     "parse_price",
     "plan_recipe",
