@@ -264,16 +264,41 @@ def _chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_the_page_renders_in_a_headless_browser(run_folder, tmp_path):
+def _need_browser() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("EVOFORGE_REQUIRE_BROWSER") == "1":
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
         pytest.skip("chromium is not installed (make test installs it)")
-    page = (run_folder / "report.html").as_uri()
-    dom = _chromium("--dump-dom", page, user_data=tmp_path / "profile")
+
+
+def _body_attributes(page: Path, user_data: Path) -> dict[str, str]:
+    """The <body> data attributes the page's own check set, as the browser left them."""
+    dom = _chromium("--dump-dom", page.as_uri(), user_data=user_data)
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body is not None, dom.stderr[-2000:]
-    attrs = dict(re.findall(r'(data-[a-z]+)="([^"]*)"', body.group(0)))
+    return dict(re.findall(r'(data-[a-z]+)="([^"]*)"', body.group(0)))
+
+
+def test_the_page_check_catches_a_missing_plot_and_a_script_error(run_folder, tmp_path):
+    _need_browser()
+    html = (run_folder / "report.html").read_text()
+    start = html.index("<svg", html.index('id="plot-reasons"'))
+    broken = html[:start] + html[html.index("</svg>", start) + 6 :]
+    broken = broken.replace(
+        "<script>\n  // Marks", "<script>notDefined();</script>\n<script>\n  // Marks"
+    )
+    page = tmp_path / "broken.html"
+    page.write_text(broken)
+    attrs = _body_attributes(page, tmp_path / "profile")
+    assert attrs["data-ok"] == "false"
+    assert attrs["data-missing"] == "plot-reasons"
+    assert "notDefined" in attrs["data-errors"]
+
+
+def test_the_page_renders_in_a_headless_browser(run_folder, tmp_path):
+    _need_browser()
+    page = (run_folder / "report.html").as_uri()
+    attrs = _body_attributes(run_folder / "report.html", tmp_path / "profile")
     html = (run_folder / "report.html").read_text()
     expected = len(re.findall(r'<figure class="plot" id="', html))
     assert attrs == {"data-plots": str(expected), "data-missing": "", "data-errors": "",
