@@ -234,6 +234,20 @@ def test_a_rag_set_in_ragas_format_is_traced_through_its_journal(tmp_path):
         assert f"<td>{kind}</td><td>{kept}</td>" in yield_table.replace("\n", "").replace(" ", "")
 
 
+def test_a_funnel_names_its_commonest_reasons_and_groups_the_rest(tmp_path):
+    write_jsonl(tmp_path / "o.jsonl", [{"id": "k", "kind": "instruction", "instruction": "x"}])
+    drops = [
+        {"id": f"s{i}-{j}", "reason": f"rule{i}", "detail": "",
+         "record": {"id": f"s{i}-{j}", "kind": "instruction", "instruction": "x"}}
+        for i in range(12) for j in range(i + 1)
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "o.rejects.jsonl", drops)
+    (tmp_path / "o.manifest.json").write_text('{"command": "answer"}')
+    summary = write_report(tmp_path)["summary"].read_text()
+    assert "-> passed rule11 check 67 -> passed rule10 check 56 ->" in summary
+    assert "-> passed rule4 check 11 -> passed 4 other checks 1\n" in summary
+
+
 def test_commands_refresh_the_report_unless_told_not_to(tmp_path):
     records = [dict(r, kind="instruction", output="An answer.") for r in seed_rows()]
     source = write_jsonl(tmp_path / "in.jsonl", records)

@@ -44,6 +44,7 @@ SIDE_FILES = (".manifest.json", ".rejects.jsonl", ".journal.db")  # beside each 
 RECORD_FORMATS = (None, "jsonl", "json", "csv", "parquet")  # the others drop ids and meta
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
 TOP_REASONS = 25
+FUNNEL_REASONS = 8  # a funnel names its commonest reasons; the others share one step
 
 # (prompt field, response field) per kind, for the length plots.
 _TEXT_FIELDS = {
@@ -456,9 +457,13 @@ class _Report:
         n_seeds = len(set(source.seed_ids or []) | set(seeds.values()))
         steps = [(_seed_label(source.command), n_seeds), ("generated", generated)]
         remaining = generated
-        for reason, count in Counter(d.reason for d in made).most_common():
+        reasons = Counter(d.reason for d in made).most_common()
+        for reason, count in reasons[:FUNNEL_REASONS]:
             remaining -= count
             steps.append((f"passed {reason} check", remaining))
+        if len(reasons) > FUNNEL_REASONS:  # the rest are in the rejection-reasons plot
+            remaining -= sum(count for _, count in reasons[FUNNEL_REASONS:])
+            steps.append((f"passed {len(reasons) - FUNNEL_REASONS} other checks", remaining))
         alive = source.kept_ids
         for stage in chain.later:
             alive = alive - {d.id for d in stage.dropped}
