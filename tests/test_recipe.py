@@ -162,6 +162,15 @@ def test_export_formats_are_checked_before_any_call(tmp_path):
         load_recipe(wrong_kind)
 
 
+def test_the_dataset_name_cannot_overwrite_a_steps_output(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        "source: {docs: [d]}\ngenerator: {type: in2}\noutputs: {name: in2.jsonl}\n",
+    )
+    with pytest.raises(ConfigError, match="outputs.name: 'in2.jsonl' is a step's own file"):
+        load_recipe(recipe)
+
+
 def test_mixes_as_mappings_and_paths_relative_to_the_recipe(tmp_path):
     (tmp_path / "sub").mkdir()
     recipe = load_recipe(write_recipe(

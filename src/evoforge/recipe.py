@@ -50,6 +50,8 @@ from evoforge.io.documents import count_tokens
 from evoforge.prompting import PromptTemplate, builtin_template
 
 GENERATORS = ("answer", "evolve", "rag", "in2")
+# What the steps write in the run folder (stems); the final dataset needs another name.
+STEP_FILES = (*GENERATORS, "evolved", "validated", "deduped", "selected", "recipe", "graph")
 # A mix may be written as a mapping ({reasoning: 0.5}) or as the CLI's string.
 _MIX_KEYS = ("ops", "quality_ops", "mix")
 
@@ -421,6 +423,11 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
         from evoforge.validators.checks import parse_checks
 
         parse_checks(recipe.validators.checks)
+    if recipe.outputs.name.split(".")[0] in STEP_FILES:
+        raise loader.fail(
+            root, "outputs.name", f"{recipe.outputs.name!r} is a step's own file in the run "
+            f"folder; name the dataset otherwise (taken: {', '.join(STEP_FILES)})",
+        )  # fmt: skip
     if recipe.outputs.export:
         from evoforge.export import EXPORT_FORMATS
 
