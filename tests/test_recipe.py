@@ -283,6 +283,7 @@ def test_sigkill_then_rerun_resumes_with_no_repeated_work(fake_openai, tmp_path)
         "generator: {type: answer}\nvalidators: {checks: [schema]}\n"
         "engine: {concurrency: 4, quiet: true}\n",
     )
+    assert plan_recipe(recipe).calls == 40  # one answer per seed
     args = [sys.executable, "-m", "evoforge.cli", "run", str(recipe)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
