@@ -597,7 +597,8 @@ class _Report:
             series = [("kept", [kept[o] for o in ops]), ("rejected", [rejected[o] for o in ops])]
             title = f"{source.name}: yield per operator"
             section.add_plot(
-                f"plot-yield-{_slug(source.name)}", _stacked_svg(ops, series, title, "records")
+                f"plot-yield-{_slug(source.name)}",
+                _stacked_svg(ops, series, title, "records", (_COLORS["kept"], _COLORS["drop"])),
             )
             rows = [[o, str(kept[o]), str(rejected[o]), _pct(kept[o], kept[o] + rejected[o])]
                     for o in ops]  # fmt: skip
@@ -956,13 +957,17 @@ def _bar_svg(pairs: list[tuple[str, int]], xlabel: str, ylabel: str) -> str:
 
 
 def _stacked_svg(
-    labels: list[str], series: list[tuple[str, list[int]]], title: str, xlabel: str
+    labels: list[str],
+    series: list[tuple[str, list[int]]],
+    title: str,
+    xlabel: str,
+    colors: tuple[str, str] = (_COLORS["bar"], _COLORS["before"]),
 ) -> str:
     with _figure(8, _height(len(labels)) + 0.3) as fig:
         ax = fig.add_subplot()
         y = list(range(len(labels)))[::-1]
         left = [0] * len(labels)
-        for (name, values), color in zip(series, (_COLORS["kept"], _COLORS["drop"]), strict=False):
+        for (name, values), color in zip(series, colors, strict=False):
             ax.barh(y, values, left=left, label=name, color=color)
             left = [a + b for a, b in zip(left, values, strict=True)]
         ax.set_yticks(y, labels)
