@@ -244,6 +244,30 @@ def test_dry_run_counts_match_a_real_run_step_by_step(fake_openai, tmp_path):
         assert (tmp_path / "run" / name).exists(), name
 
 
+@pytest.mark.parametrize(
+    ("generator", "calls"),
+    [
+        # 4 seeds x 1 round x (evolve + answer), then 2 Evol-Quality rounds on the one
+        # answered version of each (the seeds have no answer to rewrite).
+        ("{rounds: 1, judge: false, answers: true, quality_rounds: 2, keep_all_rounds: true}",
+         4 * 2 + 4 * 2),
+        ("{rounds: 3, judge: true, answers: false}", 4 * 3 * 2),
+        ("{rounds: 2, answers: true, quality_rounds: 1}", 4 * 2 * 3 + 4),
+    ],
+)  # fmt: skip
+def test_planned_evolve_calls_are_exact(fake_openai, tmp_path, generator, calls):
+    fake_openai.responder = evolve_responder
+    write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": t} for t in TOPICS])
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        f"generator: {{type: evolve, {generator[1:-1]}}}\nengine: {{quiet: true}}\n",
+    )
+    assert plan_recipe(recipe).calls == calls
+    run_recipe(recipe)
+    assert fake_openai.hits == calls
+
+
 def test_identical_rerun_makes_zero_calls(fake_openai, tmp_path):
     fake_openai.responder = evolve_responder
     recipe = instruction_recipe(tmp_path, fake_openai.base_url)

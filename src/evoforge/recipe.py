@@ -1078,14 +1078,12 @@ class _Planner:
         if evolution.quality_rounds:
             quality = parse_weights(evolution.quality_ops, QUALITY_OPS, flag="--quality-ops")
             q_templates = {op: builtin_template(f"evol_quality_{op}") for op in QUALITY_OPS}
+            # Evol-Quality rewrites the records Evol-Instruct passes on that have an
+            # answer: the seed (round 0) when it came with one, an evolution when answered.
+            kept = range(evolution.rounds + 1) if evolution.keep_all_rounds else [evolution.rounds]
             answered = 0
             for instruction, source_input, has_output in seeds:
-                versions = evolution.rounds + 1 if evolution.keep_all_rounds else 1
-                with_output = versions if evolution.answers else 0
-                if evolution.keep_all_rounds and evolution.answers and not has_output:
-                    with_output -= 1  # the seed itself has no answer to rewrite
-                if not evolution.answers and evolution.rounds == 0 and has_output:
-                    with_output = 1
+                with_output = sum(has_output if r == 0 else evolution.answers for r in kept)
                 answered += with_output
                 per_call = round(_weighted(quality, {
                     op: _prompt_tokens(t, instruction=instruction, input=source_input,
