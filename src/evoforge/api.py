@@ -576,7 +576,10 @@ async def rag_async(
     skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
     if not report.documents:
     docs = source_paths(docs, out)
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) or "no files"
+        reasons = (
+            "; ".join(f"{s['path']}: {s['reason']}, {s['detail']}" for s in skipped[:5])
+            or "no files"
+        )
         raise InputError(f"no usable documents in {', '.join(map(str, docs))} ({reasons})")
     if rag.personas > len(PERSONAS):
         raise ConfigError(f"--personas: at most {len(PERSONAS)} built-in personas")

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import DictLoader, StrictUndefined, TemplateError, meta
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from evoforge.errors import ConfigError
@@ -50,8 +51,32 @@ _ALLOWED_KEYS = {
 _ROLES = {"system", "user", "assistant"}
 
 
+# The longest string or list a template may build with ``*`` (a prompt, not a bomb).
+MAX_RENDERED_ITEMS = 1_000_000
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus: no ``include`` / ``import`` of any file (the
+    loader holds no templates) and no ``'a' * 10**9`` or ``9 ** 10**9`` bombs."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_RENDERED_ITEMS:
+                    raise SecurityError(
+                        f"a template may not build more than {MAX_RENDERED_ITEMS} items with *"
+                    )
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise SecurityError("exponent too large in a template")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    return _BoundedSandbox(
+        loader=DictLoader({}),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -98,7 +123,7 @@ class PromptTemplate:
                 continue
             try:
                 content = template.render(**values).strip()
-            except TemplateError as exc:
+            except (TemplateError, OverflowError) as exc:  # OverflowError: range too big
                 raise ConfigError(f"prompt {self.id} ({self.source}): {exc}") from exc
             rendered.append({"role": message["role"], "content": content})
         return _hoist_system(rendered)
@@ -160,7 +185,7 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
             # A message without variables is rendered once, here.
             template = env.from_string(content)
             compiled.append(template if names else template.render().strip())
-        except TemplateError as exc:
+        except (TemplateError, OverflowError) as exc:
             raise ConfigError(f"{source}: messages[{i}]: {exc}") from exc
     if used != set(variables):
         raise ConfigError(

@@ -191,3 +191,23 @@ def test_a_missing_seeds_file_is_one_clear_error(tmp_path):
     )
     assert result.exit_code == 2
     assert "nope.jsonl: no such file or directory" in result.output
+
+
+def test_a_50_mb_document_is_skipped_with_the_reason_not_read(tmp_path):
+    """One 50 MB file to `evoforge rag --docs`: skipped before it is read (the knowledge
+    graph of one such file would take the run's time and memory), with the limit and how
+    to raise it; no output is written."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    block = ("The river carries copper from the mountain to the harbour. " * 1000).encode()
+    with open(docs / "huge.txt", "wb") as fh:
+        while fh.tell() < 50 * 2**20:
+            fh.write(block)
+    result = invoke(
+        "rag", "--docs", str(docs), "--n", "2", "--out", str(tmp_path / "out.jsonl"),
+        "--llm", "openai:m@http://127.0.0.1:9/v1", "--embedder", "hashing",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "huge.txt: too_large, is 50.0 MB" in result.output
+    assert "EVOFORGE_MAX_DOC_MB" in result.output
+    assert not (tmp_path / "out.jsonl").exists()

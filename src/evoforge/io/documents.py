@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from array import array
 from collections import Counter
@@ -46,6 +47,9 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".jsonl", ".pdf"}
 
 # A NUL byte this early means the file is not text (the heuristic git and grep use).
 _BINARY_PROBE_BYTES = 8192
+# A bigger file is skipped, not read: the knowledge graph links every chunk to its
+# neighbours, and one huge file would take the run's time and memory.
+DEFAULT_MAX_FILE_MB = 10.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,19 @@ def _read_file(path: Path, relpath: str, text_field: str) -> Iterator[Document |
             "unsupported",
             f"unsupported file type {suffix or '(none)'}; supported: "
             + ", ".join(sorted(SUPPORTED_SUFFIXES)),
+        )
+        return
+    limit_mb = float(os.environ.get("EVOFORGE_MAX_DOC_MB") or DEFAULT_MAX_FILE_MB)
+    try:
+        size_mb = path.stat().st_size / 2**20
+    except OSError:
+        size_mb = 0.0
+    if size_mb > limit_mb:
+        yield SkippedFile(
+            relpath,
+            "too_large",
+            f"is {size_mb:.1f} MB; files over {limit_mb:g} MB are skipped (split it, or "
+            "raise the limit with EVOFORGE_MAX_DOC_MB)",
         )
         return
     if suffix == ".pdf":

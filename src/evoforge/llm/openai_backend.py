@@ -22,9 +22,15 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
-from evoforge.errors import ConfigError, QuotaExhausted, RequestRejected, TransientError
+from evoforge.errors import (
+    ConfigError,
+    QuotaExhausted,
+    RequestRejected,
+    TransientError,
+    redact,
+)
 from evoforge.llm.base import Completion, Message, TokenLogprob, Usage, with_schema_hint
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -36,8 +42,15 @@ def resolve_endpoint(base_url: str | None, api_key: str | None, *, who: str) -> 
     """The base URL (argument, ``OPENAI_BASE_URL`` or OpenAI's) and key (argument or
     ``OPENAI_API_KEY``; a placeholder for local servers, which need none)."""
     url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
-    if urlparse(url).scheme not in ("http", "https"):
-        raise ConfigError(f"{who}: base URL {url!r} must start with http(s)://")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ConfigError(f"{who}: base URL {redact(url)!r} must start with http(s)://")
+    if "@" in parsed.netloc:
+        # Credentials never travel in the URL (nor reach identities, manifests, logs):
+        # the password is the API key when none is given.
+        userinfo, _, host = parsed.netloc.rpartition("@")
+        api_key = api_key or unquote(userinfo.partition(":")[2]) or None
+        url = urlunparse(parsed._replace(netloc=host))
     key = api_key or os.environ.get("OPENAI_API_KEY")
     if not key and url == OPENAI_URL:
         raise ConfigError(
