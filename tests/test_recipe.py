@@ -268,6 +268,26 @@ def test_planned_evolve_calls_are_exact(fake_openai, tmp_path, generator, calls)
     assert fake_openai.hits == calls
 
 
+def test_plan_follows_answers_through_the_steps(fake_openai, tmp_path):
+    """answer -> evolvers without answers -> AlpaGasus: the evolved instructions carry
+    no answer, so Evol-Quality and the judge have nothing to score, in plan and run."""
+    fake_openai.responder = evolve_responder
+    write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": t} for t in TOPICS])
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        "generator: {type: answer}\nevolvers: {rounds: 1, quality_rounds: 1}\n"
+        "selection: {method: alpagasus}\nengine: {quiet: true}\n",
+    )
+    plan = plan_recipe(recipe)
+    assert [(s.name, s.calls) for s in plan.steps] == [
+        ("answer", 4), ("evolvers", 8), ("select", 0)
+    ]  # fmt: skip
+    assert "set answers: true" in plan.render()
+    result = run_recipe(recipe)
+    assert [(s.name, s.calls) for s in result.steps] == [(s.name, s.calls) for s in plan.steps]
+
+
 def test_identical_rerun_makes_zero_calls(fake_openai, tmp_path):
     fake_openai.responder = evolve_responder
     recipe = instruction_recipe(tmp_path, fake_openai.base_url)

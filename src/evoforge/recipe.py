@@ -960,6 +960,8 @@ class _Planner:
         self.steps: list[StepPlan] = []
         # Versions DEITA rank-scores together: (instructions, responses) per record.
         self.chain = (1, 1)
+        # Whether the records reaching selection carry an answer for the judges.
+        self.answered = True
 
     def plan(self) -> list[StepPlan]:
         recipe = self.recipe
@@ -1065,6 +1067,10 @@ class _Planner:
                     completion += self.reply
                 text = new
         out = len(seeds) * (evolution.rounds + 1 if evolution.keep_all_rounds else 1)
+        # An evolved instruction drops its stale answer unless the round answers it.
+        self.answered = evolution.answers or (
+            evolution.rounds == 0 and all(has_output for _, _, has_output in seeds)
+        )
         self.chain = (
             _chain_length(evolution.rounds, evolution.keep_all_rounds)
             if any(weights[op] for op in OPS if op != "breadth")
@@ -1095,6 +1101,8 @@ class _Planner:
             calls += q_calls
             completion += q_calls * self.reply
             note += f"; Evol-Quality: {evolution.quality_rounds} rounds x {answered} answers"
+            if not answered:
+                note += " (nothing to rewrite: set answers: true)"
         self.steps.append(StepPlan(name, calls, prompt, completion, len(seeds), out, note=note))
         return out
 
@@ -1233,6 +1241,11 @@ class _Planner:
         spec = self.recipe.selection
         assert spec is not None
         out = count if spec.budget is None else min(count, spec.budget)
+        if spec.method in ("deita", "alpagasus") and not self.answered:
+            note = (f"{spec.method}: the records have no answers, so each is rejected as "
+                    "missing_response without a call (set answers: true)")  # fmt: skip
+            self.steps.append(StepPlan("select", 0, 0, 0, count, 0, note=note))
+            return
         instruction, response = _filler(QUESTION_TOKENS), _filler(self.answer_tokens)
         if spec.method == "deita":
             # Evolved records are rank-scored with their earlier versions in one call.
