@@ -316,6 +316,19 @@ def test_budget_spans_steps_and_a_rerun_resumes(fake_openai, tmp_path):
     assert len(read_jsonl(done.dataset)) == 3
 
 
+def test_a_step_stopped_by_quota_stops_the_recipe_with_its_exit_code(fake_openai, tmp_path):
+    from evoforge.testing.fake_openai import Reply
+
+    fake_openai.responder = lambda r: Reply.insufficient_quota() if r.n > 5 else None
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url)
+    result = run_cli("run", str(recipe))
+    assert result.returncode == 4, result.stderr
+    manifest = json.loads((tmp_path / "run" / "recipe.manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+    assert [step["name"] for step in manifest["steps"]] == ["evolve"]  # nothing after it
+    assert not (tmp_path / "run" / "dataset.jsonl").exists()
+
+
 def test_sigkill_then_rerun_resumes_with_no_repeated_work(fake_openai, tmp_path):
     fake_openai.responder = evolve_responder
     fake_openai.latency = 0.1

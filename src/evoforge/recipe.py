@@ -468,6 +468,7 @@ class StepResult:
     cache_hits: int = 0
     tokens: int = 0
     message: str = ""
+    exit_code: int = 0  # as the step's own command would exit (3 stopped, 4 quota, 130)
 
 
 @dataclass
@@ -490,7 +491,11 @@ class RecipeResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.status == "complete" else 3
+        """The first stopped step's exit code (see ``RunSummary.exit_code``); 3 when the
+        recipe's budget ran out between steps."""
+        if self.status == "complete":
+            return 0
+        return next((step.exit_code for step in self.steps if step.exit_code), 3)
 
 
 def _usage(usage: dict[str, dict[str, int]]) -> tuple[int, int, int]:
@@ -530,7 +535,7 @@ class _RecipeRun:
         self.tokens += tokens
         step = StepResult(
             name, Path(summary.out), summary.status, summary.accepted, summary.rejected,
-            calls, hits, tokens, summary.message,
+            calls, hits, tokens, summary.message, summary.exit_code,
         )  # fmt: skip
         self.steps.append(step)
         return step
@@ -642,12 +647,16 @@ class _RecipeRun:
             source, out, selection=spec, options=self.options(), model=self.model
         )
         scoring = report.get("scoring") or {}
-        calls = hits = tokens = 0
+        calls = hits = tokens = exit_code = 0
         status = "complete"
         if scoring:  # the judges' run (DEITA, AlpaGasus) has its own manifest
+            from evoforge.engine.runner import STOP_EXIT_CODES
+
             scored = json.loads((self.run_dir / "selected.scored.manifest.json").read_text("utf-8"))
             calls, hits, tokens = _usage(scored.get("usage", {}))
             status = scored.get("status", status)
+            if status != "complete":
+                exit_code = STOP_EXIT_CODES.get(scored.get("stop_reason") or "", 3)
         self.calls += calls
         self.tokens += tokens
         dropped = sum(report["dropped_by_reason"].values())
@@ -655,7 +664,7 @@ class _RecipeRun:
         if scoring:
             message += f"; scored {scoring.get('scored')}"
         step = StepResult("select", out, status, report["selected"], dropped, calls, hits,
-                          tokens, message)  # fmt: skip
+                          tokens, message, exit_code)  # fmt: skip
         self.steps.append(step)
         return out
 
