@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import cache
-from itertools import islice
+from itertools import compress, islice
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,10 @@ _METHODS = ("exact", "minhash", "semantic")
 _SHINGLE_CHUNK = 1 << 11
 # Odd 64-bit constants (fixed, not the MinHash seed, so a shingle hashes the same under
 # every seed): 0-63 weigh the positions in an n-gram and the rows in a band, 64 an
-# n-gram's length, 65 and 66 make a word's hash from its code points.
+# n-gram's length, 65 is the base of a word's polynomial over its code points.
 _WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=67, dtype=np.uint64)
 _WEIGHTS = _WEIGHTS * np.uint64(2) + np.uint64(1)
+_SHORT_WORD = 16  # letters; longer words (rare) are hashed one by one
 _VERIFY_BLOCK = 1 << 15  # candidate pairs verified per re-read of their records
 
 
@@ -112,17 +113,18 @@ def record_text(record: dict[str, Any], fields: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def _units(text: str, n_words: int, n_chars: int) -> tuple[list[str], int, str]:
+def _units(text: str, n_words: int, n_chars: int) -> tuple[list[str] | str, int, str]:
     """What a text's shingles are made of: its words, ``n_words`` of them to a shingle,
-    joined by a space; or, when most tokens are CJK characters, its letters (spaces and
-    punctuation dropped), ``n_chars`` to a shingle, joined by nothing."""
+    joined by a space; or, when most tokens are CJK characters, the string of its
+    letters (spaces and punctuation dropped), ``n_chars`` to a shingle, joined by
+    nothing."""
     if text.isascii():  # the same tokens as words(), three times faster
         return text.translate(_ASCII_SEPARATORS).split(), n_words, " "
     tokens = words(text)
     if _CJK.search(text):  # counting is needed only when there is some CJK at all
         cjk = sum(1 for token in tokens if len(token) == 1 and _is_cjk(token))
         if 2 * cjk > len(tokens):
-            return list("".join(tokens)), n_chars, ""
+            return "".join(tokens), n_chars, ""
     return tokens, n_words, " "
 
 
@@ -163,36 +165,48 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _unit_hashes(codes: np.ndarray, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(hashes, units per text)`` of code points ``codes``: texts separated by 10
-    (newline), units inside a text by runs of 32 (space). A unit's hash is
-    ``mix(sum_j c_j * P^j + length * w)`` over its code points (mod 2^64, fixed odd
-    ``P`` and ``w``), so a word hashes the same in every text and every batch."""
-    unit = codes > 32
-    start = unit.copy()
-    start[1:] &= ~unit[:-1]
-    per_text = np.bincount(np.cumsum(codes == 10)[start], minlength=n_texts)
-    inside = np.flatnonzero(unit)
-    owner = (np.cumsum(start) - 1)[inside]
-    size = np.bincount(owner)
-    position = inside - np.flatnonzero(start)[owner]
-    powers = np.empty(int(size.max()), dtype=np.uint64)
-    powers[0] = 1
-    np.cumprod(np.full(len(powers) - 1, _WEIGHTS[65]), out=powers[1:])
-    h = np.add.reduceat(codes[inside].astype(np.uint64) * powers[position], np.cumsum(size) - size)
-    h += size.astype(np.uint64) * _WEIGHTS[66]
-    return _mix64(h), per_text
+def _word_hashes(words_: list[str]) -> np.ndarray:
+    """64-bit hashes of words: ``mix(sum_j c_j * P^j)`` over each word's code points
+    ``c_j`` (mod 2^64, a fixed odd ``P``), so a word hashes the same in every text and
+    batch, and a CJK character the same as a one-letter word. Words of up to 16
+    letters go through numpy together as one fixed-width array of code points."""
+    hashes = np.zeros(len(words_), dtype=np.uint64)
+    if not words_:
+        return hashes
+    sizes = np.fromiter(map(len, words_), dtype=np.int64, count=len(words_))
+    long = sizes > _SHORT_WORD
+    short = list(compress(words_, ~long)) if long.any() else words_
+    if short:
+        codes = np.array(short)  # "<U{n}": n code points a word, zero padded
+        codes = codes.view(np.uint32).reshape(len(short), -1)
+        part = np.zeros(len(short), dtype=np.uint64)
+        powers = _powers(codes.shape[1])
+        for j in range(codes.shape[1]):  # zeros past a word's end add nothing
+            part += codes[:, j].astype(np.uint64) * powers[j]
+        hashes[~long] = part
+    for index in np.flatnonzero(long).tolist():
+        codes = np.frombuffer(words_[index].encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        hashes[index] = (codes * _powers(len(codes))).sum(dtype=np.uint64)
+    return _mix64(hashes)
+
+
+def _powers(n: int) -> np.ndarray:
+    """``P^0 .. P^(n-1)`` mod 2^64."""
+    out = np.empty(n, dtype=np.uint64)
+    out[0] = 1
+    np.cumprod(np.full(n - 1, _WEIGHTS[65]), out=out[1:])
+    return out
 
 
 class ShingleHasher:
     """64-bit hashes of the shingles of :func:`shingles`, without building their strings.
 
-    Each word (or CJK character) is hashed from its code points (``_unit_hashes``);
+    Each word (or CJK character) is hashed from its code points (``_word_hashes``);
     the hash of the n-gram starting at position ``i`` is
     ``mix(sum_k w_k * u[i+k] + n * w_n)`` over the unit hashes ``u`` (odd fixed
     weights ``w``, arithmetic mod 2^64, ``mix`` the splitmix64 finaliser). Python only
-    splits non-ASCII texts into words (``str.translate`` marks the separators of
-    ASCII ones); the rest is a few numpy operations over a whole batch of texts.
+    splits the texts into words (``str.translate`` and ``split`` for ASCII ones); the
+    rest is a few numpy operations over a whole batch of texts.
     Two different shingles share a hash with probability about 2^-64, so the Jaccard
     of the hash sets is that of the shingle sets.
     """
@@ -207,27 +221,36 @@ class ShingleHasher:
         """``(flat, counts)``: the shingle hashes of every text in order, ``counts[t]``
         of them for text ``t`` (0 for a text with no tokens). A shingle that occurs
         twice in a text is hashed twice (MinHash does not mind)."""
-        pieces: list[str] = []
+        words_: list[str] = []  # the words of texts shingled by words, in order
+        letters: list[str] = []  # the letters of texts shingled by characters
+        lengths: list[int] = []
         grams: list[int] = []
         for text in texts:
             if text.isascii():  # the same words as words(), without a regex
-                pieces.append(text.translate(_ASCII_SEPARATORS))
-                grams.append(self.n_words)
+                units: list[str] | str = text.translate(_ASCII_SEPARATORS).split()
+                n, glue = self.n_words, " "
             else:
-                units, n, _ = _units(text, self.n_words, self.n_chars)
-                pieces.append(" ".join(units))
-                grams.append(n)
-        joined = "\n".join(pieces)
-        if joined.isascii():
-            codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-        else:
-            codes = np.frombuffer(joined.encode("utf-32-le"), dtype="<u4")
+                units, n, glue = _units(text, self.n_words, self.n_chars)
+            if glue:
+                words_.extend(units)
+            else:
+                letters.append(units)  # type: ignore[arg-type]
+                n = -n  # marks a text shingled by characters
+            lengths.append(len(units))
+            grams.append(n)
+        length = np.array(lengths, dtype=np.int64)
         gram = np.array(grams, dtype=np.int64)
-        if not (codes > 32).any():
-            return np.empty(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
-        u, length = _unit_hashes(codes, len(texts))
+        by_letters = np.repeat(gram < 0, length)
+        gram = np.abs(gram)
         counts = np.where(length > gram, length - gram + 1, np.minimum(length, 1))
-        total = len(u)
+        total = int(length.sum())
+        if not total:
+            return np.empty(0, dtype=np.uint64), counts
+        u = np.empty(total, dtype=np.uint64)
+        u[~by_letters] = _word_hashes(words_)
+        if letters:  # a letter's hash is that of a one-letter word: its mixed code point
+            codes = np.frombuffer("".join(letters).encode("utf-32-le"), dtype="<u4")
+            u[by_letters] = _mix64(codes.astype(np.uint64))
         owner = np.repeat(np.arange(len(texts)), length)
         position = np.arange(total) - (np.cumsum(length) - length)[owner]
         left = length[owner] - position  # units from here to the end of the text
