@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 ``validate`` found invalid records; 2 bad input, flag or
 config (the message names the file, line and field); 3 the run stopped early
-(budget, quota, long Retry-After) and a re-run resumes; 130 interrupted.
+(budget, long Retry-After) and a re-run resumes; 4 out of quota (a re-run
+resumes); 130 interrupted.
 """
 
 from __future__ import annotations

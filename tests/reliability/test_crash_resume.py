@@ -258,7 +258,7 @@ def test_sigint_and_sigterm_drain_in_flight_requests_and_say_how_to_resume(
     assert fake_openai.hits == n, "no request was paid twice"
 
 
-def test_a_second_signal_or_a_hung_server_cannot_stall_the_stop(fake_openai, tmp_path):
+def test_a_hung_server_cannot_stall_the_stop_past_the_drain_limit(fake_openai, tmp_path):
     """The drain is bounded: with a server that never answers, SIGTERM still ends the
     run within EVOFORGE_DRAIN_SECONDS, with everything finished before it kept."""
     n = 20
