@@ -258,9 +258,11 @@ def test_sigint_and_sigterm_drain_in_flight_requests_and_say_how_to_resume(
     assert fake_openai.hits == n, "no request was paid twice"
 
 
-def test_a_hung_server_cannot_stall_the_stop_past_the_drain_limit(fake_openai, tmp_path):
+@pytest.mark.parametrize("how", ["drain_limit", "second_signal"])
+def test_a_hung_server_cannot_stall_the_stop(fake_openai, tmp_path, how):
     """The drain is bounded: with a server that never answers, SIGTERM still ends the
-    run within EVOFORGE_DRAIN_SECONDS, with everything finished before it kept."""
+    run after EVOFORGE_DRAIN_SECONDS, or at once on a second signal, with everything
+    finished before it kept."""
     n = 20
     seeds = write_jsonl(
         tmp_path / "seeds.jsonl",
@@ -273,15 +275,67 @@ def test_a_hung_server_cannot_stall_the_stop_past_the_drain_limit(fake_openai, t
         return Reply(content="never", delay=120) if request.n > 5 else None
 
     fake_openai.responder = hang_after_five
-    env = {**os.environ, "EVOFORGE_DRAIN_SECONDS": "1"}
+    drain = "1" if how == "drain_limit" else "120"
+    env = {**os.environ, "EVOFORGE_DRAIN_SECONDS": drain}
     process = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     wait_for(lambda: fake_openai.hits >= 7)
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
+    if how == "second_signal":
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert time.monotonic() - started < 10
     assert process.returncode == 130, stderr
-    assert "re-run the same command to resume" in stderr
+    assert "waiting up to" in stderr and "re-run the same command to resume" in stderr
     assert len(read_jsonl(out)) == 5
+
+
+def test_a_killed_and_resumed_evolve_writes_the_same_bytes_as_an_uninterrupted_one(
+    fake_openai, tmp_path
+):
+    """Evolve chains several calls per seed (two rounds, then answers). SIGKILLed three
+    times mid-run and resumed, it writes byte for byte what an uninterrupted run writes,
+    paying again for at most the requests in flight at each kill."""
+    concurrency, kills = 8, 3
+    rows = [
+        {"id": f"e{i:03d}", "instruction": f"Describe process {i} in detail."} for i in range(120)
+    ]
+    jitter = random.Random(3)
+    fake_openai.responder = lambda request: Reply(delay=jitter.uniform(0, 0.01))
+
+    def command(folder: Path) -> tuple[list[str], dict]:
+        folder.mkdir()
+        seeds = write_jsonl(folder / "seeds.jsonl", rows)
+        args = [
+            sys.executable, "-m", "evoforge.cli", "evolve", "--seeds", str(seeds),
+            "--out", str(folder / "out.jsonl"), "--rounds", "2", "--answers", "--no-judge",
+            "--llm", f"openai:fake-model@{fake_openai.base_url}", "--seed", "3",
+            "--concurrency", str(concurrency), "--quiet",
+        ]  # fmt: skip
+        return args, {**os.environ, "EVOFORGE_CACHE_DIR": str(folder / "cache")}
+
+    args, env = command(tmp_path / "reference")
+    assert subprocess.run(args, capture_output=True, env=env, timeout=180).returncode == 0
+    reference_hits = fake_openai.hits
+
+    args, env = command(tmp_path / "crashed")
+    start = fake_openai.hits
+    for point in (reference_hits // 6, reference_hits // 2, reference_hits * 5 // 6):
+        process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        wait_for(
+            lambda p=point, proc=process: fake_openai.hits - start >= p or proc.poll() is not None
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, "the run ended before its kill point"
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    for name in ("out.jsonl", "out.rejects.jsonl"):
+        expected = (tmp_path / "reference" / name).read_bytes()
+        assert (tmp_path / "crashed" / name).read_bytes() == expected, name
+    assert fake_openai.hits - start <= reference_hits + concurrency * kills

@@ -257,7 +257,8 @@ class Run:
             print(
                 f"evoforge: warning: {self.paths['journal']} could not be read "
                 f"({journal.unreadable_because}); moved aside to {journal.moved_aside} and "
-                "starting a new journal. Finished calls come back from the response cache.",
+                "starting a new journal (finished calls come back from the response cache, "
+                "if it is on).",
                 file=sys.stderr,
             )
         self._journal = journal
