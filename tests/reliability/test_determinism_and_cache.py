@@ -157,3 +157,51 @@ def test_changing_template_model_params_or_schema_misses_exactly_the_affected_ca
     assert calls([summarise], params={"max_tokens": 64, "temperature": 0.7}) == 5
     # ... and going back to the first settings hits again: nothing was overwritten.
     assert calls([summarise, translate, edited, reschema]) == 0
+
+
+@pytest.mark.parametrize("generator", ["rag", "in2"])
+def test_rag_and_in2_runs_are_byte_identical(fake_openai, tmp_path, generator):
+    """The document generators too: two runs (replies in random order, separate caches)
+    write the same bytes, and manifests that differ only in "timing"."""
+    from test_in2 import in2_responder, make_corpus
+    from test_rag import DOCS
+
+    from helpers import rag_responder
+
+    jitter = random.Random(9)
+    if generator == "rag":
+        reply = rag_responder
+        command = [
+            "rag", "--docs", str(DOCS), "--n", "8", "--embedder", "hashing",
+            "--chunk-size", "400",
+        ]  # fmt: skip
+    else:
+        reply = in2_responder
+        corpus = make_corpus(tmp_path / "corpus", n_docs=8)
+        command = [
+            "in2", "--corpus", str(corpus), "--n", "5", "--tokenizer", "regex",
+            "--min-tokens", "300", "--max-tokens", "900", "--segment-tokens", "32",
+        ]  # fmt: skip
+    fake_openai.responder = lambda request: Reply(
+        content=reply(request.messages, request.n), delay=jitter.uniform(0, 0.02)
+    )
+    outputs = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        env = {**os.environ, "EVOFORGE_CACHE_DIR": str(tmp_path / f"cache-{name}")}
+        args = [
+            sys.executable, "-m", "evoforge.cli", *command, "--out", "out/data.jsonl",
+            "--llm", f"openai:fake-model@{fake_openai.base_url}", "--seed", "4",
+            "--concurrency", "6", "--quiet",
+        ]  # fmt: skip
+        result = subprocess.run(
+            args, cwd=folder, capture_output=True, text=True, timeout=180, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        data = {p.name: p.read_bytes() for p in sorted((folder / "out").glob("data*.jsonl"))}
+        meta = manifest(folder)
+        meta.pop("timing")
+        outputs.append((data, meta))
+    assert outputs[0][0] and outputs[0][0]["data.jsonl"]
+    assert outputs[0] == outputs[1]
