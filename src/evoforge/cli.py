@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evoforge.errors import EvoforgeError
+from evoforge.errors import EvoforgeError, redact
 
 app = typer.Typer(
     name="evoforge",
@@ -181,7 +181,7 @@ def _errors_as_messages(fn: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except EvoforgeError as exc:
-            typer.echo(f"evoforge: error: {exc}", err=True)
+            typer.echo(f"evoforge: error: {redact(str(exc))}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -150,3 +150,19 @@ def test_record_ids_with_dot_dot_and_symlinked_outputs_stay_in_place(fake_openai
     assert not (work / "out.manifest.json").is_symlink()
     new = set(every_file(tmp_path)) - before
     assert new and all(work in p.parents for p in new), sorted(map(str, new))
+
+
+def test_an_error_about_a_url_with_a_password_does_not_print_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from evoforge.cli import app
+
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"id": "a", "instruction": "Hi?"}])
+    result = CliRunner().invoke(
+        app,
+        ["answer", "--seeds", str(seeds), "--out", str(tmp_path / "o.jsonl"),
+         "--llm", f"openai:m@ftp://alice:{PASSWORD}@127.0.0.1/v1"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "must start with http(s)://" in result.output
+    assert PASSWORD not in result.output and "alice:***@" in result.output

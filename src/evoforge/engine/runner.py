@@ -388,7 +388,9 @@ class Run:
             raise
         except Exception as exc:  # a bug in a task must not take the other records down
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            detail = f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+            detail = redact(
+                f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+            )
             print(f"evoforge: internal error on {record.id}: {detail}", file=sys.stderr)
             return Result.reject(record, "internal_error", detail)
 
