@@ -426,6 +426,22 @@ def test_in2_example_dry_runs_with_the_embedded_tokenizer():
     assert plan.steps[0].name == "in2" and plan.calls == 3
 
 
+@pytest.mark.slow
+def test_rag_example_runs_offline_on_the_embedded_model(tmp_path):
+    """The recipe as shipped, on the 135M model: it finishes, and every planned sample is
+    written or rejected with a reason the report shows."""
+    result = run_cli(
+        "run", str(RECIPES / "rag-eval.yaml"), "--out", str(tmp_path / "run"), "--quiet",
+        env={"HF_HUB_OFFLINE": "1"}, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "recipe.manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["calls"] > 0
+    kept = read_jsonl(tmp_path / "run" / "eval.jsonl")
+    assert all(r["kind"] == "rag" and r["reference_contexts"] for r in kept)
+    assert (tmp_path / "run" / "report.html").exists()
+
+
 def test_instructions_example_runs_on_any_model(fake_openai, tmp_path):
     fake_openai.responder = evolve_responder
     result = run_cli(
