@@ -351,9 +351,10 @@ def test_sigkill_then_rerun_resumes_with_no_repeated_work(fake_openai, tmp_path)
     killed_at = fake_openai.hits
     assert killed_at < 40, "the run finished before it was killed; the test proves nothing"
     fake_openai.latency = 0.0
-    result = run_cli("run", str(recipe))
+    result = run_cli("run", str(recipe), "--price", "1,2")
     assert result.returncode == 0, result.stderr
     assert fake_openai.hits <= 40 + 4  # only the requests in flight are paid twice
+    assert re.search(r"cost of this run's \d+ calls: \$\d+\.\d{4}", result.stdout)
     out = tmp_path / "r-out"
     assert len(read_jsonl(out / "dataset.jsonl")) == 40
     manifest = json.loads((out / "answer.manifest.json").read_text())

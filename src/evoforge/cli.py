@@ -1048,7 +1048,10 @@ def run_command(
     ] = False,
     price: Annotated[
         str | None,
-        typer.Option(help="With --dry-run: dollars per 1M tokens, IN[,OUT], e.g. 0.15,0.60."),
+        typer.Option(
+            help="Dollars per 1M tokens, IN[,OUT], e.g. 0.15,0.60: the cost expected "
+            "(--dry-run) or spent."
+        ),
     ] = None,
     llm: Annotated[
         str | None, typer.Option("--llm", help="Override the recipe's llm spec.")
@@ -1065,9 +1068,9 @@ def run_command(
     loaded = load_recipe(recipe)
     if llm is not None:
         loaded.llm.spec = llm
+    prices = parse_price(price) if price else None
     if dry_run:
-        plan = plan_recipe(loaded, out=out, price=parse_price(price) if price else None)
-        typer.echo(plan.render())
+        typer.echo(plan_recipe(loaded, out=out, price=prices).render())
         return
     result = run_recipe(loaded, out=out, quiet=quiet or None, overwrite=overwrite or None)
     for step in result.steps:
@@ -1078,6 +1081,8 @@ def run_command(
     for to, files in result.exports.items():
         typer.echo(f"export {to}: {', '.join(map(str, files))}")
     typer.echo(f"manifest: {result.manifest}")
+    if prices is not None:
+        typer.echo(f"cost of this run's {result.calls} calls: ${result.cost(prices):.4f}")
     if result.report is not None:
         typer.echo(f"report: {result.report}")
     if result.report_error:

@@ -466,9 +466,14 @@ class StepResult:
     rejected: int = 0
     calls: int = 0
     cache_hits: int = 0
-    tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     message: str = ""
     exit_code: int = 0  # as the step's own command would exit (3 stopped, 4 quota, 130)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass
@@ -489,6 +494,12 @@ class RecipeResult:
     def calls(self) -> int:
         return sum(step.calls for step in self.steps)
 
+    def cost(self, price: tuple[float, float]) -> float:
+        """What this invocation's calls cost at (input, output) dollars per 1M tokens."""
+        prompt = sum(step.prompt_tokens for step in self.steps)
+        completion = sum(step.completion_tokens for step in self.steps)
+        return (prompt * price[0] + completion * price[1]) / 1e6
+
     @property
     def exit_code(self) -> int:
         """The first stopped step's exit code (see ``RunSummary.exit_code``); 3 when the
@@ -498,14 +509,15 @@ class RecipeResult:
         return next((step.exit_code for step in self.steps if step.exit_code), 3)
 
 
-def _usage(usage: dict[str, dict[str, int]]) -> tuple[int, int, int]:
-    """(calls, cache hits, tokens) summed over a run's operators."""
-    calls = hits = tokens = 0
+def _usage(usage: dict[str, dict[str, int]]) -> tuple[int, int, int, int]:
+    """(calls, cache hits, prompt tokens, completion tokens) over a run's operators."""
+    calls = hits = prompt = completion = 0
     for stats in usage.values():
         calls += stats["calls"]
         hits += stats["cache_hits"]
-        tokens += stats["prompt_tokens"] + stats["completion_tokens"]
-    return calls, hits, tokens
+        prompt += stats["prompt_tokens"]
+        completion += stats["completion_tokens"]
+    return calls, hits, prompt, completion
 
 
 class _RecipeRun:
@@ -530,12 +542,12 @@ class _RecipeRun:
         return self.recipe.engine_options(max_calls=max_calls, max_tokens=max_tokens)
 
     def done(self, name: str, summary: Any) -> StepResult:
-        calls, hits, tokens = _usage(summary.usage)
+        calls, hits, prompt, completion = _usage(summary.usage)
         self.calls += calls
-        self.tokens += tokens
+        self.tokens += prompt + completion
         step = StepResult(
             name, Path(summary.out), summary.status, summary.accepted, summary.rejected,
-            calls, hits, tokens, summary.message, summary.exit_code,
+            calls, hits, prompt, completion, summary.message, summary.exit_code,
         )  # fmt: skip
         self.steps.append(step)
         return step
@@ -647,24 +659,24 @@ class _RecipeRun:
             source, out, selection=spec, options=self.options(), model=self.model
         )
         scoring = report.get("scoring") or {}
-        calls = hits = tokens = exit_code = 0
+        calls = hits = prompt = completion = exit_code = 0
         status = "complete"
         if scoring:  # the judges' run (DEITA, AlpaGasus) has its own manifest
             from evoforge.engine.runner import STOP_EXIT_CODES
 
             scored = json.loads((self.run_dir / "selected.scored.manifest.json").read_text("utf-8"))
-            calls, hits, tokens = _usage(scored.get("usage", {}))
+            calls, hits, prompt, completion = _usage(scored.get("usage", {}))
             status = scored.get("status", status)
             if status != "complete":
                 exit_code = STOP_EXIT_CODES.get(scored.get("stop_reason") or "", 3)
         self.calls += calls
-        self.tokens += tokens
+        self.tokens += prompt + completion
         dropped = sum(report["dropped_by_reason"].values())
         message = f"{report['selected']} of {report['input']} selected"
         if scoring:
             message += f"; scored {scoring.get('scored')}"
         step = StepResult("select", out, status, report["selected"], dropped, calls, hits,
-                          tokens, message, exit_code)  # fmt: skip
+                          prompt, completion, message, exit_code)  # fmt: skip
         self.steps.append(step)
         return out
 
