@@ -187,6 +187,28 @@ def test_mixes_as_mappings_and_paths_relative_to_the_recipe(tmp_path):
     assert recipe.resolve(recipe.source.seeds).resolve() == (tmp_path / "s.jsonl").resolve()
 
 
+def test_engine_takes_engine_options_but_the_model_seed_and_budget(tmp_path):
+    recipe = load_recipe(write_recipe(
+        tmp_path / "r.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\nseed: 5\n"
+        "engine: {concurrency: 3, rpm: 60}\nbudget: {max_calls: 9}\n",
+    ))  # fmt: skip
+    options = recipe.engine_options(max_calls=9, max_tokens=None)
+    assert (options.concurrency, options.rpm, options.seed, options.max_calls) == (3, 60, 5, 9)
+    assert options.timeout == type(options)().timeout  # defaults come from EngineOptions
+    for bad, message in (
+        ("engine: {seed: 1}", "engine.seed: unknown key"),
+        ("engine: {concurency: 1}", "did you mean 'concurrency'"),
+        ("engine: {concurrency: 0}", "line 3: engine: --concurrency must be at least 1"),
+    ):
+        path = write_recipe(
+            tmp_path / "bad.yaml",
+            f"source: {{seeds: s.jsonl}}\ngenerator: {{type: answer}}\n{bad}\n",
+        )
+        with pytest.raises(ConfigError, match=message):
+            load_recipe(path)
+
+
 def test_price_parsing():
     assert parse_price("0.15,0.6") == (0.15, 0.6)
     assert parse_price("2") == (2.0, 2.0)
@@ -472,14 +494,21 @@ def test_examples_are_package_data():
 def test_readme_lists_every_recipe_key():
     from dataclasses import fields
 
-    from evoforge.recipe import _GENERATOR_OPTIONS, _NOT_IN_RECIPE, _SECTIONS, _TOP_KEYS
+    from evoforge.recipe import (
+        _ENGINE_ELSEWHERE,
+        _GENERATOR_OPTIONS,
+        _NOT_IN_RECIPE,
+        _SECTIONS,
+        _TOP_KEYS,
+    )
 
     readme = (EXAMPLES.parent / "README.md").read_text("utf-8")
     section = readme.split("### `evoforge run`", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([a-z_]+)`", section))
     expected = set(_TOP_KEYS)
-    for cls in _SECTIONS.values():
-        expected |= {f.name for f in fields(cls)}
+    for name, cls in _SECTIONS.items():
+        skipped = _ENGINE_ELSEWHERE if name == "engine" else ()
+        expected |= {f.name for f in fields(cls)} - set(skipped)
     for kind, cls in _GENERATOR_OPTIONS.items():
         expected |= {f.name for f in fields(cls)} - set(_NOT_IN_RECIPE.get(kind, ()))
     assert not expected - documented, f"README misses {sorted(expected - documented)}"

@@ -108,23 +108,6 @@ class DedupSpec:
 
 
 @dataclass
-class EngineSpec:
-    """Engine settings (``EngineOptions``) other than the model, seed and budget."""
-
-    concurrency: int = 16
-    rpm: float | None = None
-    tpm: float | None = None
-    timeout: float | None = 120.0
-    max_attempts: int = 6
-    backoff_base: float = 1.0
-    max_retry_wait: float = 300.0
-    cache: bool = True
-    cache_dir: str | None = None
-    overwrite: bool = False
-    quiet: bool = False
-
-
-@dataclass
 class BudgetSpec:
     """Caps for the whole recipe, across its steps; a run that reaches one stops
     cleanly and re-running resumes."""
@@ -159,7 +142,7 @@ class Recipe:
     validators: ValidatorsSpec | None = None
     dedup: DedupSpec | None = None
     selection: SelectOptions | None = None
-    engine: EngineSpec = field(default_factory=EngineSpec)
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineOptions the recipe sets
     budget: BudgetSpec = field(default_factory=BudgetSpec)
     outputs: OutputsSpec = field(default_factory=OutputsSpec)
 
@@ -175,7 +158,6 @@ class Recipe:
         return path if path.is_absolute() else self.path.parent / path
 
     def engine_options(self, *, max_calls: int | None, max_tokens: int | None) -> EngineOptions:
-        engine = asdict(self.engine)
         return EngineOptions(
             llm=self.llm.spec,
             llm_args=dict(self.llm.args),
@@ -184,7 +166,7 @@ class Recipe:
             max_calls=max_calls,
             max_tokens=max_tokens,
             seed=self.seed,
-            **engine,
+            **self.engine,
         )
 
 
@@ -196,7 +178,7 @@ _SECTIONS: dict[str, type] = {
     "validators": ValidatorsSpec,
     "dedup": DedupSpec,
     "selection": SelectOptions,
-    "engine": EngineSpec,
+    "engine": EngineOptions,
     "budget": BudgetSpec,
     "outputs": OutputsSpec,
 }
@@ -209,6 +191,10 @@ _GENERATOR_OPTIONS: dict[str, type] = {
 }
 # Options a recipe sets elsewhere (outputs.format, the run folder, the embedder).
 _NOT_IN_RECIPE = {"rag": ("format",), "in2": ("format",)}
+# The engine section takes EngineOptions but the model (llm), seed and budget.
+_ENGINE_ELSEWHERE = (
+    "llm", "llm_args", "temperature", "max_output_tokens", "max_calls", "max_tokens", "seed",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- loading
@@ -381,6 +367,9 @@ def load_recipe(path: str | Path) -> Recipe:
             recipe.llm = LlmSpec(spec=value)
         elif key == "generator":
             recipe.generator_type, recipe.generator = _generator(loader, node)
+        elif key == "engine":
+            options = loader.build(EngineOptions, node, key, skip=_ENGINE_ELSEWHERE)
+            recipe.engine = {name: getattr(options, name) for name in loader.given[key]}
         else:
             setattr(recipe, key, loader.build(_SECTIONS[key], node, key))
     _check(recipe, loader, root)
@@ -775,9 +764,9 @@ async def run_recipe_async(
     if llm is not None:
         recipe.llm = LlmSpec(**{**asdict(recipe.llm), "spec": llm})
     if quiet is not None:
-        recipe.engine.quiet = quiet
+        recipe.engine["quiet"] = quiet
     if overwrite is not None:
-        recipe.engine.overwrite = overwrite
+        recipe.engine["overwrite"] = overwrite
     run_dir = recipe.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     runner = _RecipeRun(recipe, run_dir, model)
