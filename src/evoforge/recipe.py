@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import inspect
 import json
 import shutil
 import types
@@ -40,6 +41,7 @@ from evoforge.api import (
     RagOptions,
     SelectOptions,
     answer_async,
+    dedup,
     evolve_async,
     in2_async,
     rag_async,
@@ -48,6 +50,7 @@ from evoforge.api import (
 from evoforge.errors import ConfigError, InputError
 from evoforge.io.documents import count_tokens
 from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.validators.checks import DEFAULT_CHECKS, Bounds, CheckSettings
 
 GENERATORS = ("answer", "evolve", "rag", "in2")
 # What the steps write in the run folder (stems); the final dataset needs another name.
@@ -59,14 +62,20 @@ _MIX_KEYS = ("ops", "quality_ops", "mix")
 # --------------------------------------------------------------------------- the model
 
 
+def _default(function: Any, parameter: str) -> Any:
+    """The default of ``function``'s ``parameter``: a recipe key defaults to what its
+    command does, written down once there."""
+    return inspect.signature(function).parameters[parameter].default
+
+
 @dataclass
 class LlmSpec:
     """``llm: local`` or the mapping form with backend arguments and sampling."""
 
-    spec: str = "local"  # local | openai:MODEL[@BASE_URL] | langchain:pkg.module:Class
+    spec: str = EngineOptions.llm  # local | openai:MODEL[@BASE_URL] | langchain:pkg.module:Class
     args: dict[str, Any] = field(default_factory=dict)
-    temperature: float | None = None
-    max_output_tokens: int | None = None  # per reply; None: 512
+    temperature: float | None = EngineOptions.temperature
+    max_output_tokens: int | None = EngineOptions.max_output_tokens  # per reply; None: 512
 
 
 @dataclass
@@ -80,28 +89,28 @@ class SourceSpec:
 
 @dataclass
 class AnswerSpec:
-    allow_truncated: bool = False
+    allow_truncated: bool = _default(answer_async, "allow_truncated")
 
 
 @dataclass
 class ValidatorsSpec:
     """The ``evoforge validate`` chain (``validators/checks.py``)."""
 
-    checks: list[str] = field(default_factory=lambda: ["schema"])
+    checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
     kind: str | None = None
     min_len: int | None = None
     max_len: int | None = None
-    unit: str = "words"
-    lima_length: bool = False
+    unit: str = Bounds.unit
+    lima_length: bool = CheckSettings.lima_length
 
 
 @dataclass
 class DedupSpec:
     """``evoforge dedup`` (``validators/dedup.py``)."""
 
-    methods: list[str] = field(default_factory=lambda: ["exact", "minhash"])
-    threshold: float = 0.7
-    semantic_threshold: float = 0.9
+    methods: list[str] = field(default_factory=lambda: _default(dedup, "method").split(","))
+    threshold: float = _default(dedup, "threshold")
+    semantic_threshold: float = _default(dedup, "semantic_threshold")
     fields: list[str] | None = None  # default: by kind
     prefer: str | None = None  # keep the highest of this numeric field per group
     embedder: str | None = None  # semantic; default: the recipe's embedder
@@ -604,7 +613,7 @@ class _RecipeRun:
         return self.done(name, summary).out
 
     def _validate(self, source: Path) -> Path:
-        from evoforge.validators.checks import Bounds, CheckSettings, ValidatorChain, parse_checks
+        from evoforge.validators.checks import ValidatorChain, parse_checks
 
         spec = self.recipe.validators
         assert spec is not None
@@ -624,8 +633,6 @@ class _RecipeRun:
         return self._write_step("validate", "validated.jsonl", kept, dropped, asdict(spec))
 
     def _dedup(self, source: Path) -> Path:
-        from evoforge.api import dedup
-
         spec = self.recipe.dedup
         assert spec is not None
         out = self.run_dir / "deduped.jsonl"
