@@ -36,8 +36,6 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from langchain_text_splitters import RecursiveCharacterTextSplitter
-
 from evoforge.errors import ConfigError, InputError, MissingDependency, did_you_mean
 from evoforge.validators.heuristics import script_profile
 
@@ -501,6 +499,9 @@ class _Chunker:
         self.size = size
         self.overlap = overlap
         self.length: Callable[[str], int] = count_tokens if unit == "tokens" else len
+        # Imported here: it pulls in langchain-core, half a second of every CLI start.
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
         self.splitter = RecursiveCharacterTextSplitter(
             separators=_SEPARATORS,
             keep_separator="end",
