@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evoforge.embeddings import load_embedder
+from evoforge.errors import InputError
 from evoforge.validators.dedup import (
     JsonlRecords,
     MinHasher,
@@ -386,3 +387,10 @@ def test_shards_give_byte_identical_results(tmp_path) -> None:
         )
     assert outputs[0] == outputs[1]
     assert outputs[0][0]["dropped"] > 10 and outputs[0][0]["dropped_by_method"]["minhash"] > 0
+
+
+def test_jsonl_records_name_the_bad_line(tmp_path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "a", "instruction": "x"}\n\n{"id": "b", oops}\n')
+    with pytest.raises(InputError, match="line 3"):
+        dedup_jsonl(path, tmp_path / "out.jsonl", tmp_path / "rejects.jsonl")

@@ -80,7 +80,7 @@ _SHINGLE_CHUNK = 1 << 11
 _WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=67, dtype=np.uint64)
 _WEIGHTS = _WEIGHTS * np.uint64(2) + np.uint64(1)
 _SHORT_WORD = 16  # letters; longer words (rare) are hashed one by one
-_VERIFY_BLOCK = 1 << 15  # candidate pairs verified per re-read of their records
+_VERIFY_BLOCK = 1 << 13  # candidate pairs verified per re-read of their records
 
 
 def normalise(text: str) -> str:
@@ -418,27 +418,34 @@ def connected_components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndar
 def lsh_candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """``(m, 2)`` int64 row pairs ``i < j`` that share a bucket in at least one band,
     sorted and without repeats."""
-    n = len(signatures)
+
+    def band_labels() -> Iterator[np.ndarray]:
+        for band in range(bands):
+            block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
+            yield block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+
+    return _shared_bucket_pairs(band_labels(), len(signatures))
+
+
+def _shared_bucket_pairs(bands: Iterable[np.ndarray], n: int) -> np.ndarray:
+    """Pairs ``i < j`` of the ``n`` positions with equal labels in at least one of
+    ``bands`` (one label array each, taken one at a time), sorted, without repeats."""
     found: list[np.ndarray] = []
-    for band in range(bands):
-        block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
-        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
-        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    for labels in bands:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2
         if not shared.any():
             continue
         members = np.flatnonzero(shared)
         order = np.lexsort((members, inverse[members]))
         members = members[order]
-        labels = inverse[members]
-        cuts = np.flatnonzero(np.diff(labels)) + 1
+        cuts = np.flatnonzero(np.diff(inverse[members])) + 1
         for bucket in np.split(members, cuts):
             i, j = np.triu_indices(len(bucket), k=1)
-            found.append(np.stack((bucket[i], bucket[j]), axis=1))
+            found.append(bucket[i] * n + bucket[j])
     if not found:
         return np.empty((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found).astype(np.int64)
-    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    codes = np.unique(np.concatenate(found).astype(np.int64))
     return np.stack((codes // n, codes % n), axis=1)
 
 
@@ -451,6 +458,13 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return _mix64((block * _WEIGHTS[:rows]).sum(axis=2, dtype=np.uint64))
 
 
+def _short_keys(keys: np.ndarray) -> np.ndarray:
+    """The top 32 bits of band keys: half the memory per record. Among a million
+    records about a hundred unrelated pairs per band then share a key by chance; each
+    becomes a candidate that the Jaccard check turns down."""
+    return (keys >> _SHIFT32).astype(np.uint32)
+
+
 def _band_keys_of_texts(
     texts: list[str], num_perm: int, seed: int, bands: int, rows: int, n_words: int, n_chars: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -459,7 +473,7 @@ def _band_keys_of_texts(
     shingler = ShingleHasher(n_words=n_words, n_chars=n_chars)
     flat, counts = shingler.hashes(texts)
     signatures = MinHasher(num_perm, seed)._permute_min(flat, counts)
-    return band_keys(signatures, bands, rows), counts > 0
+    return _short_keys(band_keys(signatures, bands, rows)), counts > 0
 
 
 class NearDuplicateGraph:
@@ -512,10 +526,9 @@ class NearDuplicateGraph:
         self.batch_size = batch_size
         self.bands, self.rows = lsh_params(threshold, num_perm, RECALL_WEIGHT)
         self.records: list[dict[str, Any]] = []
-        self.ids: list[str] = []
+        self.ids = RecordIds()
         self.edges: dict[tuple[int, int], tuple[str, float]] = {}
         self.candidates: dict[str, int] = {}
-        self._raw_ids: list[Any] = []
         self._digests = np.empty((0, 2), dtype=np.uint64)
         self._scores: np.ndarray | None = None
         self._roots: np.ndarray = np.empty(0, dtype=np.int64)
@@ -549,7 +562,7 @@ class NearDuplicateGraph:
         score: Callable[[dict[str, Any]], float] | None = None,
     ) -> NearDuplicateGraph:
         self._fetch = fetch
-        self.ids, self._raw_ids, self.edges, self.candidates = [], [], {}, {}
+        self.ids, self.edges, self.candidates = RecordIds(), {}, {}
         digests = bytearray()
         scores: list[float] = []
         keys: list[np.ndarray] = []
@@ -564,8 +577,7 @@ class NearDuplicateGraph:
                         raise ValueError(
                             f'record {index}: field "id" is missing (dedup names records by id)'
                         )
-                    self._raw_ids.append(record["id"])
-                    self.ids.append(str(record["id"]))
+                    self.ids.append(record["id"])
                     text = normalise(record_text(record, self.fields))
                     digests += hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
                     if score is not None:
@@ -578,9 +590,8 @@ class NearDuplicateGraph:
                 keys.append(batch_keys)
                 shingled.append(batch_shingled)
         n = len(self.ids)
-        if len(set(self.ids)) != n:
-            seen: set[str] = set()
-            twice = next(i for i in self.ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        twice = self.ids.first_repeat()
+        if twice is not None:
             raise ValueError(f"record id {twice!r} appears more than once; ids must be unique")
         self._digests = np.frombuffer(bytes(digests), dtype="<u8").reshape(n, 2)
         self._scores = np.array(scores, dtype=np.float64) if score is not None else None
@@ -595,7 +606,7 @@ class NearDuplicateGraph:
         else:
             unique = np.arange(n)
         if "minhash" in self.methods:
-            self._minhash(unique, np.concatenate(keys), np.concatenate(shingled))
+            self._minhash(unique, keys, np.concatenate(shingled) if shingled else np.zeros(0, bool))
         if "semantic" in self.methods:
             self._semantic(unique)
         self._components()
@@ -609,15 +620,25 @@ class NearDuplicateGraph:
         if key not in self.edges:
             self.edges[key] = (method, float(similarity))
 
-    def _minhash(self, indices: np.ndarray, keys: np.ndarray, shingled: np.ndarray) -> None:
+    def _minhash(self, indices: np.ndarray, keys: list[np.ndarray], shingled: np.ndarray) -> None:
         indices = indices[shingled[indices]]  # a text with no words matches nothing
-        pairs = indices[lsh_candidate_pairs(keys[indices], self.bands, 1)]
+        if not len(indices):
+            self.candidates["minhash"] = 0
+            return
+        # one band's keys at a time: 8 bytes a record instead of 8 x bands
+        bands = (np.concatenate([k[:, band] for k in keys])[indices] for band in range(self.bands))
+        pairs = indices[_shared_bucket_pairs(bands, len(indices))]
         self.candidates["minhash"] = len(pairs)
         shingler = ShingleHasher(n_words=self.n_words, n_chars=self.n_chars)
         for block in range(0, len(pairs), _VERIFY_BLOCK):
             chunk = pairs[block : block + _VERIFY_BLOCK]
             needed = np.unique(chunk).tolist()
-            sets = dict(zip(needed, map(shingler.hash_set, self._texts(needed)), strict=True))
+            texts = self._texts(needed)
+            sets: dict[int, np.ndarray] = {}
+            for start in range(0, len(needed), self.batch_size):
+                flat, counts = shingler.hashes(texts[start : start + self.batch_size])
+                pieces = map(np.unique, np.split(flat, np.cumsum(counts)[:-1]))
+                sets.update(zip(needed[start : start + self.batch_size], pieces, strict=True))
             for a, b in chunk.tolist():
                 sa, sb = sets[a], sets[b]
                 common = len(np.intersect1d(sa, sb, assume_unique=True))
@@ -745,10 +766,10 @@ class NearDuplicateGraph:
                     via = ", ".join(self.ids[i] for i in path)
                     detail = f"{method} similarity {similarity:.3f} to {winner_id} via {via}"
                 dropped_at[member] = {
-                    "id": self._raw_ids[member],
+                    "id": self.ids.raw(member),
                     "reason": "duplicate",
                     "detail": detail,
-                    "lost_to": self._raw_ids[winner],
+                    "lost_to": self.ids.raw(winner),
                     "similarity": similarity,
                     "method": method,
                 }
@@ -763,10 +784,57 @@ class NearDuplicateGraph:
                 winner = self._winner(group, score)
                 line = {
                     "cluster": number,
-                    "ids": [self._raw_ids[i] for i in group],
-                    "kept": self._raw_ids[winner],
+                    "ids": [self.ids.raw(i) for i in group],
+                    "kept": self.ids.raw(winner),
                 }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+class RecordIds(Sequence[str]):
+    """Record ids as strings (``ids[i]``) and as given (``ids.raw(i)``), kept in one
+    bytes buffer: a million ids as Python strings would take ~100 MB scattered
+    between the records that were read and freed around them."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._ends = array("q")
+        self._hashes = array("Q")
+
+    def append(self, raw: Any) -> None:
+        text = str(raw)
+        self._data += (
+            b"s" + text.encode("utf-8") if isinstance(raw, str) else b"j" + json.dumps(raw).encode()
+        )
+        self._ends.append(len(self._data))
+        self._hashes.append(
+            int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+        )
+
+    def raw(self, index: int) -> Any:
+        """The id as the record gave it (a string, a number, ...)."""
+        index = range(len(self))[index]
+        chunk = bytes(self._data[self._ends[index - 1] if index else 0 : self._ends[index]])
+        return chunk[1:].decode("utf-8") if chunk[:1] == b"s" else json.loads(chunk[1:])
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return str(self.raw(index))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def first_repeat(self) -> str | None:
+        """An id that appears twice (the smallest such), or None."""
+        hashes = (
+            np.frombuffer(self._hashes, dtype=np.uint64)
+            if len(self._hashes)
+            else np.empty(0, np.uint64)
+        )
+        order = np.argsort(hashes, kind="stable")
+        same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+        repeated = {
+            self[int(order[k])] for k in same if self[int(order[k])] == self[int(order[k + 1])]
+        }
+        return min(repeated) if repeated else None
 
 
 def _first_of_equal_rows(rows: np.ndarray) -> np.ndarray:
@@ -814,7 +882,7 @@ class _KeyPipeline:
         if self._pool is None:
             flat, counts = self._shingler.hashes(texts)
             signatures = self._hasher._permute_min(flat, counts)
-            yield band_keys(signatures, self._bands, self._rows), counts > 0
+            yield _short_keys(band_keys(signatures, self._bands, self._rows)), counts > 0
             return
         sizes = (self._shingler.n_words, self._shingler.n_chars)
         self._pending.append(self._pool.submit(_band_keys_of_texts, texts, *self._args, *sizes))
