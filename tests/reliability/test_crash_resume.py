@@ -189,37 +189,48 @@ def test_a_journal_that_is_not_a_database_is_moved_aside_and_the_run_recovers(
     assert_one_valid_record_per_seed(out, n)
 
 
-@pytest.mark.parametrize("which", ["out", "rejects", "manifest"])
-def test_a_kill_during_the_final_write_leaves_the_old_or_the_new_file(fake_openai, tmp_path, which):
-    """EVOFORGE_TEST_SLOW_WRITE slows the final write of each line; a SIGKILL in the
-    middle of it leaves the previous complete file in place, never a partial one."""
-    n = 30
-    rows = [{"id": f"s{i:05d}", "instruction": f"Seed {i}"} for i in range(n)]
-    seeds = write_jsonl(tmp_path / "seeds.jsonl", rows)
+def test_a_kill_during_the_final_write_leaves_the_old_or_the_new_file(fake_openai, tmp_path):
+    """EVOFORGE_TEST_SLOW_WRITE slows the final write line by line. A SIGKILL while the
+    output and rejects are written leaves all three old files; one while the manifest is
+    written leaves the new output and rejects (whole) and the old manifest; never a
+    partial file, and the re-run cleans up the temporaries."""
+    rows = [{"id": f"s{i:05d}", "instruction": f"Seed {i}"} for i in range(30)]
+    seeds = tmp_path / "seeds.jsonl"
     out = tmp_path / "out.jsonl"
-    names = {"out": "out.jsonl", "rejects": "out.rejects.jsonl", "manifest": "out.manifest.json"}
-    target = tmp_path / names[which]
+    files = [out, tmp_path / "out.rejects.jsonl", tmp_path / "out.manifest.json"]
     args = answer_args(seeds, out, fake_openai)
+    write_jsonl(seeds, rows)
+    seeds.write_text(seeds.read_text() + "{not json}\n")
     assert subprocess.run(args, capture_output=True, timeout=120).returncode == 0
-    old = target.read_bytes()
-    # A second, different run into the same place (more seeds, --overwrite).
+    old = [f.read_bytes() for f in files]
+    # A different run into the same place: one more seed and one more bad row.
     write_jsonl(seeds, [*rows, {"id": "s99999", "instruction": "Seed 99999"}])
+    seeds.write_text(seeds.read_text() + "{not json}\n[1]\n")
     env = {**os.environ, "EVOFORGE_TEST_SLOW_WRITE": "0.05"}
-    process = subprocess.Popen(
-        [*args, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    temporaries = f".{names[which]}.tmp-*"
-    wait_for(lambda: any(tmp_path.glob(temporaries)) or process.poll() is not None)
-    time.sleep(0.1)  # some lines are in the temporary file now
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "the write finished before the kill"
-    assert target.read_bytes() == old
-    # The re-run finishes the job and replaces the file with the new, whole one.
+
+    def kill_while_writing(name: str) -> None:
+        process = subprocess.Popen(
+            [*args, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+        )  # fmt: skip
+        wait_for(lambda: any(tmp_path.glob(f".{name}.tmp-*")) or process.poll() is not None)
+        time.sleep(0.1)  # some lines are in the temporary file now
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, "the write finished before the kill"
+
+    kill_while_writing("out.jsonl")
+    assert [f.read_bytes() for f in files] == old
+    kill_while_writing("out.manifest.json")
+    new_out, new_rejects = out.read_bytes(), files[1].read_bytes()
+    assert files[2].read_bytes() == old[2]
+    assert len(read_jsonl(out)) == 31 and len(read_jsonl(files[1])) == 2
+    # The re-run finishes the job: the same new output, and a new manifest.
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(read_jsonl(out)) == n + 1
-    assert not list(tmp_path.glob(".*.tmp-*")), "the killed run's temporary file is cleaned up"
+    assert (out.read_bytes(), files[1].read_bytes()) == (new_out, new_rejects)
+    assert json.loads(files[2].read_text())["counts"]["accepted"] == 31
+    assert not list(tmp_path.glob(".*.tmp-*")), "the killed runs' temporary files are cleaned up"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
