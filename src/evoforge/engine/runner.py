@@ -483,7 +483,8 @@ class Run:
 
                 def reject(rejection: dict[str, Any]) -> None:
                     nonlocal rejected
-                    rej.write(redact(json.dumps(rejection, ensure_ascii=False)) + "\n")
+                    # Details were redacted when journaled; the record is data, kept as is.
+                    rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
                     reasons[rejection["reason"]] += 1
                     rejected += 1
                     _slow_write_for_tests()
