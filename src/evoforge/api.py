@@ -359,10 +359,10 @@ async def evolve_async(
 ) -> RunSummary:
     options = options or EngineOptions()
     evolve = evolution or EvolveOptions()
+    seeds = source_path(seeds, out)
     total = count_items(seeds)
     if evolve.kind == "instruction":
         task, task_config = _instruction_task(evolve)
-    seeds = source_path(seeds, out)
     else:
         task, task_config = _question_task(evolve, total, options.seed)
     settings = asdict(evolve)
@@ -572,10 +572,10 @@ async def rag_async(
 
     rag = rag or RagOptions()
     options = options or EngineOptions()
+    docs = source_paths(docs, out)
     report = load_documents(docs, text_field=rag.text_field)
     skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
     if not report.documents:
-    docs = source_paths(docs, out)
         reasons = (
             "; ".join(f"{s['path']}: {s['reason']}, {s['detail']}" for s in skipped[:5])
             or "no files"
@@ -694,10 +694,10 @@ async def in2_async(
 
     in2 = in2 or In2Options()
     options = options or EngineOptions()
+    corpus = source_paths(corpus, out)
     weights = mix_weights(in2.mix, has_general=in2.general is not None)
     if in2.short_ratio is not None:
         rest = sum(v for k, v in weights.items() if k != "short")
-    corpus = source_paths(corpus, out)
         weights = {k: (v / rest) * (1 - in2.short_ratio) for k, v in weights.items()}
         weights["short"] = in2.short_ratio
     counts = exact_mix(in2.n, weights, options.seed)
@@ -825,10 +825,10 @@ async def select_async(
 
     selection = selection or SelectOptions()
     options = options or EngineOptions()
+    source = source_path(source, out)
     out = Path(out)
     paths = output_paths(out)
     records: list[Any]
-    source = source_path(source, out)
     if selection.method in SCORERS:
         stem = out.name[: -len(out.suffix)] if out.suffix else out.name
         scored_path = out.with_name(f"{stem}.scored.jsonl")
