@@ -52,6 +52,7 @@ __all__ = [
     "JsonlRecords",
     "MinHasher",
     "NearDuplicateGraph",
+    "RecordIds",
     "ShingleHasher",
     "band_keys",
     "candidate_probability",
@@ -77,7 +78,7 @@ _SHINGLE_CHUNK = 1 << 11
 # Odd 64-bit constants (fixed, not the MinHash seed, so a shingle hashes the same under
 # every seed): 0-63 weigh the positions in an n-gram and the rows in a band, 64 an
 # n-gram's length, 65 is the base of a word's polynomial over its code points.
-_WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=67, dtype=np.uint64)
+_WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=66, dtype=np.uint64)
 _WEIGHTS = _WEIGHTS * np.uint64(2) + np.uint64(1)
 _SHORT_WORD = 16  # letters; longer words (rare) are hashed one by one
 _VERIFY_BLOCK = 1 << 13  # candidate pairs verified per re-read of their records
