@@ -302,6 +302,11 @@ def test_shingle_hashes_give_the_jaccard_of_the_shingle_strings() -> None:
         sa, sb = shingles(normalised[a]), shingles(normalised[b])
         common = len(np.intersect1d(hashed[a], hashed[b]))
         assert common == len(sa & sb)
+    # "中文" by characters and "中 文" by words are different shingles, hashes too
+    pair = ShingleHasher(n_words=2)
+    by_chars, by_words = pair.hash_set("中文"), pair.hash_set("中 文 alpha beta gamma")
+    assert not shingles("中文") & shingles("中 文 alpha beta gamma", n_words=2)
+    assert len(np.intersect1d(by_chars, by_words)) == 0
     # a batch gives each text the hashes it gets alone
     np.testing.assert_array_equal(flat[: counts[0]], shingler.hashes(normalised[:1])[0])
 

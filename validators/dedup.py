@@ -79,8 +79,9 @@ _METHODS = ("exact", "minhash", "semantic")
 _SHINGLE_CHUNK = 1 << 11
 # Odd 64-bit constants (fixed, not the MinHash seed, so a shingle hashes the same under
 # every seed): 0-63 weigh the positions in an n-gram and the rows in a band, 64 an
-# n-gram's length, 65 is the base of a word's polynomial over its code points.
-_WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=66, dtype=np.uint64)
+# n-gram's length, 65 is the base of a word's polynomial over its code points, 66
+# marks a character n-gram (so "中文" by characters is not "中 文" by words).
+_WEIGHTS = np.random.default_rng(0x5EED).integers(0, 1 << 63, size=67, dtype=np.uint64)
 _WEIGHTS = _WEIGHTS * np.uint64(2) + np.uint64(1)
 _SHORT_WORD = 16  # letters; longer words (rare) are hashed one by one
 _VERIFY_BLOCK = 1 << 13  # candidate pairs verified per re-read of their records
@@ -211,7 +212,9 @@ class ShingleHasher:
     splits the texts into words (``str.translate`` and ``split`` for ASCII ones); the
     rest is a few numpy operations over a whole batch of texts.
     Two different shingles share a hash with probability about 2^-64, so the Jaccard
-    of the hash sets is that of the shingle sets.
+    of the hash sets is that of the shingle sets; the one difference is that a word
+    shingle and a character shingle never share a hash, even where their strings
+    happen to match (``"中 文"`` by words is not ``"中文"`` by characters).
     """
 
     def __init__(self, *, n_words: int = 3, n_chars: int = 5) -> None:
@@ -262,6 +265,7 @@ class ShingleHasher:
         longest = int(gram.max())
         padded = np.concatenate((u, np.zeros(longest, dtype=np.uint64)))
         h = width.astype(np.uint64) * _WEIGHTS[64]
+        h[by_letters] += _WEIGHTS[66]
         zero = np.uint64(0)
         for k in range(longest):
             h += np.where(width > k, padded[k : k + total], zero) * _WEIGHTS[k]
