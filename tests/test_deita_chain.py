@@ -20,7 +20,9 @@ from evoforge.records import Record
 from evoforge.testing.fake_openai import Reply
 from evoforge.testing.scripted import ScriptedChatModel
 from evoforge.validators.select import (
+    DEITA_SCHEMA,
     DeitaScorer,
+    deita_chain_schema,
     expected_score,
     parse_deita_chain,
 )
@@ -47,6 +49,30 @@ def test_parse_deita_chain_needs_one_score_per_variant():
     assert parse_deita_chain("[Instruction 1] Score: 3\n[Instruction 2] Score: 5", 2) == [3, 5]
     assert parse_deita_chain("[Score 1]: 2\n[Score 2]: 4", 3) is None
     assert parse_deita_chain("[Score 1]: 2\n[Score 2]: 9", 2) is None
+
+
+def test_parse_deita_chain_reads_the_json_form_with_exactly_n_scores():
+    assert parse_deita_chain('{"scores": [2, 4, 6]}', 3) == [2.0, 4.0, 6.0]
+    assert parse_deita_chain('{"scores": ["3", 5]}', 2) == [3.0, 5.0]
+    assert parse_deita_chain('{"scores": [2, 4]}', 3) is None
+    assert parse_deita_chain('{"scores": [2, 4, 6, 1]}', 3) is None
+    assert parse_deita_chain('{"scores": [2, 9]}', 2) is None
+    assert parse_deita_chain('{"scores": [2, "high"]}', 2) is None
+
+
+def test_the_chain_request_carries_a_schema_with_one_score_per_variant():
+    def reply(messages, _n):
+        return '{"scores": [2, 3, 5]}' if "[Instruction 1]" in messages[-1]["content"] else "4"
+
+    model = ScriptedChatModel(reply)
+    deita = run(DeitaScorer(), model, chained("C", ["A", "B"])).records[0].meta["deita"]
+    assert deita["chain"] == {"complexity": [2.0, 3.0, 5.0]} and deita["score"] == 20.0
+    chain_call = next(c for c in model.calls if "[Instruction 1]" in c["messages"][-1]["content"])
+    scores = chain_call["schema"]["properties"]["scores"]
+    assert scores["minItems"] == scores["maxItems"] == 3
+    assert scores["items"]["enum"] == [1, 2, 3, 4, 5, 6]
+    assert chain_call["schema"] == deita_chain_schema(3)
+    assert '{"scores": [score 1, score 2, score 3]}' in chain_call["messages"][-1]["content"]
 
 
 def test_a_three_step_chain_is_scored_in_one_call_and_the_record_gets_its_position():
@@ -229,3 +255,66 @@ def test_the_cache_key_and_value_carry_logprobs():
     completion = Completion("4", logprobs=(TokenLogprob("4", -0.1, {"4": -0.1, "5": -2.3}),))
     assert Completion.from_json(completion.to_json()) == completion
     assert "logprobs" not in Completion("4").to_json()
+
+
+def scripted_json_logprob_reply(request):
+    """A server that honours the schema: the score digit is one token of the JSON."""
+    if request.json.get("logprobs") is not True or request.response_format is None:
+        return None
+    user = request.last_user
+    if "[Instruction 1]" in user:
+        return Reply(
+            content='{"scores": [2, 5]}',
+            logprobs=[
+                ('{"', {'{"': 0.0}),
+                ("scores", {"scores": 0.0}),
+                ('":', {'":': 0.0}),
+                (" [", {" [": 0.0}),
+                ("2", {"2": lp(0.5), "1": lp(0.5)}),
+                (",", {",": 0.0}),
+                (" ", {" ": 0.0}),
+                ("5", {"5": lp(0.8), "6": lp(0.1), "x": lp(0.1)}),
+                ("]}", {"]}": 0.0}),
+            ],
+        )
+    return Reply(
+        content='{"score": 4}',
+        logprobs=[
+            ('{"', {'{"': 0.0}),
+            ("score", {"score": 0.0}),
+            ('":', {'":': 0.0}),
+            (" ", {" ": 0.0}),
+            ("4", {"4": lp(0.6), "3": lp(0.2), " 6": lp(0.2)}),
+            ("}", {"}": 0.0}),
+        ],
+    )
+
+
+def test_json_replies_give_the_expectation_at_each_score_digit(fake_openai):
+    fake_openai.responder = scripted_json_logprob_reply
+    model = OpenAIChatModel("judge", base_url=fake_openai.base_url)
+    record = chained("Harder.", ["Easy."])
+    result = asyncio.run(
+        closing(model, DeitaScorer()(record, RecordContext(LLMClient(model), 0, "x")))
+    )
+    deita = result.records[0].meta["deita"]
+    assert deita["chain"]["complexity"] == pytest.approx([1.5, (5 * 0.8 + 6 * 0.1) / 0.9])
+    q = 4 * 0.6 + 3 * 0.2 + 6 * 0.2
+    assert deita["quality"] == pytest.approx(q)
+    assert deita["score"] == pytest.approx(deita["chain"]["complexity"][-1] * q)
+    formats = [r.response_format for r in fake_openai.requests]
+    assert [f["type"] for f in formats] == ["json_schema", "json_schema"]
+    assert formats[0]["json_schema"]["schema"] == deita_chain_schema(2)
+    assert formats[1]["json_schema"]["schema"] == DEITA_SCHEMA
+
+
+def test_a_server_that_ignores_the_schema_is_read_as_text_without_a_reask(fake_openai):
+    fake_openai.enqueue("##Complexity: 3", "The quality is 5 out of 6.")
+    model = OpenAIChatModel("judge", base_url=fake_openai.base_url)
+    record = Record("instruction", {"instruction": "Why?", "output": "Because."}, id="x")
+    scorer = DeitaScorer(params={"max_tokens": 32, "temperature": 0.0})
+    result = asyncio.run(closing(model, scorer(record, RecordContext(LLMClient(model), 0, "x"))))
+    (rejection,) = result.rejections
+    assert rejection.reason == "unparseable_score" and "5 out of 6" in rejection.detail
+    assert len(fake_openai.requests) == 2  # one call per aspect: text is not re-asked
+    assert all(r.response_format is not None for r in fake_openai.requests)

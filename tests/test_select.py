@@ -17,6 +17,8 @@ from evoforge.errors import ConfigError
 from evoforge.records import Record
 from evoforge.testing.scripted import ScriptedChatModel
 from evoforge.validators.select import (
+    ALPAGASUS_SCHEMA,
+    DEITA_SCHEMA,
     AlpagasusRater,
     DeitaScorer,
     greedy_kcenter,
@@ -191,6 +193,10 @@ def test_deita_budget_ties_and_unscored():
         ("I cannot rate this", None),
         ("7\nway off the scale", None),
         ("", None),
+        ('{"score": 4.5, "explanation": "Accurate; score 2 would be unfair."}', 4.5),
+        ('{"score": 3, "explanation": ""}', 3.0),
+        ('{"score": "5.0", "explanation": "x"}', 5.0),
+        ('{"score": 5.5, "explanation": "x"}', None),
     ],
 )
 def test_alpagasus_parser(reply, score):
@@ -211,6 +217,18 @@ def test_alpagasus_rater_writes_meta_and_sees_the_record():
     prompt = model.calls[0]["messages"][-1]["content"]
     assert "Add them" in prompt and "2 and 3" in prompt and "5" in prompt
     assert "scale of 0 to 5" in prompt
+    assert model.calls[0]["schema"] == ALPAGASUS_SCHEMA
+
+
+def test_alpagasus_asks_for_json_with_the_score_first_and_reads_it():
+    model = ScriptedChatModel('{"score": 5.0, "explanation": "Correct: 2 + 3 is 5."}')
+    rec = instr("a", "Add 2 and 3", "5")
+    result = asyncio.run(AlpagasusRater()(rec, ctx_for(model, rec)))
+    assert result.records[0].meta["alpagasus"] == {"score": 5.0}
+    schema = model.calls[0]["schema"]
+    assert schema["required"] == ["score", "explanation"]
+    assert schema["properties"]["score"]["enum"] == [k / 2 for k in range(11)]
+    assert '{"score": <the score>' in model.calls[0]["messages"][-1]["content"]
 
 
 def test_alpagasus_unparseable_is_a_rejection_with_the_first_line():
@@ -249,6 +267,9 @@ def test_deita_parser():
     assert parse_deita_score("##Complexity: 4", "complexity") == 4.0
     assert parse_deita_score("Reasoning...\n## Quality: 3", "quality") == 3.0
     assert parse_deita_score('{"complexity": 2}', "complexity") == 2.0
+    assert parse_deita_score('{"score": 6}', "quality") == 6.0
+    assert parse_deita_score('{"score": "3"}', "complexity") == 3.0
+    assert parse_deita_score('{"score": 0}', "complexity") is None
     assert parse_deita_score("5", "quality") == 5.0
     assert parse_deita_score("##Quality: 9", "quality") is None
     assert parse_deita_score("very complex", "complexity") is None
@@ -262,6 +283,21 @@ def test_deita_scorer_writes_complexity_times_quality():
     ops = [call["messages"][-1]["content"] for call in model.calls]
     assert "##Query: Write a haiku about rain." in ops[0]
     assert "#Response#:\nRain on the roof..." in ops[1]
+    assert [call["schema"] for call in model.calls] == [DEITA_SCHEMA, DEITA_SCHEMA]
+    assert all('{"score": N}' in call["messages"][0]["content"] for call in model.calls)
+
+
+def test_deita_json_replies_are_read_and_never_reasked():
+    model = deita_judge(complexity='{"score": 3}', quality='{"score": 9}')
+    rec = instr("a", "Q", "A")
+    result = asyncio.run(DeitaScorer()(rec, ctx_for(model, rec)))
+    (rejection,) = result.rejections
+    # A reply outside the schema is the scorer's to judge: no re-ask, no invalid_json.
+    assert rejection.reason == "unparseable_score" and '{"score": 9}' in rejection.detail
+    assert len(model.calls) == 2
+    model = deita_judge(complexity='{"score": 3}', quality='{"score": 5}')
+    deita = asyncio.run(DeitaScorer()(rec, ctx_for(model, rec))).records[0].meta["deita"]
+    assert deita == {"complexity": 3.0, "quality": 5.0, "score": 15.0}
 
 
 def test_deita_scorer_sums_over_turns():

@@ -8,8 +8,10 @@ the engine's cache, retries and journal:
   response) pair, each on 1-6: a record with an evolution chain is rank-scored
   together with its earlier versions in one prompt
   (``prompts/deita_{complexity,quality}_chain.yaml``), one without is scored alone
-  (``prompts/deita_complexity.yaml``, ``prompts/deita_quality.yaml``). With token
-  logprobs the score is the expected value over the score tokens. The evol score is
+  (``prompts/deita_complexity.yaml``, ``prompts/deita_quality.yaml``). The judge is
+  asked for JSON with a schema (``{"score": N}``, ``{"scores": [N, ...]}``), so a
+  guided local model always writes a score. With token logprobs the score is the
+  expected value over the score tokens. The evol score is
   complexity x quality, summed over the turns of a conversation. Writes
   ``meta["deita"]``.
 - :class:`AlpagasusRater` -- AlpaGasus (Chen et al., 2023): a judge rates the
@@ -37,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import json
 import math
 import random
 import re
@@ -57,6 +58,7 @@ __all__ = [
     "SELECTORS",
     "AlpagasusRater",
     "DeitaScorer",
+    "deita_chain_schema",
     "expected_score",
     "greedy_kcenter",
     "kmeans",
@@ -72,11 +74,46 @@ __all__ = [
     "turn_pairs",
 ]
 
-# Greedy judges; the replies are one short line (DEITA) or a score and a paragraph.
+# Greedy judges; the replies are a short JSON object (DEITA) or a score and a paragraph.
 # DEITA asks for the top token logprobs, for the expected score (a server that
 # refuses them is asked without; the parsed integer is the score then).
 DEITA_PARAMS = {"max_tokens": 32, "temperature": 0.0, "logprobs": True, "top_logprobs": 10}
 ALPAGASUS_PARAMS = {"max_tokens": 256, "temperature": 0.0}
+
+# The replies' JSON Schemas. They go to the backend with each request (an OpenAI-style
+# ``response_format``; the local model writes them by construction, choosing each
+# score among the enum's options), and the reply is read by the parsers below, which
+# also take the plain-text forms from a server that ignores the schema.
+DEITA_SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5, 6]}
+DEITA_SCHEMA = {
+    "type": "object",
+    "properties": {"score": DEITA_SCORE},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+# AlpaGasus scores 0-5; half points, so that the 4.5 threshold can be met exactly.
+ALPAGASUS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "number", "enum": [k / 2 for k in range(11)]},
+        "explanation": {"type": "string"},
+    },
+    "required": ["score", "explanation"],
+    "additionalProperties": False,
+}
+
+
+def deita_chain_schema(n: int) -> dict[str, Any]:
+    """``{"scores": [...]}``: exactly ``n`` scores of 1-6, one per variant, in order."""
+    return {
+        "type": "object",
+        "properties": {
+            "scores": {"type": "array", "items": DEITA_SCORE, "minItems": n, "maxItems": n}
+        },
+        "required": ["scores"],
+        "additionalProperties": False,
+    }
+
 
 RecordLike = Record | dict[str, Any]
 
@@ -184,10 +221,12 @@ _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 def parse_deita_score(text: str, aspect: str) -> float | None:
     """A DEITA judge's 1-6 score, or None.
 
-    Read in order: the last ``##Complexity: N`` / ``##Quality: N`` line (the
-    scorer's format; ``#``s and case optional), a JSON object ``{"complexity": N}``,
-    a reply that is a bare number. This is the parsed number; :class:`DeitaScorer`
-    turns it into the expected value when the reply carries token logprobs.
+    Read in order: the JSON reply asked for, ``{"score": N}`` (also
+    ``{"complexity": N}`` / ``{"quality": N}``, the number quoted or not); the last
+    ``##Complexity: N`` / ``##Quality: N`` line (the DEITA scorer's own format;
+    ``#``s and case optional); a reply that is a bare number. This is the parsed
+    number; :class:`DeitaScorer` turns it into the expected value when the reply
+    carries token logprobs.
     """
     found = _deita_score_at(text, aspect)
     return None if found is None else found[0]
@@ -201,23 +240,23 @@ def _in_scale(value: Any) -> float | None:
     return score if 1.0 <= score <= 6.0 else None
 
 
-def _deita_score_at(text: str, aspect: str) -> tuple[float, int | None] | None:
-    """(score, offset of its number in ``text``, or None for a JSON reply) or None."""
+def _json_number_at(text: str, keys: str) -> tuple[str, int] | None:
+    """The first ``"key": N`` (``"N"`` too) of a JSON reply, ``keys`` a regex
+    alternation: (the number's text, its offset in ``text``), or None."""
+    match = re.search(rf'"(?:{keys})"\s*:\s*"?{_NUMBER}"?\s*[,}}]', text, re.I)
+    return None if match is None else (match.group(1), match.start(1))
+
+
+def _deita_score_at(text: str, aspect: str) -> tuple[float, int] | None:
+    """(score, offset of its number in ``text``) or None."""
+    found_json = _json_number_at(text, f"score|{aspect}")
+    if found_json is not None:
+        score = _in_scale(found_json[0])
+        return None if score is None else (score, found_json[1])
     found = list(re.finditer(rf"#*\s*{aspect}\s*(?:score)?\s*[:：]\s*\**\s*{_NUMBER}", text, re.I))
     if found:
         score = _in_scale(found[-1].group(1))
         return None if score is None else (score, found[-1].start(1))
-    match = re.search(r"\{.*\}", text, re.S)
-    if match:
-        try:
-            data = json.loads(match.group(0))
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            value = {k.lower(): v for k, v in data.items()}.get(aspect.lower())
-            if value is not None:
-                score = _in_scale(value)
-                return None if score is None else (score, None)
     bare = re.fullmatch(rf"\s*{_NUMBER}\s*\.?\s*", text)
     if bare is None:
         return None
@@ -228,9 +267,10 @@ def _deita_score_at(text: str, aspect: str) -> tuple[float, int | None] | None:
 def parse_deita_chain(text: str, n: int) -> list[float] | None:
     """The 1-6 scores of a rank-scoring reply over ``n`` variants, in order, or None.
 
-    One score per variant, each read from a ``[Score k]: N`` line (also
+    The JSON reply asked for, ``{"scores": [N, ...]}`` with exactly ``n`` numbers;
+    failing that, one score per variant read from a ``[Score k]: N`` line (also
     ``[Instruction k] Score: N`` / ``[Response k] Score: N``, the paper's own
-    format); the last line for a ``k`` wins. None unless all ``n`` are there.
+    format), the last line for a ``k`` winning. None unless all ``n`` are there.
     """
     found = _deita_chain_at(text, n)
     return None if found is None else [score for score, _ in found]
@@ -243,7 +283,28 @@ _CHAIN_LINE = re.compile(
 )
 
 
+_JSON_SCORES = re.compile(r'"scores"\s*:\s*\[([^\]]*)\]', re.I)
+_JSON_ITEM = re.compile(rf'\s*"?{_NUMBER}"?\s*')
+
+
+def _deita_json_chain_at(text: str, n: int) -> list[tuple[float, int]] | None:
+    """The ``{"scores": [...]}`` form: (score, offset) per item, or None."""
+    match = _JSON_SCORES.search(text)
+    if match is None:
+        return None
+    found = []
+    for item in re.finditer(r"[^,]+", match.group(1)):
+        number = _JSON_ITEM.fullmatch(item.group(0))
+        score = None if number is None else _in_scale(number.group(1))
+        if number is None or score is None:
+            return None
+        found.append((score, match.start(1) + item.start() + number.start(1)))
+    return found if len(found) == n else None
+
+
 def _deita_chain_at(text: str, n: int) -> list[tuple[float, int]] | None:
+    if _JSON_SCORES.search(text):
+        return _deita_json_chain_at(text, n)
     scores: dict[int, tuple[float, int]] = {}
     for match in _CHAIN_LINE.finditer(text):
         position = int(match.group(1) or match.group(2))
@@ -297,16 +358,23 @@ def expected_score(
 def parse_alpagasus_score(text: str) -> float | None:
     """An AlpaGasus judge's 0-5 score, or None.
 
-    The first non-empty line should be the score alone (``4.5``; ``4.5/5`` and a
-    trailing period are accepted); failing that, the first ``score: N`` anywhere.
+    The JSON reply asked for, ``{"score": N, "explanation": "..."}``; failing that
+    (a server that wrote text), the paper's form: the first non-empty line is the
+    score alone (``4.5``; ``4.5/5`` and a trailing period are accepted), else the
+    first ``score: N`` anywhere.
     """
-    first = _first_line(text)
-    match = re.fullmatch(rf"\**{_NUMBER}\**\s*(?:/\s*5(?:\.0)?)?\s*\.?", first)
-    if match is None:
-        match = re.search(rf"score\s*(?:is|of)?\s*[:：=]?\s*\**\s*{_NUMBER}", text, re.I)
-    if match is None:
-        return None
-    score = float(match.group(1))
+    found = _json_number_at(text, "score")
+    if found is not None:
+        value = found[0]
+    else:
+        first = _first_line(text)
+        match = re.fullmatch(rf"\**{_NUMBER}\**\s*(?:/\s*5(?:\.0)?)?\s*\.?", first)
+        if match is None:
+            match = re.search(rf"score\s*(?:is|of)?\s*[:：=]?\s*\**\s*{_NUMBER}", text, re.I)
+        if match is None:
+            return None
+        value = match.group(1)
+    score = float(value)
     return score if 0.0 <= score <= 5.0 else None
 
 
@@ -359,6 +427,13 @@ class DeitaScorer:
       five evolutions in the paper): a longer chain keeps its latest versions;
     - otherwise the item is scored alone (``prompts/deita_complexity.yaml``,
       ``prompts/deita_quality.yaml``, ops ``deita_complexity``/``deita_quality``).
+
+    Each request carries a JSON Schema (:data:`DEITA_SCHEMA`, ``{"score": N}`` with N
+    one of 1..6; :func:`deita_chain_schema`, ``{"scores": [...]}`` with exactly one
+    score per variant): a server gets it as its ``response_format``, the local model
+    writes the JSON by construction and picks each score among 1..6. The reply is
+    not held to it: a server that writes the paper's text forms anyway
+    (``##Complexity: 4``, ``[Score 2]: 5``) is read by the same parsers.
 
     The params ask for the top token logprobs; when the reply has them, a score is
     the expected value sum p(k) * k over the tokens "1".."6" at the score's
@@ -459,7 +534,14 @@ class DeitaScorer:
 
     async def _score(self, ctx: RecordContext, aspect: str, turn: int, **values: str) -> float:
         template = self.complexity_template if aspect == "complexity" else self.quality_template
-        reply = await ctx.ask(template, op=f"deita_{aspect}", params=self.params, **values)
+        reply = await ctx.ask(
+            template,
+            op=f"deita_{aspect}",
+            params=self.params,
+            schema=DEITA_SCHEMA,
+            validate=False,
+            **values,
+        )
         found = _deita_score_at(reply.text, aspect)
         if found is None:
             where = f" (turn {turn + 1})" if turn else ""
@@ -475,9 +557,16 @@ class DeitaScorer:
         else:
             template, n = self.quality_chain_template, len(values["responses"])
         params = dict(self.params)
-        if "max_tokens" in params:  # one "[Score k]: N" line, about 8 tokens, per variant
+        if "max_tokens" in params:  # room for one "[Score k]: N" line (~8 tokens) each
             params["max_tokens"] = max(int(params["max_tokens"]), 8 * n + 16)
-        reply = await ctx.ask(template, op=f"deita_{aspect}_chain", params=params, **values)
+        reply = await ctx.ask(
+            template,
+            op=f"deita_{aspect}_chain",
+            params=params,
+            schema=deita_chain_schema(n),
+            validate=False,
+            **values,
+        )
         found = _deita_chain_at(reply.text, n)
         if found is None:
             raise _Unparseable(
@@ -487,15 +576,17 @@ class DeitaScorer:
         return [_expected(reply, score, offset) for score, offset in found]
 
 
-def _expected(reply: Completion, score: float, offset: int | None) -> float:
+def _expected(reply: Completion, score: float, offset: int) -> float:
     return expected_score(reply.logprobs, reply.text, offset, score)
 
 
 class AlpagasusRater:
     """AlpaGasus (Chen et al., 2023): a judge rates the response's accuracy on 0-5.
 
-    One call (op ``alpagasus_rating``) per record; the first line of the reply is the
-    score, with a ``score: N`` fallback. Writes ``meta["alpagasus"] = {"score": s}``.
+    One call (op ``alpagasus_rating``) per record, with :data:`ALPAGASUS_SCHEMA`:
+    ``{"score": s, "explanation": "..."}``, the score first as in the paper, on 0-5
+    in half points. A text reply is read the paper's way (:func:`parse_alpagasus_score`).
+    Writes ``meta["alpagasus"] = {"score": s}``.
     Rejections: ``unparseable_score`` (with the reply's first line),
     ``missing_response``. Turns are shown to the judge as ``role: content`` lines.
     """
@@ -516,6 +607,8 @@ class AlpagasusRater:
             self.template,
             op="alpagasus_rating",
             params=self.params,
+            schema=ALPAGASUS_SCHEMA,
+            validate=False,
             instruction=_turns_text(record.get(prompt)),
             input=str(record.get("input") or "") if record.kind == "instruction" else "",
             response=response,

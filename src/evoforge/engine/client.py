@@ -115,16 +115,19 @@ class LLMClient:
         schema: dict[str, Any] | None = None,
         tag: str = "",
         params: dict[str, Any] | None = None,
+        validate: bool = True,
     ) -> Completion:
         """One completion through cache, limits and retries; ``parsed`` set when ``schema``.
 
         With a schema, an unusable reply is re-asked once quoting the error; a
         second failure raises ``RequestRejected`` with ``invalid_json`` or
-        ``schema_mismatch``.
+        ``schema_mismatch``. ``validate=False`` still sends the schema (a
+        ``response_format``, guided decoding) but returns the reply unchecked, for a
+        caller that reads it itself and has a fallback for a server that wrote text.
         """
         call_params = {**self.params, **(params or {})}
         completion = await self._cached_call(messages, schema, call_params, tag, op)
-        if schema is None:
+        if schema is None or not validate:
             return completion
         try:
             return _with_parsed(completion, check_reply(completion.text, schema))

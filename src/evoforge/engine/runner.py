@@ -109,9 +109,15 @@ class RecordContext:
         op: str,
         round_: int = 0,
         params: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        validate: bool = True,
         **values: Any,
     ) -> Completion:
-        """Render ``template`` with ``values`` (as data) and ask the model."""
+        """Render ``template`` with ``values`` (as data) and ask the model.
+
+        ``schema`` replaces the template's ``output_schema`` (one that depends on the
+        values, e.g. an array as long as a list); ``validate`` goes to
+        :meth:`LLMClient.complete`."""
         messages = template.render(**values)
         call_params = dict(params or {})
         if "seed" not in call_params and "seed" not in self.client.params:
@@ -120,9 +126,10 @@ class RecordContext:
         return await self.client.complete(
             messages,
             op=op,
-            schema=template.output_schema,
+            schema=template.output_schema if schema is None else schema,
             tag=template.content_hash,
             params=call_params,
+            validate=validate,
         )
 
 

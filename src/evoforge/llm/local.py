@@ -509,9 +509,11 @@ class _TextSlot:
 
 @dataclass(frozen=True)
 class _ChoiceSlot:
-    """An ``enum`` value: the option the model ranks first, never sampled."""
+    """An ``enum`` value: the option the model ranks first, never sampled. ``bare``
+    options are numbers, kept as their JSON text and written without quotes."""
 
     options: tuple[str, ...]
+    bare: bool = False
 
 
 _Piece = str | _TextSlot | _ChoiceSlot  # a str is JSON text written as it is
@@ -519,6 +521,7 @@ _Piece = str | _TextSlot | _ChoiceSlot  # a str is JSON text written as it is
 _STRING_KEYWORDS = frozenset(
     {"type", "enum", "minLength", "maxLength", "pattern", "title", "description"}
 )
+_NUMBER_KEYWORDS = frozenset({"type", "enum", "minimum", "maximum", "title", "description"})
 _ARRAY_KEYWORDS = frozenset({"type", "items", "minItems", "maxItems", "title", "description"})
 _OBJECT_KEYWORDS = frozenset(
     {"type", "properties", "required", "additionalProperties", "title", "description"}
@@ -546,10 +549,13 @@ class _JsonScaffold:
 
     Guided shapes: an object whose properties (the ``required`` ones in that order,
     else all) are strings (``minLength``, ``maxLength``, ``pattern`` allowed), string
-    enums, or arrays of those or of flat objects of those (``turns: [{role: enum,
-    content: string}]``). An array gets exactly ``minItems`` items (at least one, at
-    most ``maxItems``): the model does not choose the length. Anything else (numbers,
-    nested objects, ``$ref``, unknown keywords): :meth:`for_schema` returns ``None``.
+    enums, integer or number enums (``{"type": "integer", "enum": [1, 2, 3]}``,
+    written bare; none of the options' JSON may start another's, so ``[1, 10]`` is
+    not guided), or arrays of those or of flat objects of those (``turns: [{role:
+    enum, content: string}]``). An array gets exactly ``minItems`` items (at least
+    one, at most ``maxItems``): the model does not choose the length. Anything else
+    (numbers without an enum, nested objects, ``$ref``, unknown keywords):
+    :meth:`for_schema` returns ``None``.
     """
 
     prefix: str  # the opening, appended to the prompt
@@ -603,7 +609,7 @@ def _object_pieces(schema: Any, *, nested: bool) -> list[_Piece]:
         if not nested and isinstance(value, dict) and value.get("type") == "array":
             pieces += _array_pieces(value)
         else:
-            pieces += ['"', _slot(value)]
+            pieces += _value_pieces(value)
     pieces.append("}")
     return pieces
 
@@ -618,7 +624,7 @@ def _array_pieces(schema: dict[str, Any]) -> list[_Piece]:
     if isinstance(items, dict) and items.get("type") == "object":
         item = _object_pieces(items, nested=True)
     else:
-        item = ['"', _slot(items)]
+        item = _value_pieces(items)
     pieces: list[_Piece] = ["["]
     for number in range(count):
         pieces += [", ", *item] if number else item
@@ -626,10 +632,18 @@ def _array_pieces(schema: dict[str, Any]) -> list[_Piece]:
     return pieces
 
 
+def _value_pieces(schema: Any) -> list[_Piece]:
+    """A string's opening quote and slot, or a number enum's bare slot."""
+    slot = _slot(schema)
+    return [slot] if isinstance(slot, _ChoiceSlot) and slot.bare else ['"', slot]
+
+
 def _slot(schema: Any) -> _Piece:
-    """The slot for a string or a string enum; anything else is not guided."""
+    """The slot for a string, a string enum or a number enum; anything else is not guided."""
     if not isinstance(schema, dict):
         raise _Unguided
+    if schema.get("type") in ("integer", "number"):
+        return _number_choice(schema)
     _check_keywords(schema, _STRING_KEYWORDS)
     kind = schema.get("type", "string" if "enum" in schema else None)
     if kind != "string":
@@ -645,6 +659,20 @@ def _slot(schema: Any) -> _Piece:
     if max_length is not None and not isinstance(max_length, int):
         raise _Unguided
     return _TextSlot(max_length)
+
+
+def _number_choice(schema: dict[str, Any]) -> _ChoiceSlot:
+    _check_keywords(schema, _NUMBER_KEYWORDS)
+    options = schema.get("enum")
+    if not isinstance(options, list) or not options:
+        raise _Unguided
+    if any(isinstance(o, bool) or not isinstance(o, int | float) for o in options):
+        raise _Unguided
+    texts = tuple(dict.fromkeys(json.dumps(option) for option in options))
+    # An option that starts another would end the choice before the longer one is read.
+    if any(a != b and b.startswith(a) for a in texts for b in texts):
+        raise _Unguided
+    return _ChoiceSlot(texts, bare=True)
 
 
 def _check_keywords(schema: dict[str, Any], known: frozenset[str]) -> None:
@@ -771,6 +799,8 @@ class _ScaffoldCursor:
 
         if isinstance(piece, str):
             return _Step(piece, (ids(piece),))
+        if isinstance(piece, _ChoiceSlot) and piece.bare:
+            return _Step(piece, tuple(ids(option) for option in piece.options))
         if isinstance(piece, _ChoiceSlot):
             quote = self._classes.quote
             options = tuple((*ids(_json_string_tail(o)[:-1]), quote) for o in piece.options)
@@ -819,7 +849,7 @@ class _ScaffoldCursor:
             so_far = tuple(self._current)
             for option, sequence in zip(step.piece.options, step.sequences, strict=True):
                 if sequence == so_far:
-                    self._finish(_json_string_tail(option))
+                    self._finish(option if step.piece.bare else _json_string_tail(option))
                     break
         elif token in self._classes.closers:
             self._finish(_json_string_tail(self._text_value(step.piece)))
@@ -841,6 +871,8 @@ class _ScaffoldCursor:
                 parts.append(step.piece)
             elif isinstance(step.piece, _TextSlot) and number == 0:
                 parts.append(_json_string_tail(self._text_value(step.piece)))
+            elif isinstance(step.piece, _ChoiceSlot) and step.piece.bare:
+                parts.append("null")  # no number yet; the engine's validation says so
             else:
                 parts.append('"')
         return "".join(parts)
