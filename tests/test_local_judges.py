@@ -140,6 +140,31 @@ def test_deita_on_the_local_model_always_gives_scores_in_one_to_six(model):
         assert deita["score"] == pytest.approx(deita["complexity"] * deita["quality"])
     chain = results[2].records[0].meta["deita"]["chain"]["complexity"]
     assert len(chain) == 3 and all(1.0 <= c <= 6.0 for c in chain)
+    # The guided replies carry the odds of each score token: the scores are DEITA's
+    # expected values, not the chosen integers.
+    scores = [r.records[0].meta["deita"]["quality"] for r in results] + chain
+    assert any(score != round(score) for score in scores), scores
+
+
+@pytest.mark.slow
+def test_a_guided_reply_carries_the_odds_of_its_choices():
+    model = local.LocalChatModel()
+    messages = [{"role": "user", "content": "Rate the complexity of: 2 + 2?"}]
+
+    async def ask():
+        try:
+            return await model.complete(
+                messages, schema=DEITA_SCHEMA, logprobs=True, top_logprobs=5
+            )
+        finally:
+            await model.aclose()
+
+    reply = asyncio.run(ask())
+    assert "".join(entry.token for entry in reply.logprobs) == reply.text
+    (choice,) = [entry for entry in reply.logprobs if len(entry.top) > 1]
+    assert set(choice.top) == {"1", "2", "3", "4", "5", "6"}
+    assert choice.token == str(json.loads(reply.text)["score"])
+    assert choice.logprob == max(choice.top.values()) < 0.0
 
 
 @pytest.mark.slow

@@ -131,9 +131,11 @@ class LocalChatModel:
     when none is required), ``finish_reason="stop"``. ``max_tokens`` is then split
     between the string values (at least ``MIN_FIELD_TOKENS`` each) and ``stop`` is
     ignored. The model still chooses the words, so the engine's validation still
-    applies (``minLength`` above 1 and ``pattern`` are not enforced). Other schemas
-    are stated in the system message and the model writes freely, as with any
-    backend without a response-format option.
+    applies (``minLength`` above 1 and ``pattern`` are not enforced). Asked for
+    ``logprobs``, a guided reply gives its tokens, forced ones certain and an enum's
+    choice with the model's logprob for each option. Other schemas are stated in the
+    system message and the model writes freely, as with any backend without a
+    response-format option.
     """
 
     def __init__(
@@ -346,8 +348,10 @@ class LocalChatModel:
                 text, cut = _cut_at_stop(text, batch[index].stop)
                 finish_reason = "stop" if cut else finish_reason
             logprobs = None
-            if scores is not None and cursor is None:
+            if scores is not None:
                 logprobs = _token_logprobs(tokenizer, scores, row, tokens, params.top_logprobs)
+                if cursor is not None:
+                    logprobs = cursor.with_choice_odds(logprobs)
             results[index] = Completion(
                 text=text,
                 usage=Usage(prompt_tokens=len(ids), completion_tokens=completion_tokens),
@@ -380,7 +384,8 @@ def _token_logprobs(
         best = torch.topk(logp, top)
         alternatives: dict[str, float] = {}
         for value, tid in zip(best.values.tolist(), best.indices.tolist(), strict=True):
-            alternatives.setdefault(tokenizer.decode([tid]), float(value))
+            if value > float("-inf"):  # a guided step rules the other tokens out
+                alternatives.setdefault(tokenizer.decode([tid]), float(value))
         text = tokenizer.decode([token])
         chosen = float(logp[token])
         alternatives.setdefault(text, chosen)
@@ -788,6 +793,8 @@ class _ScaffoldCursor:
         self._written = [scaffold.prefix]  # finished pieces, as JSON
         self._current: list[int] = []  # tokens of the piece being written
         self.consumed = 0  # tokens read by advance()
+        # index of a generated token that chose between options -> {token: logprob}
+        self.choice_odds: dict[int, dict[int, float]] = {}
 
     @property
     def done(self) -> bool:
@@ -832,6 +839,9 @@ class _ScaffoldCursor:
         if isinstance(step.piece, _ChoiceSlot):  # the next token of the best-ranked option
             so_far = tuple(self._current)
             candidates = {seq[written] for seq in step.sequences if seq[:written] == so_far}
+            if len(candidates) > 1:  # kept for the reply's token logprobs
+                logp = scores.float().log_softmax(-1)
+                self.choice_odds[self.consumed] = {t: float(logp[t]) for t in candidates}
             return max(candidates, key=lambda token: float(scores[token]))
         return self._classes.quote if written >= self._field_tokens else None
 
@@ -860,6 +870,24 @@ class _ScaffoldCursor:
             if self.done:
                 break
             self.advance(token)
+
+    def with_choice_odds(self, entries: tuple[TokenLogprob, ...]) -> tuple[TokenLogprob, ...]:
+        """A guided reply's token logprobs, spelling :meth:`json_text` where the tokens
+        do: the opening first (it is in the prompt: certain), and where an enum's options
+        part, the model's own logprob for each option's token (before the choice was
+        forced), so that a caller can weigh the options, e.g. DEITA's expected score."""
+        opening = self._written[0]
+        result = [TokenLogprob(opening, 0.0, {opening: 0.0})]
+        for index, entry in enumerate(entries):
+            odds = self.choice_odds.get(index)
+            if odds is None:
+                result.append(entry)
+                continue
+            top: dict[str, float] = {}
+            for token, logprob in odds.items():
+                top.setdefault(self._tokenizer.decode([token]), logprob)
+            result.append(TokenLogprob(entry.token, top.get(entry.token, entry.logprob), top))
+        return tuple(result)
 
     def json_text(self) -> str:
         """The reply so far as JSON: unfinished values as they stand, the rest empty."""
