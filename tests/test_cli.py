@@ -48,7 +48,10 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(fake_openai, seeds_file, 
         "--llm", f"openai:fake-model@{fake_openai.base_url}",
     )  # fmt: skip
     assert result.returncode == 0
-    assert result.stderr == ""
+    # stderr carries only the line naming the refreshed report: no bar, no spinner frames
+    assert result.stderr == (
+        f"report: {tmp_path / 'report.html'} (summary: {tmp_path / 'summary.md'})\n"
+    )
 
 
 def test_missing_seed_file_is_one_clear_line(tmp_path):

@@ -231,7 +231,7 @@ def _refresh_report(folder: Path) -> None:
     except Exception as exc:  # the run's outputs are written; say why and keep its exit code
         typer.echo(f"evoforge: report not written: {type(exc).__name__}: {exc}", err=True)
         return
-    typer.echo(f"report: {paths['html']} (summary: {paths['summary']})")
+    typer.echo(f"report: {paths['html']} (summary: {paths['summary']})", err=True)
 
 
 def _print_summary(summary: Any, *, title: str) -> None:
