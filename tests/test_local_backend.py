@@ -52,7 +52,7 @@ def first_load(model_root):
 def test_identity_and_protocol():
     model = LocalChatModel()
     assert isinstance(model, ChatModel)
-    assert model.identity == {"backend": "local", "model": MODEL_NAME, "json": "guided-v1"}
+    assert model.identity == {"backend": "local", "model": MODEL_NAME, "json": "guided-v2"}
 
 
 def test_missing_library_names_the_extra(tmp_path, monkeypatch):

@@ -75,7 +75,8 @@ _STALE_AFTER_S = 3600.0  # leftovers of a crashed conversion older than this are
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_REPETITION_PENALTY = 1.1
 SCHEMA_INSTRUCTION = "Reply with only a JSON object that follows this JSON Schema: "
-GUIDANCE_VERSION = "guided-v1"  # how schema replies are made; part of the identity
+# How schema replies are made, part of the identity (v2: number enums, choice odds).
+GUIDANCE_VERSION = "guided-v2"
 MIN_FIELD_TOKENS = 24  # the least a guided string value may use of max_tokens
 
 
