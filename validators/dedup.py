@@ -20,7 +20,7 @@ Memory: records stream through once. What stays per record is its id, a text dig
 its byte offset, its score and its LSH band keys (with ``semantic``, also its
 embedding); candidate pairs are verified by re-reading just the records involved
 (:class:`JsonlRecords` seeks to their offsets), so :func:`dedup_jsonl` runs over a
-file far larger than memory (1M records in 451 MiB peak RSS, ``bench/dedup.py``).
+file far larger than memory (1M records in 445 MiB peak RSS, ``bench/dedup.py``).
 Signatures are per record (no corpus-level state), so ``shards=N`` computes them in N
 worker processes and the result is identical to one process. Output depends only on
 the input records, the parameters and the seed; which record is kept does not depend
