@@ -55,3 +55,59 @@ def test_prefer_keeps_the_best_scored_member(tmp_path):
     result = run_cli("dedup", str(source), "--out", str(out), "--prefer", "meta.deita.score")
     assert result.returncode == 0, result.stderr
     assert [r["id"] for r in read_jsonl(out)] == ["b"]
+
+
+def _corpus(tmp_path):
+    rows = [qa(f"r{i}", f"{EN} variant {i % 7}") for i in range(60)]
+    rows += [qa("zh1", ZH), qa("zh2", ZH.replace("一千七百三十一克", "一千七百三十二克"))]
+    return write_jsonl(tmp_path / "in.jsonl", rows), rows
+
+
+def test_a_jsonl_file_is_streamed_with_the_in_memory_result(tmp_path):
+    from evoforge import dedup
+    from evoforge.api import JsonlRows
+
+    source, rows = _corpus(tmp_path)
+    streamed = dedup(source, tmp_path / "streamed.jsonl", prefer="id")
+    held = dedup(rows, tmp_path / "held.jsonl", prefer="id")
+    assert isinstance(streamed.kept, JsonlRows) and isinstance(streamed.dropped, JsonlRows)
+    assert list(streamed.kept) == list(held.kept)
+    assert list(streamed.dropped) == list(held.dropped)
+    assert streamed.summary["kept"] == len(held.kept) < len(rows)
+    assert streamed.summary["groups"] == held.summary["groups"]
+    assert streamed.to_dataset().num_rows == len(held.kept)
+
+
+def test_shards_write_the_same_files_as_one_process(tmp_path):
+    source, _ = _corpus(tmp_path)
+    written = []
+    for shards in ("1", "2"):
+        folder = tmp_path / f"s{shards}"
+        folder.mkdir()
+        result = run_cli(
+            "dedup", str(source), "--out", str(folder / "u.jsonl"), "--shards", shards,
+            "--clusters", str(folder / "groups.jsonl"), "--no-report",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        written.append(
+            [
+                (folder / name).read_bytes()
+                for name in ("u.jsonl", "u.rejects.jsonl", "groups.jsonl")
+            ]
+        )
+    assert written[0] == written[1]
+
+
+def test_a_bad_line_leaves_an_earlier_output_untouched(tmp_path):
+    source, _ = _corpus(tmp_path)
+    out = tmp_path / "u.jsonl"
+    assert run_cli("dedup", str(source), "--out", str(out), "--no-report").returncode == 0
+    before = out.read_bytes()
+    with open(source, "a", encoding="utf-8") as handle:
+        handle.write('{"id": "broken", "question": \n')
+    result = run_cli("dedup", str(source), "--out", str(out), "--no-report")
+    assert result.returncode == 2
+    assert f"{source}" in result.stderr and "line 63" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert out.read_bytes() == before
+    assert not list(tmp_path.glob(".u.jsonl.tmp-*"))

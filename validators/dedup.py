@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from evoforge.errors import InputError
+from evoforge.io.writers import atomic_output
 from evoforge.validators.heuristics import _is_cjk, words
 
 __all__ = [
@@ -786,7 +787,7 @@ class NearDuplicateGraph:
         self, path: str | os.PathLike[str], score: Callable[[dict[str, Any]], float] | None = None
     ) -> None:
         """JSON lines, one per component: ``{"cluster": i, "ids": [...], "kept": id}``."""
-        with open(path, "w", encoding="utf-8") as handle:
+        with atomic_output(path) as handle:
             for number, group in enumerate(self._groups()):
                 winner = self._winner(group, score)
                 line = {
@@ -984,12 +985,12 @@ def dedup_jsonl(
     records = JsonlRecords(source)
     graph = NearDuplicateGraph(**kwargs).build_stream(records, records.fetch, score=score)
     dropped = graph.dropped_by_index()
-    with open(out, "wb") as handle:
+    with atomic_output(out, binary=True) as handle:
         for index, line in records.lines():
             if index not in dropped:
                 handle.write(line if line.endswith(b"\n") else line + b"\n")
     by_method: dict[str, int] = {}
-    with open(rejects, "w", encoding="utf-8") as handle:
+    with atomic_output(rejects) as handle:
         for index in sorted(dropped):
             rejection = dropped[index]
             by_method[rejection["method"]] = by_method.get(rejection["method"], 0) + 1

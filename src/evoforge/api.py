@@ -936,13 +936,44 @@ def field_score(path: str) -> Callable[[dict[str, Any]], float]:
     return score
 
 
+class JsonlRows(Sequence[dict[str, Any]]):
+    """The records of a JSON-lines file a step wrote, read when asked instead of held:
+    iterating streams the file; indexing reads it into memory once."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        if self._rows is not None:
+            yield from self._rows
+            return
+        import json
+
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._rows is None:
+            self._rows = list(iter(self))
+        return self._rows[index]
+
+
 @dataclass
 class DedupResult:
     """What :func:`dedup` kept (input order) and dropped: each dropped record as
-    ``{"id", "reason", "method", "lost_to", "similarity", "detail", "record"}``, and the counts."""
+    ``{"id", "reason", "method", "lost_to", "similarity", "detail"}``, and the counts.
+    A JSON-lines file deduplicated into a JSON-lines ``out`` is streamed (memory does
+    not grow with the records): ``kept`` and ``dropped`` then read the written files."""
 
-    kept: list[dict[str, Any]]
-    dropped: list[dict[str, Any]]
+    kept: Sequence[dict[str, Any]]
+    dropped: Sequence[dict[str, Any]]
     summary: dict[str, Any]
     out: Path | None = None
 
@@ -950,7 +981,33 @@ class DedupResult:
         """The kept records as a ``datasets.Dataset`` (see :func:`evoforge.to_dataset`)."""
         from evoforge.export import to_dataset
 
-        return to_dataset(self.kept, to=to)
+        return to_dataset(list(self.kept), to=to)
+
+
+def _streamable(source: Any, out: str | Path | None) -> bool:
+    """A JSON-lines file into a JSON-lines output: dedup can stream it."""
+    from evoforge.io.writers import format_for
+
+    return (
+        isinstance(source, str | os.PathLike)
+        and Path(source).suffix == ".jsonl"
+        and out is not None
+        and format_for(Path(out), None) == "jsonl"
+    )
+
+
+def _first_jsonl_record(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return []  # the streaming reader names the line
+                return [first] if isinstance(first, dict) else []
+    return []
 
 
 def dedup(
@@ -965,6 +1022,7 @@ def dedup(
     prefer: str | None = None,
     clusters: str | Path | None = None,
     seed: int = 1,
+    shards: int = 1,
 ) -> DedupResult:
     """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group
     (see :class:`evoforge.validators.dedup.NearDuplicateGraph`).
@@ -973,39 +1031,54 @@ def dedup(
     ``id``. With ``out`` the kept records go there, the dropped ones to
     ``OUT.rejects.jsonl`` and the counts to ``OUT.manifest.json``. ``prefer`` keeps the
     record with the highest value of that field per group (e.g. ``meta.deita.score``);
-    ``clusters`` writes each duplicate group as a JSON line.
+    ``clusters`` writes each duplicate group as a JSON line; ``shards`` computes the
+    MinHash signatures in that many worker processes (the result is the same).
+    A ``.jsonl`` source with a ``.jsonl`` out is streamed: per record only its id,
+    digests and band keys stay in memory, and candidate pairs are re-read by offset.
     """
     from evoforge.io.readers import iter_rows
     from evoforge.validators.dedup import NearDuplicateGraph
 
+    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    if shards < 1:
+        raise ConfigError(f"dedup: shards must be at least 1, got {shards}")
+    stream = _streamable(source, out)
     records: list[dict[str, Any]] = []
-    if isinstance(source, str | os.PathLike):
+    if stream:
+        sample = _first_jsonl_record(Path(source))  # type: ignore[arg-type]
+    elif isinstance(source, str | os.PathLike):
         for item in iter_rows(source):
             if isinstance(item, InputError):
                 raise item
             records.append(item[1])
+        sample = records
     else:
         from evoforge.export import iter_rows as iter_dicts
 
         records = list(iter_dicts(source))
-    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+        sample = records
     model = None
     if "semantic" in methods:
         from evoforge.embeddings import load_embedder
 
         model = load_embedder(embedder)
-    compared = tuple(fields) if fields else dedup_fields(records)
+    compared = tuple(fields) if fields else dedup_fields(sample)
+    settings = dict(
+        methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
+        fields=compared, seed=seed, embedder=model, shards=shards,
+    )  # fmt: skip
+    score = field_score(prefer) if prefer else None
+    info: dict[str, Any] = {"fields": list(compared), "clusters": clusters}
     try:
-        graph = NearDuplicateGraph(
-            methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
-            fields=compared, seed=seed, embedder=model,
-        ).build(records)  # fmt: skip
+        if stream:
+            return _dedup_streamed(Path(source), Path(out), score, settings, info)  # type: ignore[arg-type]
+        graph = NearDuplicateGraph(**settings).build(records)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(f"dedup: {exc}") from None
-    kept, dropped = graph.resolve(field_score(prefer) if prefer else None)
+    kept, dropped = graph.resolve(score)
     if clusters is not None:
-        graph.write_clusters(clusters)
-    info = {"fields": list(compared), "groups": len(graph.components()), "clusters": clusters}
+        graph.write_clusters(clusters, score)
+    info["groups"] = len(graph.components())
     if out is not None:
         summary = write_dedup(Path(out), kept, dropped, **info)
     else:
@@ -1013,7 +1086,28 @@ def dedup(
     return DedupResult(kept, dropped, summary, Path(out) if out is not None else None)
 
 
-def _dedup_counts(kept: list[dict], dropped: list[dict], **info: Any) -> dict[str, Any]:
+def _dedup_streamed(
+    source: Path,
+    out: Path,
+    score: Callable[[dict[str, Any]], float] | None,
+    settings: dict[str, Any],
+    info: dict[str, Any],
+) -> DedupResult:
+    from evoforge.engine.runner import output_paths
+    from evoforge.validators.dedup import dedup_jsonl
+
+    paths = output_paths(out)
+    counts = dedup_jsonl(
+        source, out, paths["rejects"], score=score, clusters=info["clusters"], **settings
+    )
+    summary = {**counts, **info}
+    _write_dedup_manifest(out, summary)
+    kept = JsonlRows(out, counts["kept"])
+    dropped = JsonlRows(paths["rejects"], counts["dropped"])
+    return DedupResult(kept, dropped, summary, out)
+
+
+def _dedup_counts(kept: Sequence[dict], dropped: Sequence[dict], **info: Any) -> dict[str, Any]:
     by_method = Counter(rejection.get("method", "?") for rejection in dropped)
     return {"input": len(kept) + len(dropped), "kept": len(kept), "dropped": len(dropped),
             "dropped_by_method": dict(by_method), **info}  # fmt: skip
@@ -1022,8 +1116,6 @@ def _dedup_counts(kept: list[dict], dropped: list[dict], **info: Any) -> dict[st
 def write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -> dict[str, Any]:
     """Write dedup's kept records, its rejects (each with the id it lost to) and a
     manifest beside them; return the manifest's counts."""
-    import json
-
     from evoforge.engine.runner import output_paths
     from evoforge.io.writers import format_for, open_writer
 
@@ -1037,7 +1129,17 @@ def write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -
         rejects.write(rejection)
     rejects.close()
     summary = _dedup_counts(kept, dropped, **info)
+    _write_dedup_manifest(out, summary)
+    return summary
+
+
+def _write_dedup_manifest(out: Path, summary: dict[str, Any]) -> None:
+    import json
+
+    from evoforge.engine.runner import output_paths
+    from evoforge.io.writers import atomic_text
+
+    paths = output_paths(out)
     manifest = {"command": "dedup", **summary,
                 "files": {"out": str(out), "rejects": str(paths["rejects"])}}  # fmt: skip
-    paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
-    return summary
+    atomic_text(paths["manifest"], json.dumps(manifest, indent=2, default=str) + "\n")

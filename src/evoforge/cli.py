@@ -686,6 +686,9 @@ def dedup(
     clusters: Annotated[
         Path | None, typer.Option(help="Write each duplicate group here (JSON lines).")
     ] = None,
+    shards: Annotated[
+        int, typer.Option(min=1, help="Worker processes for MinHash signatures (same result).")
+    ] = 1,
     seed: Seed = 1,
 ) -> None:
     """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group.
@@ -697,6 +700,7 @@ def dedup(
     result = run_dedup(
         source, out, method=method, threshold=threshold, semantic_threshold=semantic_threshold,
         fields=fields, embedder=embedder, prefer=prefer, clusters=clusters, seed=seed,
+        shards=shards,
     )  # fmt: skip
     typer.echo(json.dumps(result.summary, indent=2, default=str))
 

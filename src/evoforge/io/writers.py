@@ -24,10 +24,11 @@ place on ``close``, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,30 @@ def remove_stale_temporaries(path: Path) -> None:
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         if stale.name != f".{path.name}.tmp-{os.getpid()}":
             stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[Any]:
+    """A file handle whose content replaces ``path`` only when the block ends without
+    an error (written beside it, fsynced, renamed); on an error ``path`` is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    mode = "wb" if binary else "w"
+    encoding = None if binary else "utf-8"
+    try:
+        with open(tmp, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as handle:
+        handle.write(text)
 
 
 class _AtomicFile:
