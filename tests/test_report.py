@@ -180,9 +180,20 @@ def test_validate_outputs_are_a_step_of_the_funnel(run_folder, tmp_path):
         "--out", str(copy / "valid.jsonl"),
     ])  # fmt: skip
     assert checked.exit_code == 1  # the leaky seed has no answer: too_short
-    paths = write_report(copy)
-    assert "-> passed validation (valid) " in paths["summary"].read_text()
-    assert "too_short at valid" in paths["html"].read_text()
+    # validate refreshed the folder's report itself, like every command with --out
+    assert "-> passed validation (valid) " in (copy / "summary.md").read_text()
+    assert "too_short at valid" in (copy / "report.html").read_text()
+
+
+def test_validate_without_out_writes_no_report(run_folder, tmp_path):
+    copy = shutil.copytree(run_folder, tmp_path / "copy")
+    for name in ("report.html", "summary.md"):
+        (copy / name).unlink(missing_ok=True)
+    checked = CliRunner().invoke(
+        app, ["validate", str(copy / "evolved.jsonl"), "--checks", "length"]
+    )
+    assert checked.exit_code in (0, 1), checked.output
+    assert not (copy / "report.html").exists() and not (copy / "summary.md").exists()
 
 
 def test_sections_without_data_are_a_note_not_an_empty_plot(tmp_path):

@@ -206,14 +206,15 @@ def writes_report(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
-        no_report = kwargs.pop("no_report")
+        # validate writes nothing without --out, so it has no folder to report on
+        report = not kwargs.pop("no_report") and kwargs.get("out") is not None
         try:
             result = fn(**kwargs)
         except typer.Exit:  # the commands end this way, with the run's exit code
-            if not no_report:
+            if report:
                 _refresh_report(Path(kwargs["out"]).parent)
             raise
-        if not no_report:
+        if report:
             _refresh_report(Path(kwargs["out"]).parent)
         return result
 
@@ -747,6 +748,7 @@ def select_command(
 @app.command()
 @_errors_as_messages
 @with_engine_options()
+@writes_report
 def validate(
     file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
     kind: Annotated[
