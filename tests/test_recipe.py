@@ -15,7 +15,8 @@ import pytest
 from test_evolve_cli import rewrite_responder
 
 from evoforge.errors import ConfigError
-from evoforge.recipe import load_recipe, parse_price, plan_recipe, run_recipe
+from evoforge.recipe import load_recipe, run_recipe
+from evoforge.recipe_plan import parse_price, plan_recipe
 from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -1069,7 +1069,8 @@ def run_command(
 
     Example: evoforge run examples/recipes/rag-eval.yaml --dry-run --price 0.15,0.60
     """
-    from evoforge.recipe import load_recipe, parse_price, plan_recipe, run_recipe
+    from evoforge.recipe import load_recipe, run_recipe
+    from evoforge.recipe_plan import parse_price, plan_recipe
 
     loaded = load_recipe(recipe)
     if llm is not None:
