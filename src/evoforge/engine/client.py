@@ -11,6 +11,8 @@ run decides about a call is here, once:
 - ``TransientError`` is retried with jittered exponential backoff, or exactly
   the server's ``Retry-After``; a ``Retry-After`` longer than the cap stops the
   run (resumable) instead of sleeping for it;
+- every one of those waits reads and sleeps on ``clock`` (real time unless a test passes
+  a fake one);
 - retries used up -> ``RequestRejected("retries_exhausted")``; quota gone ->
   ``RunStopped("insufficient_quota")``; budgets spent -> ``RunStopped``.
 """
@@ -32,6 +34,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from evoforge.engine.clock import Clock
 from evoforge.engine.limits import AdaptiveConcurrency, TokenBucket
 from evoforge.engine.store import ResponseCache, cache_key
 from evoforge.engine.structured import ReplyError, check_reply, reask_messages
@@ -81,6 +84,7 @@ class LLMClient:
         cache: ResponseCache | None = None,
         params: dict[str, Any] | None = None,
         jitter_seed: int = 0,
+        clock: Clock | None = None,
     ) -> None:
         self.model = model
         self.limits = limits or Limits()
@@ -88,9 +92,10 @@ class LLMClient:
         self.cache = cache
         self.params = dict(params or {})
         self.stats: dict[str, OpStats] = defaultdict(OpStats)
-        self.concurrency = AdaptiveConcurrency(self.limits.concurrency)
-        self._rpm = TokenBucket(self.limits.rpm) if self.limits.rpm else None
-        self._tpm = TokenBucket(self.limits.tpm) if self.limits.tpm else None
+        self.clock = clock or Clock()
+        self.concurrency = AdaptiveConcurrency(self.limits.concurrency, clock=self.clock)
+        self._rpm = TokenBucket(self.limits.rpm, clock=self.clock) if self.limits.rpm else None
+        self._tpm = TokenBucket(self.limits.tpm, clock=self.clock) if self.limits.tpm else None
         self._jitter = random.Random(jitter_seed)
         self.calls_sent = 0
         self.tokens_used = 0
@@ -174,8 +179,9 @@ class LLMClient:
             except TransientError as first:
                 if self.retry.max_attempts <= 1:
                     raise
-                await asyncio.sleep(self._backoff(1, first))
+                await self.clock.sleep(self._backoff(1, first))
             retrying = AsyncRetrying(
+                sleep=self.clock.sleep,
                 stop=stop_after_attempt(self.retry.max_attempts - 1),
                 wait=self._wait,
                 retry=retry_if_exception_type(TransientError),

@@ -5,7 +5,8 @@ concurrency limit that halves on a 429 storm and climbs back (AIMD, as TCP does)
 from __future__ import annotations
 
 import asyncio
-import time
+
+from evoforge.engine.clock import Clock
 
 
 class TokenBucket:
@@ -14,18 +15,18 @@ class TokenBucket:
     A request larger than the bucket waits for a full bucket instead of forever.
     """
 
-    def __init__(self, rate_per_minute: float, *, clock=time.monotonic) -> None:
+    def __init__(self, rate_per_minute: float, *, clock: Clock | None = None) -> None:
         if rate_per_minute <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate_per_minute / 60.0
         self.capacity = max(1.0, self.rate)
         self._tokens = self.capacity
-        self._clock = clock
-        self._updated = clock()
+        self._clock = clock or Clock()
+        self._updated = self._clock.now()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = self._clock()
+        now = self._clock.now()
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
@@ -37,7 +38,7 @@ class TokenBucket:
                 if self._tokens >= amount:
                     self._tokens -= amount
                     return
-                await asyncio.sleep((amount - self._tokens) / self.rate)
+                await self._clock.sleep((amount - self._tokens) / self.rate)
 
     def adjust(self, delta: float) -> None:
         """Correct an estimate after the fact (positive ``delta`` takes more)."""
@@ -55,7 +56,7 @@ class AdaptiveConcurrency:
       up to ``maximum``.
     """
 
-    def __init__(self, maximum: int, *, cooldown: float = 1.0, clock=time.monotonic) -> None:
+    def __init__(self, maximum: int, *, cooldown: float = 1.0, clock: Clock | None = None) -> None:
         if maximum < 1:
             raise ValueError("concurrency must be at least 1")
         # Each request in flight holds a socket: never more than the open-file limit allows.
@@ -66,7 +67,7 @@ class AdaptiveConcurrency:
         self.in_flight = 0
         self.cooldown = cooldown
         self.reductions = 0
-        self._clock = clock
+        self._clock = clock or Clock()
         self._last_cut = -float("inf")
         self._paused_until = 0.0
         self._streak = 0
@@ -79,8 +80,8 @@ class AdaptiveConcurrency:
         await self.release()
 
     async def acquire(self) -> None:
-        while (pause := self._paused_until - self._clock()) > 0:
-            await asyncio.sleep(pause)
+        while (pause := self._paused_until - self._clock.now()) > 0:
+            await self._clock.sleep(pause)
         async with self._condition:
             await self._condition.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
@@ -98,7 +99,7 @@ class AdaptiveConcurrency:
             self._streak = 0
 
     def on_rate_limit(self, retry_after: float | None = None) -> None:
-        now = self._clock()
+        now = self._clock.now()
         self._streak = 0
         if retry_after:
             self._paused_until = max(self._paused_until, now + retry_after)
