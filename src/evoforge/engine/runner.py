@@ -31,7 +31,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +39,12 @@ from typing import Any, Protocol
 from evoforge.engine.client import LLMClient
 from evoforge.engine.store import Journal
 from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
-from evoforge.io.writers import format_for, open_writer, remove_stale_temporaries
+from evoforge.io.writers import (
+    atomic_output,
+    format_for,
+    open_writer,
+    remove_stale_temporaries,
+)
 from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate
 from evoforge.records import Record, schema_error
@@ -486,7 +491,7 @@ class Run:
         selector = self.select() if self.select is not None else None
         writer = open_writer(paths["out"], self.out_format)
         try:
-            with _atomic_writer(paths["rejects"]) as rej:
+            with atomic_output(paths["rejects"]) as rej:
 
                 def reject(rejection: dict[str, Any]) -> None:
                     nonlocal rejected
@@ -515,6 +520,7 @@ class Run:
                         _slow_write_for_tests()
                     for rejection in row["rejections"]:
                         reject(rejection)
+            remove_stale_temporaries(paths["rejects"])
         except BaseException:
             writer.abort()
             raise
@@ -582,11 +588,12 @@ def update_manifest(path: Path, extra: dict[str, Any]) -> None:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """A manifest, atomically, with credentials (keys, URL passwords) masked."""
     text = redact(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    with _atomic_writer(path) as fh:
+    with atomic_output(path) as fh:
         for line in text.splitlines(keepends=True):
             fh.write(line)
             _slow_write_for_tests()
         fh.write("\n")
+    remove_stale_temporaries(path)
 
 
 def _slow_write_for_tests() -> None:
@@ -601,21 +608,6 @@ def _item_id(item: SeedItem) -> str:
     if isinstance(item, InputError):
         return f"{Path(item.path or 'input').name}:line-{item.line}"
     return item.id
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[Any]:
-    """Write to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        remove_stale_temporaries(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _version() -> str:
