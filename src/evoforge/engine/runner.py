@@ -490,6 +490,7 @@ class Run:
         accepted = rejected = 0
         selector = self.select() if self.select is not None else None
         writer = open_writer(paths["out"], self.out_format)
+        paced = _write_pacer()
         try:
             with atomic_output(paths["rejects"]) as rej:
 
@@ -499,7 +500,7 @@ class Run:
                     rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
                     reasons[rejection["reason"]] += 1
                     rejected += 1
-                    _slow_write_for_tests()
+                    paced()
 
                 for row in self._journal.rows():
                     for data in row["records"]:
@@ -517,7 +518,7 @@ class Run:
                             continue
                         writer.write(data)
                         accepted += 1
-                        _slow_write_for_tests()
+                        paced()
                     for rejection in row["rejections"]:
                         reject(rejection)
             remove_stale_temporaries(paths["rejects"])
@@ -588,20 +589,21 @@ def update_manifest(path: Path, extra: dict[str, Any]) -> None:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """A manifest, atomically, with credentials (keys, URL passwords) masked."""
     text = redact(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    paced = _write_pacer()
     with atomic_output(path) as fh:
         for line in text.splitlines(keepends=True):
             fh.write(line)
-            _slow_write_for_tests()
+            paced()
         fh.write("\n")
     remove_stale_temporaries(path)
 
 
-def _slow_write_for_tests() -> None:
-    """``EVOFORGE_TEST_SLOW_WRITE=SECONDS`` pauses after each line of the final write, so
-    the reliability suite can kill a run in the middle of it."""
-    pause = os.environ.get("EVOFORGE_TEST_SLOW_WRITE")
-    if pause:
-        time.sleep(float(pause))
+def _write_pacer() -> Callable[[], None]:
+    """Called after each line of the final write: ``EVOFORGE_TEST_SLOW_WRITE=SECONDS``
+    pauses there, so the reliability suite can kill a run in the middle of it. Read once
+    per file, not once per record."""
+    pause = float(os.environ.get("EVOFORGE_TEST_SLOW_WRITE") or 0)
+    return (lambda: time.sleep(pause)) if pause else (lambda: None)
 
 
 def _item_id(item: SeedItem) -> str:
