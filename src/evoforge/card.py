@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from evoforge.io.writers import atomic_text
+
 CARD_NAME = "README.md"
 # The card's last line: a README.md without it is someone's own, never replaced.
 CARD_MARK = "<!-- dataset card written by evoforge; rewritten by the next export here -->"
@@ -258,13 +260,9 @@ def check_card_target(folder: Path) -> None:
 
 def write_card(folder: Path, **kwargs: Any) -> Path:
     """Write :func:`card_text` to ``folder/README.md`` (atomically) and return its path."""
-    import os
-
     check_card_target(folder)
     path = Path(folder) / CARD_NAME
-    tmp = path.with_name(f".{CARD_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(card_text(**kwargs), "utf-8")
-    os.replace(tmp, path)
+    atomic_text(path, card_text(**kwargs))
     return path
 
 
