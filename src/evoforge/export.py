@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import ConfigError, InputError
-from evoforge.io.writers import JsonlWriter, RecordWriter, open_writer
+from evoforge.io.writers import JsonlWriter, RecordWriter, atomic_output, open_writer
 from evoforge.records import KINDS, SAMPLE_FIELDS
 
 Row = dict[str, Any]
@@ -371,11 +371,9 @@ def rows_to_jsonl(rows: Iterable[Any], path: Path) -> Path:
     """Write ``rows`` (a ``datasets.Dataset`` or dicts) as JSONL to ``path``, atomically;
     values JSON cannot hold (dates, numpy numbers) become text."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_output(path) as fh:
         for row in iter_rows(rows):
             fh.write(json.dumps(row, ensure_ascii=False, default=_plain) + "\n")
-    os.replace(tmp, path)
     return path
 
 
