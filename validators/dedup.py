@@ -62,7 +62,6 @@ __all__ = [
     "connected_components",
     "dedup",
     "dedup_jsonl",
-    "lsh_candidate_pairs",
     "lsh_params",
     "normalise",
     "record_text",
@@ -421,18 +420,6 @@ def connected_components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndar
             parent = jumped
         left, right = left[differ], right[differ]  # edges already inside one root stay so
     return parent
-
-
-def lsh_candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """``(m, 2)`` int64 row pairs ``i < j`` that share a bucket in at least one band,
-    sorted and without repeats."""
-
-    def band_labels() -> Iterator[np.ndarray]:
-        for band in range(bands):
-            block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
-            yield block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
-
-    return _shared_bucket_pairs(band_labels(), len(signatures))
 
 
 def _shared_bucket_pairs(bands: Iterable[np.ndarray], n: int) -> np.ndarray:
