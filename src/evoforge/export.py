@@ -74,9 +74,6 @@ def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
     return [*turns, {"role": "assistant", "content": record[fields.answer]}]
 
 
-_CHAT_FORMATS = ("messages", "alpaca", "sharegpt")
-
-
 def skip_reason(record: Row, fmt: str) -> str | None:
     """Why ``record`` cannot be a row of ``fmt`` although its kind can (``None``: it can).
 
@@ -84,7 +81,7 @@ def skip_reason(record: Row, fmt: str) -> str | None:
     kept because no evolution survived) is no training example: it is left out
     and counted, not an error for the whole file.
     """
-    if fmt in _CHAT_FORMATS and record["kind"] == "instruction" and not record.get("output"):
+    if fmt in _CHAT_ROWS and record["kind"] == "instruction" and not record.get("output"):
         return "no_output"
     return None
 
@@ -131,6 +128,14 @@ def to_alpaca(record: Row) -> Row:
     ]
     row["system"] = "\n\n".join(system)
     return row
+
+
+# The chat formats: one training row per record (to_dataset builds tables of these too).
+_CHAT_ROWS: dict[str, Callable[[Row], Row]] = {
+    "messages": to_messages,
+    "alpaca": to_alpaca,
+    "sharegpt": to_sharegpt,
+}
 
 
 def _jsonl(convert: Callable[[Row], Row]) -> Callable[[Path], RecordWriter]:
@@ -383,9 +388,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-_TABLE_FORMATS = ("messages", "alpaca", "sharegpt")
-
-
 def to_dataset(source: Any, *, to: str | None = None) -> Any:
     """A ``datasets.Dataset`` of ``source``'s records (a path, a Dataset or dicts).
 
@@ -407,11 +409,11 @@ def to_dataset(source: Any, *, to: str | None = None) -> Any:
                 writer.write(record)
             writer.close()
             return datasets.Dataset(pq.read_table(writer.path))
-    if to not in _TABLE_FORMATS:
+    convert = _CHAT_ROWS.get(to)
+    if convert is None:
         raise ConfigError(
-            f"to_dataset(to={to!r}): use one of {', '.join(_TABLE_FORMATS)}, or None for records"
+            f"to_dataset(to={to!r}): use one of {', '.join(_CHAT_ROWS)}, or None for records"
         )
-    convert = {"messages": to_messages, "alpaca": to_alpaca, "sharegpt": to_sharegpt}[to]
     return _table(convert(r) for r in iter_records(source) if skip_reason(r, to) is None)
 
 
