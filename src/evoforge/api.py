@@ -1053,7 +1053,7 @@ def dedup(
             records.append(item[1])
         sample = records
     else:
-        from evoforge.export import iter_rows as iter_dicts
+        from evoforge.export import iter_dicts
 
         records = list(iter_dicts(source))
         sample = records

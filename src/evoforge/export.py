@@ -354,13 +354,13 @@ def iter_records(source: Any) -> Iterator[Row]:
                 raise item
             yield item.to_json()
         return
-    for index, row in enumerate(iter_rows(source), start=1):
+    for index, row in enumerate(iter_dicts(source), start=1):
         if not row.get("id") or row.get("kind") not in KINDS:
             raise InputError(f"row {index} is not an evoforge record (needs an id and a kind)")
         yield row
 
 
-def iter_rows(source: Iterable[Any]) -> Iterator[Row]:
+def iter_dicts(source: Iterable[Any]) -> Iterator[Row]:
     """Plain dicts from a ``datasets.Dataset`` or an iterable of mappings."""
     for row in source:
         if not hasattr(row, "keys"):
@@ -377,7 +377,7 @@ def rows_to_jsonl(rows: Iterable[Any], path: Path) -> Path:
     values JSON cannot hold (dates, numpy numbers) become text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as fh:
-        for row in iter_rows(rows):
+        for row in iter_dicts(rows):
             fh.write(json.dumps(row, ensure_ascii=False, default=_plain) + "\n")
     return path
 
