@@ -190,8 +190,7 @@ def source_path(source: Source, out: str | Path) -> str | os.PathLike[str]:
     if is_path(source):
         return source  # type: ignore[return-value]
     out = Path(out)
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return rows_to_jsonl(source, out.with_name(f"{stem}.input.jsonl"))
+    return rows_to_jsonl(source, out.with_name(f"{out.stem}.input.jsonl"))
 
 
 def source_paths(sources: Any, out: str | Path) -> list[Any]:
