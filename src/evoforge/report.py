@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import EvoforgeError, InputError
+from evoforge.io.writers import atomic_text
 
 GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
 OUT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -155,8 +156,8 @@ def write_report(path: str | Path) -> dict[str, Path]:
     report = _Report(path, stages, clusters)
     html_path = folder / "report.html"
     summary_path = folder / "summary.md"
-    _write_atomic(html_path, report.html())
-    _write_atomic(summary_path, report.markdown())
+    atomic_text(html_path, report.html())
+    atomic_text(summary_path, report.markdown())
     return {"html": html_path, "summary": summary_path}
 
 
@@ -881,12 +882,6 @@ def _pct(part: int, whole: int) -> str:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, "utf-8")
-    tmp.replace(path)
 
 
 # --- plots ----------------------------------------------------------------------------
