@@ -464,7 +464,8 @@ def _band_keys_of_texts(
     texts: list[str], num_perm: int, seed: int, bands: int, rows: int, n_words: int, n_chars: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Band keys of a batch of texts and which texts have shingles; the unit of work of
-    a shard (a top-level function, so a worker process can run it)."""
+    :class:`_KeyPipeline`, in this process or a shard's (a top-level function, so a
+    worker process can run it)."""
     shingler = ShingleHasher(n_words=n_words, n_chars=n_chars)
     flat, counts = shingler.hashes(texts)
     signatures = MinHasher(num_perm, seed)._permute_min(flat, counts)
@@ -854,10 +855,14 @@ class _KeyPipeline:
 
     def __init__(self, graph: NearDuplicateGraph) -> None:
         self._active = "minhash" in graph.methods
-        self._args = (graph.num_perm, graph.seed, graph.bands, graph.rows)
-        self._shingler = ShingleHasher(n_words=graph.n_words, n_chars=graph.n_chars)
-        self._hasher = MinHasher(graph.num_perm, graph.seed)
-        self._bands, self._rows = graph.bands, graph.rows
+        self._args = (
+            graph.num_perm,
+            graph.seed,
+            graph.bands,
+            graph.rows,
+            graph.n_words,
+            graph.n_chars,
+        )
         self._workers = graph.shards
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
@@ -875,12 +880,9 @@ class _KeyPipeline:
         if not self._active or not texts:
             return
         if self._pool is None:
-            flat, counts = self._shingler.hashes(texts)
-            signatures = self._hasher._permute_min(flat, counts)
-            yield _short_keys(band_keys(signatures, self._bands, self._rows)), counts > 0
+            yield _band_keys_of_texts(texts, *self._args)
             return
-        sizes = (self._shingler.n_words, self._shingler.n_chars)
-        self._pending.append(self._pool.submit(_band_keys_of_texts, texts, *self._args, *sizes))
+        self._pending.append(self._pool.submit(_band_keys_of_texts, texts, *self._args))
         while len(self._pending) > 2 * self._workers:
             yield self._pending.popleft().result()
 
