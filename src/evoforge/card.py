@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from evoforge.errors import ConfigError, InputError
+from evoforge.io.readers import iter_rows
 from evoforge.io.writers import atomic_text
 
 CARD_NAME = "README.md"
@@ -120,10 +122,9 @@ def rejection_counts(source: Path | None, manifest: dict[str, Any]) -> dict[str,
     if not rejects.is_file():
         return None
     found: Counter[str] = Counter()
-    with open(rejects, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                found[str(json.loads(line).get("reason", "unknown"))] += 1
+    for item in iter_rows(rejects):  # a line a killed run left half-written is not counted
+        if not isinstance(item, InputError):
+            found[str(item[1].get("reason", "unknown"))] += 1
     return dict(found.most_common())
 
 
@@ -248,8 +249,6 @@ def card_text(
 
 def check_card_target(folder: Path) -> None:
     """Refuse to replace a ``README.md`` that evoforge did not write (a project's own)."""
-    from evoforge.errors import ConfigError
-
     path = Path(folder) / CARD_NAME
     if path.is_file() and CARD_MARK not in path.read_text("utf-8", errors="replace"):
         raise ConfigError(
