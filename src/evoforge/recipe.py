@@ -20,7 +20,6 @@ it counts the LLM calls and tokens each step expects without calling a model.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import inspect
 import json
 import shutil
@@ -46,7 +45,7 @@ from evoforge.api import (
     rag_async,
     select_async,
 )
-from evoforge.errors import ConfigError, InputError
+from evoforge.errors import ConfigError, InputError, did_you_mean
 from evoforge.validators.checks import DEFAULT_CHECKS, Bounds, CheckSettings
 
 GENERATORS = ("answer", "evolve", "rag", "in2")
@@ -239,12 +238,9 @@ class _Loader:
         return items
 
     def unknown(self, key: str, key_node: yaml.Node, where: str, known: Sequence[str]) -> Any:
-        hint = difflib.get_close_matches(key, list(known), n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        hint = did_you_mean(key, known)
         path = f"{where}.{key}" if where else key
-        return self.fail(
-            key_node, path, f"unknown key {key!r}{suggestion} (known: {', '.join(known)})"
-        )
+        return self.fail(key_node, path, f"unknown key {key!r}{hint} (known: {', '.join(known)})")
 
     def build(self, cls: type, node: yaml.Node, where: str, *, skip: Sequence[str] = ()) -> Any:
         """``cls(**values)`` from a mapping node: keys checked, values typed."""
@@ -281,11 +277,9 @@ class _Loader:
 
         for name in names:
             if name not in EXPORT_FORMATS:
-                hint = difflib.get_close_matches(name, list(EXPORT_FORMATS), n=1)
-                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 raise self.fail(
-                    node, "outputs.export", f"unknown format {name!r}{suggestion} "
-                    f"(formats: {', '.join(EXPORT_FORMATS)})",
+                    node, "outputs.export", f"unknown format {name!r}"
+                    f"{did_you_mean(name, EXPORT_FORMATS)} (formats: {', '.join(EXPORT_FORMATS)})",
                 )  # fmt: skip
 
 
