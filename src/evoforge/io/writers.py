@@ -243,16 +243,10 @@ class ParquetWriter(RecordWriter):
             # row holds text is text (an empty list beside JSON-text lists, mixed kinds).
             names = list(dict.fromkeys(name for row in self._rows for name in row))
             text = {n for n in names if any(isinstance(r.get(n), str) for r in self._rows)}
-            columns = {
-                n: [
-                    v
-                    if n not in text or isinstance(v, str | None)
-                    else json.dumps(v, ensure_ascii=False)
-                    for v in (row.get(n) for row in self._rows)
-                ]
-                for n in names
-            }
-            self._schema = pa.table(columns).schema
+            typed = pa.table({n: [r.get(n) for r in self._rows] for n in names if n not in text})
+            self._schema = pa.schema(
+                [pa.field(n, pa.string()) if n in text else typed.schema.field(n) for n in names]
+            )
             self._writer = pq.ParquetWriter(self._tmp, self._schema)
         rows = [{name: row.get(name) for name in self._schema.names} for row in self._rows]
         for row in rows:  # a column typed from the first group keeps its type
