@@ -146,6 +146,13 @@ def test_generator_type_and_sources_are_checked(tmp_path):
     )
     with pytest.raises(ConfigError, match="refusl"):
         load_recipe(bad_check)
+    # The validate step runs no judge: a judged check is refused, not skipped in silence.
+    judged = write_recipe(
+        tmp_path / "j.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\nvalidators: {checks: [rubric]}\n",
+    )
+    with pytest.raises(ConfigError, match="validators.checks: rubric asks an LLM judge"):
+        load_recipe(judged)
 
 
 def test_export_formats_are_checked_before_any_call(tmp_path):

@@ -409,9 +409,16 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
     if kind == "in2" and recipe.evolvers is not None:
         raise loader.fail(root, "evolvers", "IN2 samples are not evolved further")
     if recipe.validators is not None:
-        from evoforge.validators.checks import parse_checks
+        from evoforge.validators.checks import ValidatorChain, parse_checks
 
-        parse_checks(recipe.validators.checks)
+        # The validate step runs ValidatorChain.check, which skips the LLM-judged checks.
+        judged = ValidatorChain(parse_checks(recipe.validators.checks)).judged
+        if judged:
+            raise loader.fail(
+                root, "validators.checks", f"{', '.join(judged)} asks an LLM judge, which a "
+                "recipe's validate step does not run; judge the dataset afterwards with "
+                f"evoforge validate --checks {','.join(judged)}",
+            )  # fmt: skip
     if recipe.outputs.name.split(".")[0] in STEP_FILES:
         raise loader.fail(
             root, "outputs.name", f"{recipe.outputs.name!r} is a step's own file in the run "
