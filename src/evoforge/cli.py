@@ -806,11 +806,18 @@ def validate(
     total = invalid = 0
     judge_later: list[tuple[int, dict]] = []  # passed the checks that need no model
 
-    def reject(line: int, data: dict, verdict: Any) -> None:
+    def settle(line: int, data: dict, verdict: Any) -> int:
+        """Write a record that passed, or say why one failed and keep it as a reject;
+        1 when it failed."""
+        if verdict.ok:
+            if writer is not None:
+                writer.write(data)
+            return 0
         typer.echo(f"{file} line {line}: {verdict.reason}: {verdict.detail}")
         if rejects is not None:
             rejects.write({"id": data.get("id"), "reason": verdict.reason,
                            "detail": verdict.detail, "record": data})  # fmt: skip
+        return 1
 
     for item in iter_rows(file):
         total += 1
@@ -826,25 +833,16 @@ def validate(
         verdict = chain.check(data)
         if verdict.ok and critic is not None:
             judge_later.append((line, data))
-        elif verdict.ok:
-            if writer is not None:
-                writer.write(data)
         else:
-            invalid += 1
-            reject(line, data, verdict)
-    if critic is not None and judge_later:
+            invalid += settle(line, data, verdict)
+    if judge_later:
         for (line, data), verdict in zip(
             judge_later,
             _judge_rows([d for _, d in judge_later], critic, kind, options),
             strict=True,
         ):
             chain.count_judged(verdict)
-            if verdict.ok:
-                if writer is not None:
-                    writer.write(data)
-            else:
-                invalid += 1
-                reject(line, data, verdict)
+            invalid += settle(line, data, verdict)
     if writer is not None and rejects is not None:
         writer.close()
         rejects.close()
