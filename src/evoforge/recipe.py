@@ -46,6 +46,7 @@ from evoforge.api import (
     select_async,
 )
 from evoforge.errors import ConfigError, InputError, did_you_mean
+from evoforge.io.writers import atomic_text
 from evoforge.validators.checks import DEFAULT_CHECKS, Bounds, CheckSettings
 
 GENERATORS = ("answer", "evolve", "rag", "in2")
@@ -694,7 +695,7 @@ class _RecipeRun:
         manifest = {"command": name, "input": len(kept) + len(dropped), "kept": len(kept),
                     "dropped": len(dropped), "dropped_by_reason": dict(reasons.most_common()),
                     "settings": settings, "files": files}  # fmt: skip
-        paths["manifest"].write_text(json.dumps(manifest, indent=2, default=str) + "\n", "utf-8")
+        atomic_text(paths["manifest"], json.dumps(manifest, indent=2, default=str) + "\n")
         message = f"{len(kept)} kept, {len(dropped)} dropped"
         self.steps.append(StepResult(name, paths["out"], "complete", len(kept), len(dropped),
                                      message=message))  # fmt: skip
@@ -797,7 +798,7 @@ async def run_recipe_async(
         "calls": runner.calls,
         "tokens": runner.tokens,
     }
-    manifest.write_text(json.dumps(data, indent=2, default=str) + "\n", "utf-8")
+    atomic_text(manifest, json.dumps(data, indent=2, default=str) + "\n")
     result = RecipeResult(
         recipe.path, run_dir, runner.steps, dataset, manifest, status, dict(exports)
     )
