@@ -256,11 +256,9 @@ class _Loader:
             value = self.value(value_node)
             if key in _MIX_KEYS and isinstance(value, dict):
                 value = _mix_string(value, self, value_node, f"{where}.{key}")
-            if key in ("styles",) and isinstance(value, list):
+            if key == "styles" and isinstance(value, list):
                 value = ",".join(str(v) for v in value)
-            if key == "checks" and isinstance(value, str):
-                value = [part.strip() for part in value.split(",") if part.strip()]
-            if key == "methods" and isinstance(value, str):
+            if key in ("checks", "methods") and isinstance(value, str):
                 value = [part.strip() for part in value.split(",") if part.strip()]
             problem = _type_problem(value, hints[key])
             if problem:
