@@ -308,7 +308,12 @@ class _Planner:
 
     def _rewrite(self, name: str, evolution: EvolveOptions, count: int | None) -> int:
         from evoforge.api import DEFAULT_REWRITE_MIX
-        from evoforge.evolvers.ragas_rewrites import DEFAULT_MAX_WORDS, mix_from_spec
+        from evoforge.evolvers.ragas_rewrites import (
+            DEFAULT_MAX_WORDS,
+            _as_prompt_text,
+            mix_from_spec,
+        )
+        from evoforge.records import sample_fields
 
         if count is None:
             records = self._seed_records(evolution.kind)
@@ -324,11 +329,10 @@ class _Planner:
             template = builtin_template(f"rewrite_{op}")
             if records:
                 record = records[i]
-                question = record.get("question") or record.get("user_input") or ""
-                if isinstance(question, list):
-                    question = "\n".join(turn.get("content", "") for turn in question)
-                answer = record.get("answer") or record.get("reference") or ""
-                contexts = list(record.get("contexts") or record.get("reference_contexts") or [])
+                fields = sample_fields(record.kind, who="question rewrites")
+                question = _as_prompt_text(record.get(fields.question) or "")
+                answer = record.get(fields.answer) or ""
+                contexts = list(record.get(fields.contexts) or [])
             else:
                 question, answer = _filler(QUESTION_TOKENS), _filler(self.answer_tokens)
                 contexts = [_filler(self.answer_tokens)] * 2
