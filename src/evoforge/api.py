@@ -29,7 +29,7 @@ from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_recor
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
 from evoforge.progress import ProgressBar
-from evoforge.records import Record
+from evoforge.records import KINDS, Record
 
 
 @dataclass
@@ -778,7 +778,7 @@ def _read_evoforge_records(path: str | Path) -> Iterable[Record | InputError]:
             yield item
             continue
         line, data = item
-        if not data.get("id") or data.get("kind") not in ("instruction", "qa", "rag", "in2"):
+        if not data.get("id") or data.get("kind") not in KINDS:
             yield InputError(
                 "is not an evoforge record (needs an id and a kind)", path=str(path), line=line
             )
