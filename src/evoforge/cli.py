@@ -136,13 +136,7 @@ def with_engine_options(*, max_tokens_flag: str = "--max-tokens") -> Any:
     """
 
     def decorate(fn: Any) -> Any:
-        signature = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)  # strings -> Annotated[...]
-        own = [
-            p.replace(annotation=hints.get(name, p.annotation))
-            for name, p in signature.parameters.items()
-            if name != "options"
-        ]
+        own = [p for p in _typer_parameters(fn) if p.name != "options"]
         engine = []
         renamed = {}  # python parameter name -> EngineOptions field
         for name, annotation, default in _ENGINE_PARAMS:
@@ -166,11 +160,26 @@ def with_engine_options(*, max_tokens_flag: str = "--max-tokens") -> Any:
             values = {renamed.get(p.name, p.name): kwargs.pop(p.name) for p in engine}
             return fn(options=_engine_options(**values), **kwargs)
 
-        wrapper.__signature__ = signature.replace(parameters=own + engine)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + engine}
-        return wrapper
+        return _with_parameters(wrapper, own + engine)
 
     return decorate
+
+
+def _typer_parameters(fn: Any) -> list[inspect.Parameter]:
+    """``fn``'s parameters with their annotations resolved (strings -> ``Annotated[...]``),
+    so that typer reads the options through a wrapper."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return [
+        p.replace(annotation=hints.get(name, p.annotation))
+        for name, p in inspect.signature(fn).parameters.items()
+    ]
+
+
+def _with_parameters(wrapper: Any, params: list[inspect.Parameter]) -> Any:
+    """Show typer ``params`` as the wrapper's own (a decorator that adds or takes options)."""
+    wrapper.__signature__ = inspect.signature(wrapper).replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 def _errors_as_messages(fn: Any) -> Any:
@@ -195,11 +204,7 @@ NoReport = Annotated[
 def writes_report(fn: Any) -> Any:
     """Give a command ``--no-report``; when it finishes (done or stopped), refresh the
     report of its ``--out`` folder (see ``evoforge report``)."""
-    signature = inspect.signature(fn)
-    hints = typing.get_type_hints(fn, include_extras=True)
-    params = [
-        p.replace(annotation=hints.get(n, p.annotation)) for n, p in signature.parameters.items()
-    ]
+    params = _typer_parameters(fn)
     flag = inspect.Parameter(
         "no_report", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=NoReport
     )
@@ -218,9 +223,7 @@ def writes_report(fn: Any) -> Any:
             _refresh_report(Path(kwargs["out"]).parent)
         return result
 
-    wrapper.__signature__ = signature.replace(parameters=[*params, flag])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*params, flag]}
-    return wrapper
+    return _with_parameters(wrapper, [*params, flag])
 
 
 def _refresh_report(folder: Path) -> None:
