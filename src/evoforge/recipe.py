@@ -747,9 +747,8 @@ def _export(recipe: Recipe, dataset: Path, run_dir: Path) -> list[tuple[str, lis
     from evoforge.export import EXPORT_FORMATS, export
 
     written = []
-    stem = dataset.name[: -len(dataset.suffix)] if dataset.suffix else dataset.name
     for to in recipe.outputs.export:
-        out = run_dir / f"export-{to}" / f"{stem}{EXPORT_FORMATS[to].suffix}"
+        out = run_dir / f"export-{to}" / f"{dataset.stem}{EXPORT_FORMATS[to].suffix}"
         written.append((to, export(dataset, to=to, out=out).files))
     return written
 
