@@ -545,13 +545,10 @@ def plan_recipe(
 
 def parse_price(text: str) -> tuple[float, float]:
     """``"0.15,0.60"`` -> (input, output) per 1M tokens; one number prices both."""
-    parts = [p.strip() for p in text.split(",")]
     try:
-        values = [float(p) for p in parts]
+        values = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ConfigError(
-            f"--price {text!r}: give IN_PER_1M[,OUT_PER_1M], e.g. 0.15,0.60"
-        ) from None
+        values = []  # refused below, with the other malformed prices
     if len(values) not in (1, 2) or any(v < 0 for v in values):
         raise ConfigError(f"--price {text!r}: give IN_PER_1M[,OUT_PER_1M], e.g. 0.15,0.60")
     return (values[0], values[-1])
