@@ -26,7 +26,7 @@ import shutil
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -600,8 +600,8 @@ class _RecipeRun:
             field_map = recipe.source.field_map
         else:
             field_map = None
-            if name == "evolvers" and previous and previous != evolution.kind:
-                evolution = EvolveOptions(**{**asdict(evolution), "kind": previous})
+            if previous and previous != evolution.kind:  # evolve the records of the step before
+                evolution = replace(evolution, kind=previous)
         out = self.run_dir / ("evolve.jsonl" if name == "evolve" else "evolved.jsonl")
         summary = await evolve_async(
             seeds, out, evolution=evolution, options=self.options(), field_map=field_map,
@@ -765,7 +765,7 @@ async def run_recipe_async(
     """Run every step of ``recipe`` into its run folder; re-running resumes."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if llm is not None:
-        recipe.llm = LlmSpec(**{**asdict(recipe.llm), "spec": llm})
+        recipe.llm = replace(recipe.llm, spec=llm)
     if quiet is not None:
         recipe.engine["quiet"] = quiet
     if overwrite is not None:

@@ -14,7 +14,7 @@ upper bound. See :func:`plan_recipe` for each estimate and how close it comes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ class _Planner:
         if recipe.evolvers is not None:
             evolution = recipe.evolvers
             if kind is not None:
-                evolution = EvolveOptions(**{**asdict(evolution), "kind": record_kind})
+                evolution = replace(evolution, kind=record_kind)
                 texts = None
             else:
                 texts = self._seed_texts()
