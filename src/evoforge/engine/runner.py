@@ -43,7 +43,6 @@ from evoforge.io.writers import (
     atomic_output,
     format_for,
     open_writer,
-    remove_stale_temporaries,
 )
 from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate
@@ -521,7 +520,6 @@ class Run:
                         paced()
                     for rejection in row["rejections"]:
                         reject(rejection)
-            remove_stale_temporaries(paths["rejects"])
         except BaseException:
             writer.abort()
             raise
@@ -595,7 +593,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
             fh.write(line)
             paced()
         fh.write("\n")
-    remove_stale_temporaries(path)
 
 
 def _write_pacer() -> Callable[[], None]:

@@ -72,7 +72,8 @@ def remove_stale_temporaries(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without
-    an error (written beside it, fsynced, renamed); on an error ``path`` is untouched."""
+    an error (written beside it, fsynced, renamed); on an error ``path`` is untouched.
+    Temporaries a killed run left beside ``path`` go once it is replaced."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     mode = "wb" if binary else "w"
@@ -83,6 +84,7 @@ def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iter
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        remove_stale_temporaries(path)
     finally:
         tmp.unlink(missing_ok=True)
 
