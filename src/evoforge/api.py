@@ -25,7 +25,7 @@ from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
 from evoforge.errors import ConfigError, InputError, did_you_mean
-from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, read_records
+from evoforge.io.readers import SEED_FIELDS, count_items, count_rows, load_jsonl, read_records
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import DEFAULT_SPEC, is_local, load_chat_model
 from evoforge.progress import ProgressBar
@@ -839,7 +839,7 @@ async def select_async(
             items=_read_evoforge_records(source), out=scored_path, options=options,
             config={"method": selection.method, "seed": options.seed}, model=model,
         )  # fmt: skip
-        records = [Record.from_json(r) for r in _jsonl(scored_path)]
+        records = [Record.from_json(r) for r in load_jsonl(scored_path)]
         scoring_report = {"scored": scoring.accepted, "rejected": scoring.rejected_by_reason}
     else:
         records = []
@@ -888,13 +888,6 @@ async def select_async(
     }
     paths["manifest"].write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
     return report
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def select(

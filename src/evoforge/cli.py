@@ -979,11 +979,9 @@ def _demo_prune(out: Path, *paths: Path) -> None:
     from evoforge.api import SelectOptions
     from evoforge.api import dedup as run_dedup
     from evoforge.api import select as run_select
+    from evoforge.io.readers import load_jsonl
 
-    records = []
-    for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            records.extend(json.loads(line) for line in fh if line.strip())
+    records = [record for path in paths for record in load_jsonl(path)]
     pruned = run_dedup(records, out / "pool.jsonl", fields=["instruction"])
     kept, dropped = pruned.kept, pruned.dropped
     typer.echo(f"dedup: {len(records)} records, {len(dropped)} near-duplicates dropped")

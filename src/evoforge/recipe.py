@@ -46,6 +46,7 @@ from evoforge.api import (
     select_async,
 )
 from evoforge.errors import ConfigError, InputError, did_you_mean
+from evoforge.io.readers import load_jsonl
 from evoforge.io.writers import atomic_text
 from evoforge.validators.checks import DEFAULT_CHECKS, Bounds, CheckSettings
 
@@ -620,7 +621,7 @@ class _RecipeRun:
         )  # fmt: skip
         chain = ValidatorChain(parse_checks(spec.checks), settings)
         kept, dropped = [], []
-        for record in _read_jsonl(source):
+        for record in load_jsonl(source):
             verdict = chain.check(record)
             if verdict.ok:
                 kept.append(record)
@@ -720,11 +721,6 @@ def _with_paths(options: Any, recipe: Recipe, run_dir: Path) -> Any:
     return type(options)(**values)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def _write_dataset(recipe: Recipe, last: Path, run_dir: Path) -> Path:
     """The final dataset: the last step's records, in ``outputs.format``."""
     from evoforge.io.writers import format_for, open_writer
@@ -735,7 +731,7 @@ def _write_dataset(recipe: Recipe, last: Path, run_dir: Path) -> Path:
         shutil.copyfile(last, target)
         return target
     writer = open_writer(target, fmt)
-    for record in _read_jsonl(last):
+    for record in load_jsonl(last):
         writer.write(record)
     writer.close()
     return target

@@ -324,6 +324,13 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(value, default=str))
 
 
+def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file evoforge wrote itself (so no checks: user
+    input goes through :func:`iter_rows`, which names a bad line)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def count_items(path: str | Path) -> int:
     """How many rows (good or bad) ``path`` has: one streaming pass, no memory."""
     fast = count_rows(path)
