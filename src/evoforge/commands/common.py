@@ -1,0 +1,166 @@
+"""Engine plumbing every command shares: the client from the options, a run of a task
+over seeds, the manifest's settings, and sources given as paths or as rows in memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from evoforge.engine.client import Limits, LLMClient, RetryPolicy
+from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
+from evoforge.engine.store import ResponseCache
+from evoforge.llm.base import ChatModel
+from evoforge.llm.spec import is_local, load_chat_model
+from evoforge.options import EngineOptions
+from evoforge.progress import ProgressBar
+
+# A path, or records in memory: a ``datasets.Dataset`` or an iterable of dicts.
+Source = str | os.PathLike[str] | Iterable[dict[str, Any]]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("EVOFORGE_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("evoforge"))
+
+
+def _resolve_model(options: EngineOptions, model: Any) -> ChatModel:
+    if model is None:
+        return load_chat_model(options.llm, options.llm_args)
+    if isinstance(model, ChatModel):
+        return model
+    from evoforge.llm.langchain_backend import LangChainChatModel
+
+    return LangChainChatModel(model)
+
+
+def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
+    """The engine client for ``options``: every limit, retry setting and the cache come
+    from them (the engine's own dataclass defaults are never relied on here)."""
+    chat_model = _resolve_model(options, model)
+    params: dict[str, Any] = {"max_tokens": options.max_output_tokens or 512}
+    if options.temperature is not None:
+        params["temperature"] = options.temperature
+    cache = None
+    if options.cache:
+        cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+        cache = ResponseCache(cache_dir / "llm-cache.db")
+    return LLMClient(
+        chat_model,
+        limits=Limits(
+            concurrency=options.concurrency,
+            rpm=options.rpm,
+            tpm=options.tpm,
+            max_calls=options.max_calls,
+            max_tokens=options.max_tokens,
+        ),
+        retry=RetryPolicy(
+            max_attempts=options.max_attempts,
+            backoff_base=options.backoff_base,
+            max_retry_after=options.max_retry_wait,
+            request_timeout=None if is_local(chat_model) else options.timeout,
+        ),
+        cache=cache,
+        params=params,
+        jitter_seed=options.seed,
+    )
+
+
+async def close_client(client: LLMClient) -> None:
+    await client.aclose()
+    if client.cache is not None:
+        client.cache.close()
+
+
+async def run_task_async(
+    *,
+    command: str,
+    task: Task,
+    kind: str,
+    items: Iterable[SeedItem],
+    out: str | Path,
+    options: EngineOptions,
+    config: dict[str, Any],
+    model: Any = None,
+    total: int | None = None,
+) -> RunSummary:
+    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest."""
+    client = build_client(options, model)
+    engine_config = {
+        "model": client.model.identity,
+        "params": client.params,
+        **config,
+    }
+    try:
+        progress = ProgressBar(command, total, enabled=None if not options.quiet else False)
+        with progress:
+            run = Run(
+                command=command,
+                task=task,
+                kind=kind,
+                client=client,
+                out=out,
+                config=engine_config,
+                seed=options.seed,
+                overwrite=options.overwrite,
+                progress=progress.update if progress.enabled else None,
+                settings=engine_settings(options),
+            )
+            return await run.execute(items)
+    finally:
+        await client.aclose()
+        if client.cache is not None:
+            client.cache.close()
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def engine_settings(options: EngineOptions) -> dict[str, Any]:
+    """The settings for the manifest, with anything that looks like a credential masked."""
+    settings = asdict(options)
+    settings.pop("quiet")
+    settings["llm_args"] = {
+        name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
+        for name, value in settings["llm_args"].items()
+    }
+    return settings
+
+
+def prompt_hashes(template_ids: Iterable[str]) -> dict[str, str]:
+    """The content hash of each built-in prompt a run uses, for its manifest."""
+    from evoforge.prompting import builtin_template
+
+    return {tid: builtin_template(tid).content_hash for tid in template_ids}
+
+
+def source_path(source: Source, out: str | Path) -> str | os.PathLike[str]:
+    """``source`` if it is a path; else its rows written to ``OUT.input.jsonl`` beside the
+    output (the same rows give the same file, so a re-run resumes like one from a file)."""
+    from evoforge.io.datasets import is_path, rows_to_jsonl
+
+    if is_path(source):
+        return source  # type: ignore[return-value]
+    out = Path(out)
+    return rows_to_jsonl(source, out.with_name(f"{out.stem}.input.jsonl"))
+
+
+def source_paths(sources: Any, out: str | Path) -> list[Any]:
+    """Document or corpus paths, or rows in memory (dicts with a text field): see
+    :func:`source_path`."""
+    from evoforge.io.datasets import is_path
+
+    if is_path(sources):
+        return [sources]
+    if hasattr(sources, "column_names"):  # a datasets.Dataset
+        return [source_path(sources, out)]
+    items = list(sources)
+    if items and all(isinstance(item, dict) for item in items):
+        return [source_path(items, out)]
+    return items

@@ -1,0 +1,299 @@
+"""Every setting a command takes, its default and its help text, written once.
+
+The CLI derives its flags from these fields (``evoforge.cli.flags``), recipes read their
+defaults from them, and the Python API takes them as arguments::
+
+    from evoforge import EngineOptions, EvolveOptions, evolve
+
+    evolve("seeds.jsonl", "out/evolved.jsonl", evolution=EvolveOptions(rounds=2),
+           options=EngineOptions(llm="openai:gpt-4o-mini", concurrency=64))
+
+A field's ``metadata`` holds what the command line needs: ``help``, ``flag`` (the flag
+names, when they are not ``--field-name``), ``panel`` (the help section), ``negate``
+(a ``--no-x`` flag that sets the field False), ``required`` (a flag with no default on
+the command line) and ``cli_default`` (where the command line has always had its own
+default; the reason is written beside it). This module imports only the standard
+library and ``evoforge.errors``, so every layer can read it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+from evoforge.errors import ConfigError, did_you_mean
+
+# The embedded model (see evoforge.llm.spec, whose DEFAULT_SPEC this must equal).
+DEFAULT_LLM = "local"
+DEFAULT_REWRITE_MIX = "reasoning=0.25,multi_context=0.25,conditional=0.25,conversational=0.25"
+EVOLVE_KINDS = ("instruction", "qa", "rag")
+
+
+def option(default: Any = MISSING, help: str = "", **cli: Any) -> Any:  # noqa: A002
+    """A dataclass field with its help text and command-line settings in ``metadata``."""
+    metadata = {"help": help, **cli}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def default_of(item: Field[Any]) -> Any:
+    """A field's default (a factory's value for dicts and lists)."""
+    if item.default is not MISSING:
+        return item.default
+    if item.default_factory is not MISSING:
+        return item.default_factory()
+    return MISSING
+
+
+def from_mapping(cls: type, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)``; an unknown key is an error naming the closest known one."""
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown {what} option {key!r}{suggestion}")
+    return cls(**data)
+
+
+@dataclass
+class EngineOptions:
+    """Engine settings shared by every command. Unknown names are errors."""
+
+    llm: str = option(
+        DEFAULT_LLM,
+        "local | openai:MODEL | openai:MODEL@BASE_URL | langchain:pkg.module:Class",
+        panel="Model",
+    )
+    llm_args: dict[str, Any] = option(
+        {}, "key=value for the backend (JSON values allowed)", flag="--llm-arg", panel="Model"
+    )
+    # None: the backend's default (greedy for local)
+    temperature: float | None = option(None, "Sampling temperature.", panel="Model")
+    max_output_tokens: int | None = option(None, "Tokens per reply (default 512).", panel="Model")
+    concurrency: int = option(16, "Requests in flight at most.", panel="Engine")
+    rpm: float | None = option(None, "Requests per minute.", panel="Engine")
+    tpm: float | None = option(None, "Tokens per minute.", panel="Engine")
+    max_calls: int | None = option(None, "Stop cleanly after this many calls.", panel="Budget")
+    max_tokens: int | None = option(  # total token budget of the run
+        None, "Stop cleanly after this many tokens in total.", panel="Budget"
+    )
+    # per attempt; the local model has none
+    timeout: float | None = option(120.0, "Seconds per attempt (remote models).", panel="Engine")
+    max_attempts: int = option(6, "Attempts per call for transient errors.", panel="Engine")
+    backoff_base: float = option(1.0, "First retry wait in seconds; doubles each attempt.")
+    max_retry_wait: float = option(  # a longer Retry-After stops the run (resumable)
+        300.0,
+        "Longest Retry-After to honour; a longer one stops the run (resumable).",
+        panel="Engine",
+    )
+    cache: bool = option(
+        True, "Do not read or write the response cache.", flag="--no-cache", negate=True
+    )
+    cache_dir: str | None = option(
+        None, "Response cache folder (default: user cache dir, or EVOFORGE_CACHE_DIR).", path=True
+    )
+    seed: int = option(0, "Run seed: the same seed gives the same output.")
+    overwrite: bool = option(False, "Start over instead of resuming a previous run.")
+    quiet: bool = option(False, "No progress bar.", flag=("--quiet", "-q"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
+        return from_mapping(cls, data, "engine")
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        for name in ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+
+
+# The engine flags not on the command line (the Python API and recipes take them).
+ENGINE_API_ONLY = frozenset({"backoff_base"})
+
+
+@dataclass
+class EvolveOptions:
+    """What ``evolve`` does. Instructions: Evol-Instruct rounds (+ Evol-Quality);
+    questions (``qa`` / ``rag`` seeds): one Ragas-style rewrite each, by ``mix``."""
+
+    kind: str = option("instruction", "instruction | qa | rag")
+    rounds: int = option(4, "Evol-Instruct rounds (M).", panel="Evol-Instruct")
+    ops: str | None = option(  # "constraints=2,breadth=1"; None = uniform
+        None, "Op weights, e.g. constraints=2,breadth=1 (default uniform).", panel="Evol-Instruct"
+    )
+    answers: bool = option(
+        False, "Answer each evolution, so the answer rules apply.", panel="Evol-Instruct"
+    )
+    judge: bool = option(
+        True, "Skip the LLM equality judge.", flag="--no-judge", negate=True, panel="Evol-Instruct"
+    )
+    quality_rounds: int = option(0, "Evol-Quality rounds on the answers (K).", panel="Evol-Quality")
+    quality_ops: str | None = option(None, "Evol-Quality op weights.", panel="Evol-Quality")
+    keep_all_rounds: bool = option(False, "Write every accepted version, not just the final one.")
+    mix: str | None = option(  # qa / rag: "reasoning=0.5,conditional=0.5"
+        None, "qa/rag: rewrite mix, e.g. reasoning=0.5,conditional=0.5.", panel="Question rewrites"
+    )
+    max_words: dict[str, int] | None = option(  # qa / rag: per rewrite op
+        None, "qa/rag: word limit per op, e.g. reasoning=20.", panel="Question rewrites"
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVOLVE_KINDS:
+            raise ConfigError(
+                f"--kind {self.kind!r}: evolve takes {', '.join(EVOLVE_KINDS)}"
+                + did_you_mean(self.kind, EVOLVE_KINDS)
+            )
+        if self.rounds < 0 or self.quality_rounds < 0:
+            raise ConfigError("--rounds and --quality-rounds must be 0 or more")
+
+
+@dataclass
+class RagOptions:
+    """What ``rag`` builds. Defaults are written down here, once."""
+
+    n: int = option(50, "Samples to produce, exactly.", required=True)
+    mix: str | None = option(  # default: simple 0.4, reasoning 0.2, multi_context 0.2, ...
+        None,
+        "Scenario mix (default simple=0.4,reasoning=0.2,multi_context=0.2,"
+        "conditional=0.1,conversational=0.1).",
+    )
+    chunk_size: int = option(1000, "Chunk size.", panel="Documents")
+    chunk_overlap: int = option(100, "Chunk overlap.", panel="Documents")
+    chunk_unit: str = option("chars", "chars | tokens", panel="Documents")
+    embedder: str = option(
+        "minilm", "minilm | hashing | openai:MODEL[@URL]", panel="Knowledge graph"
+    )
+    graph: str | None = option(  # node-link JSON to save, and to reuse when present
+        None, "Knowledge graph file: saved, and reused when present.", panel="Knowledge graph",
+        path=True,
+    )  # fmt: skip
+    top_k: int = option(5, "Similarity edges per chunk.", panel="Knowledge graph")
+    # None: 0.6, or 0.3 for the hashing embedder. The command line has always passed 0.6
+    # (for every embedder), so its default stays 0.6.
+    similarity: float | None = option(
+        None, "Cosine threshold of similarity edges.", panel="Knowledge graph", cli_default=0.6
+    )
+    personas: int = option(0, "Vary the asker over N built-in personas.", panel="Phrasing")
+    styles: str | None = option(  # e.g. "web_search,misspelled,formal"
+        None, "Vary phrasing: formal,web_search,misspelled,conversational.", panel="Phrasing"
+    )
+    critics: bool = option(
+        True, "Skip the critics (not recommended).", flag="--no-critics", negate=True
+    )
+    max_words: dict[str, int] | None = option(None, "Word limit per rewrite, e.g. reasoning=20.")
+    max_passes: int = option(4, "Passes that replace failed samples.")
+    text_field: str = option("text", "Text field of .jsonl documents.", panel="Documents")
+    format: str | None = option(  # jsonl, json, csv, parquet, ragas, deepeval
+        None, "jsonl | json | csv | parquet | ragas | deepeval (default: from --out)."
+    )
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("--n must be at least 1")
+        if self.max_passes < 1:
+            raise ConfigError("--max-passes must be at least 1")
+
+
+@dataclass
+class In2Options:
+    """What ``in2`` builds (defaults from An et al., 2024)."""
+
+    n: int = option(100, "Samples to produce, exactly.", required=True)
+    min_tokens: int = option(4096, "Shortest context (tokens).")
+    max_tokens: int = option(32768, "Longest context (tokens).")
+    segment_tokens: int = option(128, "Segment size (tokens).")
+    short_ratio: float | None = option(  # None: the paper's 9%; else the short share of the mix
+        None, "Share of samples whose context is only the original document (paper: 0.09)."
+    )
+    mix: str | None = option(None, "fine_grained=0.63,integration=0.17,short=0.09,general=0.11")
+    general: str | None = option(  # instruction records for the general share
+        None, "Instruction records (instruction, input, output) for the general share.", path=True
+    )
+    decontaminate: str | None = option(  # evaluation examples: drop documents sharing a 10-gram
+        None, "Evaluation examples: drop documents sharing a 10-gram.", path=True
+    )
+    tokenizer: str | None = option(  # None: the embedded model's; "regex"; or a tokenizer folder
+        None, "regex, or a local Hugging Face tokenizer folder (default: the embedded model's)."
+    )
+    text_field: str = option("text", "Text field of .jsonl / datasets rows.")
+    pool_capacity: int = option(20000, "Needle sources held in memory.", cli=False)
+    max_passes: int = option(3, "Passes that replace failed samples.", cli=False)
+    format: str | None = option(  # jsonl (default), json, csv, parquet, plain
+        None, "jsonl | json | csv | parquet | plain (context/question/answer)."
+    )
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("--n must be at least 1")
+        if not 0 < self.min_tokens <= self.max_tokens:
+            raise ConfigError("--min-tokens must be positive and at most --max-tokens")
+        if self.short_ratio is not None and not 0 <= self.short_ratio < 1:
+            raise ConfigError("--short-ratio must be in [0, 1)")
+
+
+@dataclass
+class SelectOptions:
+    """What ``select`` keeps (DEITA, AlpaGasus, LTD k-center or random)."""
+
+    method: str = option("deita", "deita | alpagasus | kcenter | random")
+    budget: int | None = option(None, "How many to select (all but alpagasus).")
+    tau: float = option(0.9, "deita: max cosine to any selected record.")
+    min_score: float = option(4.5, "alpagasus: keep ratings >= this.")
+    embedder: str = option("minilm", "minilm | hashing | openai:MODEL[@URL]")
+    fields: list[str] | None = option(None, "Fields to embed (default: by kind).")
+    # k-center: k-means clusters (default budget // 10)
+    clusters: int | None = option(None, "kcenter: k-means clusters (default budget // 10).")
+
+
+@dataclass
+class DedupOptions:
+    """What ``dedup`` compares and keeps (see ``evoforge.validators.dedup``)."""
+
+    method: str = option("exact,minhash", "Comma list of exact, minhash, semantic.")
+    threshold: float = option(0.7, "minhash: Jaccard of near-duplicates.")
+    semantic_threshold: float = option(0.9, "semantic: cosine of duplicates.")
+    fields: list[str] | None = option(None, "Fields to compare (default: by kind).")
+    embedder: str = option("minilm", "semantic: minilm | hashing | openai:MODEL[@URL]")
+    prefer: str | None = option(
+        None, "Keep the highest of this numeric field per group, e.g. meta.deita.score."
+    )
+    clusters: str | None = option(None, "Write each duplicate group here (JSON lines).", path=True)
+    seed: int = option(1, "Run seed: the same seed gives the same output.")
+    shards: int = option(1, "Worker processes for MinHash signatures (same result).", min=1)
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ConfigError(f"dedup: shards must be at least 1, got {self.shards}")
+
+
+@dataclass
+class ValidateOptions:
+    """What ``validate`` checks (see ``evoforge.validators.checks``)."""
+
+    kind: str | None = option(
+        None, "instruction | qa | rag | in2 (default: each record's own kind field)."
+    )
+    checks: str = option(
+        "schema",
+        "Comma list of: schema, length, refusal, empty, leak, language, lima, rubric "
+        "(an LLM judge, --llm).",
+    )
+    min_len: int | None = option(None, "length: shortest answer.")
+    max_len: int | None = option(None, "length: longest answer.")
+    unit: str = option("words", "length: chars | words | tokens.")
+    lima_length: bool = option(False, "lima: answers of 1,200-4,096 characters only.")
+    rubric: str | None = option(
+        None,
+        "rubric: the rubric as text, or YAML {rubric, scale: [1, 5], threshold: 4, reason}.",
+        path=True,
+    )
+
+
+def option_fields(cls: type) -> list[Field[Any]]:
+    """The fields of an options dataclass that the command line shows."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
