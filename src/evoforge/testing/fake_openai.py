@@ -61,6 +61,12 @@ from typing import Any, Union
 from aiohttp import web
 from multidict import CIMultiDict
 
+# One way to count tokens for the fake server and the dry run's counting model, so a
+# dry run and a real run on this server report the same prompt tokens.
+from evoforge.llm.counting import completion_tokens, minimal_instance, prompt_tokens
+from evoforge.llm.counting import content_text as _content_text
+from evoforge.llm.counting import count_words as _count_words
+
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
     "DEFAULT_MODEL",
@@ -285,22 +291,6 @@ sent verbatim with status 200) or None (fall back to the default reply)."""
 Responder = Callable[[FakeRequest], Union[ReplyLike, Awaitable[ReplyLike]]]
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def _count_words(text: str) -> int:
-    return len(text.split())
-
-
 def _logprobs_block(body: dict[str, Any], reply: Reply, content: str) -> Any:
     """OpenAI's ``{"content": [{token, logprob, top_logprobs}]}``, when the request asks."""
     if body.get("logprobs") is not True:
@@ -327,117 +317,6 @@ def _logprobs_block(body: dict[str, Any], reply: Reply, content: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- default replies
-
-_STRING_FORMATS = {
-    "date": "2024-01-01",
-    "date-time": "2024-01-01T00:00:00Z",
-    "time": "00:00:00Z",
-    "email": "x@example.com",
-    "uri": "http://example.com",
-    "url": "http://example.com",
-    "uuid": "00000000-0000-0000-0000-000000000000",
-}
-
-
-def minimal_instance(schema: Any, *, _root: Any = None, _depth: int = 0) -> Any:
-    """A small JSON value satisfying simple JSON schemas.
-
-    Objects get their required properties (all properties when ``required`` is absent),
-    strings ``"x"``, integers/numbers ``1`` (nudged into ``minimum``/``maximum``), booleans
-    ``true``, arrays ``[]`` (or ``minItems`` copies of a minimal item).  ``const``, ``enum``,
-    ``anyOf``/``oneOf`` (first non-null branch), ``allOf`` and local ``$ref`` are understood.
-    """
-    root = schema if _root is None else _root
-    if not isinstance(schema, dict) or _depth > 32:
-        return "x" if schema is not False else None
-    if "$ref" in schema:
-        return minimal_instance(_resolve_ref(root, schema["$ref"]), _root=root, _depth=_depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    for key in ("anyOf", "oneOf"):
-        options = schema.get(key)
-        if isinstance(options, list) and options:
-            chosen = next(
-                (o for o in options if not (isinstance(o, dict) and o.get("type") == "null")),
-                options[0],
-            )
-            return minimal_instance(chosen, _root=root, _depth=_depth + 1)
-    all_of = schema.get("allOf")
-    if isinstance(all_of, list) and all_of:
-        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-        for part in all_of:
-            if isinstance(part, dict) and "$ref" in part:
-                part = _resolve_ref(root, part["$ref"])
-            if not isinstance(part, dict):
-                continue
-            for k, v in part.items():
-                if k == "properties":
-                    merged["properties"] = {**merged.get("properties", {}), **v}
-                elif k == "required":
-                    merged["required"] = [*merged.get("required", []), *v]
-                else:
-                    merged.setdefault(k, v)
-        return minimal_instance(merged, _root=root, _depth=_depth + 1)
-
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        if "properties" in schema:
-            kind = "object"
-        elif "items" in schema:
-            kind = "array"
-        else:
-            kind = "string"
-
-    if kind == "object":
-        props = schema.get("properties") or {}
-        required = schema.get("required")
-        names = list(props) if required is None else list(required)
-        return {
-            name: minimal_instance(props.get(name, {}), _root=root, _depth=_depth + 1)
-            for name in names
-        }
-    if kind == "array":
-        count = int(schema.get("minItems", 0) or 0)
-        item = schema.get("items", {})
-        return [minimal_instance(item, _root=root, _depth=_depth + 1) for _ in range(count)]
-    if kind == "string":
-        fmt = schema.get("format")
-        if isinstance(fmt, str) and fmt in _STRING_FORMATS:
-            return _STRING_FORMATS[fmt]
-        return "x" * max(1, int(schema.get("minLength", 1) or 1))
-    if kind in ("integer", "number"):
-        value: float = 1
-        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-        hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-        if isinstance(lo, (int, float)) and value < lo:
-            value = math.ceil(lo) if kind == "integer" else lo
-            if "minimum" not in schema:  # exclusive bound
-                value += 1
-        if isinstance(hi, (int, float)) and value > hi:
-            value = math.floor(hi) if kind == "integer" else hi
-            if "maximum" not in schema:
-                value -= 1
-        return int(value) if kind == "integer" else value
-    if kind == "boolean":
-        return True
-    return None
-
-
-def _resolve_ref(root: Any, ref: Any) -> Any:
-    if not isinstance(ref, str) or not ref.startswith("#"):
-        return {}
-    node = root
-    for token in filter(None, ref[1:].split("/")):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, dict) or token not in node:
-            return {}
-        node = node[token]
-    return node
 
 
 def default_reply_text(request: FakeRequest) -> str:
@@ -790,12 +669,8 @@ class FakeOpenAI:
         content = reply.content if reply.content is not None else default_reply_text(fake)
         usage = reply.usage
         if usage is None:
-            prompt = 0
-            for message in fake.messages:
-                if isinstance(message, dict):
-                    prompt += _count_words(_content_text(message.get("content")))
-            prompt = max(1, prompt)
-            completion = max(1, _count_words(content))
+            prompt = prompt_tokens(fake.messages)
+            completion = completion_tokens(content)
             usage = {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
