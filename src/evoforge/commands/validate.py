@@ -36,6 +36,9 @@ class ValidateSummary:
     rejects: Path | None = None
     kept: list[dict[str, Any]] | None = None
     dropped: list[dict[str, Any]] | None = None
+    # The judged checks' calls per operator (LLMClient.usage_report): a recipe's budget
+    # and its dry run count them.
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -186,7 +189,9 @@ async def validate_async(
         else:
             summary.invalid += settle(line, data, verdict)
     if judge_later:
-        verdicts = await _judge_rows([d for _, d in judge_later], critic, kind, options, model)
+        verdicts, summary.usage = await _judge_rows(
+            [d for _, d in judge_later], critic, kind, options, model
+        )
         for (line, data), verdict in zip(judge_later, verdicts, strict=True):
             chain.count_judged(verdict)
             summary.invalid += settle(line, data, verdict)
@@ -198,12 +203,14 @@ async def validate_async(
 
 async def _judge_rows(
     rows: list[dict], critic: Any, kind: str | None, options: EngineOptions, model: Any
-) -> list[Any]:
-    """The judged checks, one client (cache, limits, retries) for all."""
+) -> tuple[list[Any], dict[str, dict[str, int]]]:
+    """The judged checks, one client (cache, limits, retries) for all; their verdicts
+    and the client's usage per operator."""
     from evoforge.validators.checks import judge_rows
 
     client = build_client(options, model)
     try:
-        return await judge_rows(rows, critic, client, kind=kind, seed=options.seed)
+        verdicts = await judge_rows(rows, critic, client, kind=kind, seed=options.seed)
+        return verdicts, client.usage_report()
     finally:
         await close_client(client)
