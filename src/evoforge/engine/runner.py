@@ -47,38 +47,12 @@ from evoforge.io.writers import (
 from evoforge.llm.base import Completion
 from evoforge.prompting import PromptTemplate
 from evoforge.records import Record, schema_error
+from evoforge.steps import Rejection, Result  # noqa: F401  (still importable from here)
 
 # Rejections caused by the environment rather than the record: a re-run retries them.
 RETRY_ON_RESUME = frozenset(
     {"retries_exhausted", "http_401", "http_403", "http_404", "backend_error", "internal_error"}
 )
-
-
-@dataclass
-class Rejection:
-    id: str
-    reason: str
-    detail: str
-    record: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "reason": self.reason, "detail": self.detail, "record": self.record}
-
-
-@dataclass
-class Result:
-    """What one seed produced: accepted records and rejections, each with a reason."""
-
-    records: list[Record] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-
-    @classmethod
-    def accept(cls, *records: Record) -> Result:
-        return cls(records=list(records))
-
-    @classmethod
-    def reject(cls, record: Record, reason: str, detail: str) -> Result:
-        return cls(rejections=[Rejection(record.id, reason, detail, record.to_json())])
 
 
 def derive_rng(run_seed: int, record_id: str, round_: int = 0) -> random.Random:
