@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import math
@@ -10,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +25,8 @@ from evoforge.embeddings import (
     load_embedder,
     word_tokens,
 )
-from evoforge.errors import ConfigError, RequestRejected, TransientError
+from evoforge.errors import ConfigError, RequestRejected, RunStopped, TransientError
+from evoforge.testing.fake_clock import FakeClock
 from evoforge.testing.fake_openai import Reply, fake_embedding
 
 CAT = "The cat sat on the mat near the window."
@@ -233,6 +236,93 @@ def test_openai_reads_base64_vectors_from_servers_that_ignore_the_format(fake_op
     fake_openai.embeddings_responder = base64_reply
     vectors = OpenAIEmbedder("m", base_url=fake_openai.base_url).embed(["a", "b"])
     np.testing.assert_allclose(vectors, [[0.6, 0.0, 0.8]] * 2, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- OpenAI, the engine's policy
+
+
+def test_openai_honours_retry_after_on_the_engine_clock_without_sleeping(fake_openai):
+    fake_openai.embeddings_responder = lambda request: (
+        Reply.rate_limited(30) if request.n == 1 else None
+    )
+    clock = FakeClock()
+    embedder = OpenAIEmbedder("m", base_url=fake_openai.base_url, clock=clock)
+    started = time.monotonic()
+    vectors = embedder.embed(["a", "b"])
+    assert time.monotonic() - started < 10  # the 30 s were virtual
+    assert vectors.shape == (2, 8)
+    assert fake_openai.embedding_hits == 2
+    assert len(clock.sleeps) == 1 and 30 <= clock.sleeps[0] <= 30.05  # Retry-After + jitter
+    assert embedder.client.stats.retries == 1
+
+
+def test_openai_backoff_follows_the_engine_retry_policy(fake_openai):
+    fake_openai.embeddings_responder = lambda request: Reply.server_error(503)
+    clock = FakeClock()
+    embedder = OpenAIEmbedder(
+        "m", base_url=fake_openai.base_url, clock=clock, max_attempts=4, retry_base_s=2.0
+    )
+    with pytest.raises(TransientError, match="gave up after 4 attempts"):
+        embedder.embed(["a"])
+    assert fake_openai.embedding_hits == 4
+    # Jittered exponential backoff from retry_base_s: 2, 4, 8 s, each times [0.5, 1].
+    assert len(clock.sleeps) == 3
+    for attempt, wait in enumerate(clock.sleeps, start=1):
+        full = 2.0 * 2 ** (attempt - 1)
+        assert full / 2 <= wait <= full
+
+
+def test_openai_400_is_not_retried_and_waits_for_nothing(fake_openai):
+    fake_openai.embeddings_responder = lambda request: Reply.fail(400, "input too long")
+    clock = FakeClock()
+    embedder = OpenAIEmbedder("m", base_url=fake_openai.base_url, clock=clock)
+    with pytest.raises(RequestRejected, match="input too long"):
+        embedder.embed(["a"])
+    assert fake_openai.embedding_hits == 1
+    assert clock.sleeps == []
+
+
+def test_openai_quota_and_long_retry_after_stop_the_run(fake_openai):
+    fake_openai.embeddings_responder = lambda request: Reply.fail(429, code="insufficient_quota")
+    embedder = OpenAIEmbedder("m", base_url=fake_openai.base_url, clock=FakeClock())
+    with pytest.raises(RunStopped) as caught:
+        embedder.embed(["a"])
+    assert caught.value.reason == "insufficient_quota"
+    assert fake_openai.embedding_hits == 1
+    fake_openai.embeddings_responder = lambda request: Reply.rate_limited(3600)
+    with pytest.raises(RunStopped) as caught:
+        embedder.embed(["a"])
+    assert caught.value.reason == "retry_after_too_long"
+
+
+def test_openai_second_identical_call_is_a_cache_hit_with_no_request(fake_openai, tmp_path):
+    texts = [CAT, REVENUE, CAT]
+    with EmbeddingCache(tmp_path / "emb.sqlite") as cache:
+        embedder = OpenAIEmbedder(
+            "m", base_url=fake_openai.base_url, cache=cache, clock=FakeClock()
+        )
+        first = embedder.embed(texts)
+        assert fake_openai.embedding_hits == 1
+        assert fake_openai.embedding_requests[0].json["input"] == [CAT, REVENUE]
+        second = embedder.embed(texts)
+        assert fake_openai.embedding_hits == 1  # zero requests
+        np.testing.assert_array_equal(second, first)
+        assert embedder.client.stats.cache_hits == 3
+        # The address holds the base URL and model: another server is asked again.
+        other = OpenAIEmbedder("m2", base_url=fake_openai.base_url, cache=cache)
+        other.embed(texts)
+        assert fake_openai.embedding_hits == 2
+
+
+def test_openai_embeds_from_inside_a_running_event_loop(fake_openai):
+    embedder = OpenAIEmbedder("m", base_url=fake_openai.base_url)
+
+    async def inside() -> np.ndarray:
+        return embedder.embed([CAT, REVENUE])
+
+    vectors = asyncio.run(inside())
+    assert vectors.shape == (2, 8)
+    assert_normalised(vectors)
 
 
 # ----------------------------------------------------------------------------- the spec

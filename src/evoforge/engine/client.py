@@ -265,15 +265,22 @@ class LLMClient:
         return self._backoff(state.attempt_number + 1, exc)
 
     def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
-        """The wait after failed attempt ``attempt_number``: the server's Retry-After if it
-        sent one, else exponential from ``backoff_base`` with jitter, capped."""
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            return exc.retry_after + self._jitter.uniform(0, 0.05)
-        backoff = self.retry.backoff_base * 2 ** (attempt_number - 1)
-        return min(self.retry.backoff_max, backoff) * self._jitter.uniform(0.5, 1.0)
+        return retry_wait(self.retry, attempt_number, exc, self._jitter)
 
     async def aclose(self) -> None:
         await self.model.aclose()
+
+
+def retry_wait(
+    policy: RetryPolicy, attempt_number: int, exc: BaseException | None, jitter: random.Random
+) -> float:
+    """The wait after failed attempt ``attempt_number``: the server's Retry-After if it
+    sent one, else exponential from ``backoff_base`` with jitter, capped. Chat and
+    embedding calls (:mod:`evoforge.engine.embedding_client`) both wait this long."""
+    if isinstance(exc, TransientError) and exc.retry_after is not None:
+        return exc.retry_after + jitter.uniform(0, 0.05)
+    backoff = policy.backoff_base * 2 ** (attempt_number - 1)
+    return min(policy.backoff_max, backoff) * jitter.uniform(0.5, 1.0)
 
 
 def _with_parsed(completion: Completion, parsed: Any) -> Completion:
