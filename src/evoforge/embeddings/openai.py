@@ -111,6 +111,22 @@ class OpenAIEmbedder:
         return self.client.batch_size
 
     @property
+    def timeout(self) -> float:
+        return self.transport.timeout
+
+    @property
+    def max_attempts(self) -> int:
+        return self.client.retry.max_attempts
+
+    @property
+    def retry_base_s(self) -> float:
+        return self.client.retry.backoff_base
+
+    @property
+    def retry_max_s(self) -> float:
+        return self.client.retry.backoff_max
+
+    @property
     def requests(self) -> int:
         """HTTP requests sent so far, retries included."""
         return self.transport.requests
