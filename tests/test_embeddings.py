@@ -25,6 +25,7 @@ from evoforge.embeddings import (
     load_embedder,
     word_tokens,
 )
+from evoforge.engine.client import RetryPolicy
 from evoforge.errors import ConfigError, RequestRejected, RunStopped, TransientError
 from evoforge.testing.fake_clock import FakeClock
 from evoforge.testing.fake_openai import Reply, fake_embedding
@@ -270,6 +271,18 @@ def test_openai_backoff_follows_the_engine_retry_policy(fake_openai):
     for attempt, wait in enumerate(clock.sleeps, start=1):
         full = 2.0 * 2 ** (attempt - 1)
         assert full / 2 <= wait <= full
+
+
+def test_openai_takes_a_runs_retry_policy(fake_openai):
+    fake_openai.embeddings_responder = lambda request: Reply.server_error(502)
+    policy = RetryPolicy(max_attempts=2, backoff_base=5.0)
+    clock = FakeClock()
+    embedder = OpenAIEmbedder("m", base_url=fake_openai.base_url, retry=policy, clock=clock)
+    with pytest.raises(TransientError, match="gave up after 2 attempts"):
+        embedder.embed(["a"])
+    assert fake_openai.embedding_hits == 2
+    assert len(clock.sleeps) == 1 and 2.5 <= clock.sleeps[0] <= 5.0
+    assert policy.request_timeout == 120.0  # the caller's policy is not changed
 
 
 def test_openai_400_is_not_retried_and_waits_for_nothing(fake_openai):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import dataclasses
 import http.client
 import json
 import urllib.error
@@ -36,14 +37,15 @@ class OpenAIEmbedder:
 
     ``batch_size`` inputs per request, ``encoding_format: "float"``. The key comes from
     ``api_key`` or ``OPENAI_API_KEY``, the URL from ``base_url``, ``OPENAI_BASE_URL`` or
-    OpenAI's own. Requests go through the engine's :class:`EmbeddingClient`: connection
-    errors, timeouts, 408/409/429 and 5xx are retried (up to ``max_attempts`` in all)
-    with jittered exponential backoff from ``retry_base_s`` capped at ``retry_max_s``,
-    or the server's ``Retry-After`` (defaults: the engine's :class:`RetryPolicy`), on
-    ``clock``, within ``limits``; with a ``cache`` (an :class:`EmbeddingCache`) a text
-    embedded before is not sent again. A bad key or an unknown model is a
-    :class:`ConfigError`, other refusals the classified :class:`LLMError`; retries used
-    up raise :class:`TransientError`, ``insufficient_quota`` stops the run. ``dim`` is
+    OpenAI's own. Requests go through the engine's :class:`EmbeddingClient`, on
+    ``clock``, within ``limits``: connection errors, timeouts, 408/409/429 and 5xx are
+    retried (up to ``max_attempts`` in all) with jittered exponential backoff from
+    ``retry_base_s`` capped at ``retry_max_s``, or the server's ``Retry-After``; what is
+    not given comes from ``retry`` (a run's :class:`RetryPolicy`), else the engine's
+    defaults. With a ``cache`` (an :class:`EmbeddingCache`) a text embedded before is
+    not sent again. A bad key or an unknown model is a :class:`ConfigError`, other
+    refusals the classified :class:`LLMError`; retries used up raise
+    :class:`TransientError`, ``insufficient_quota`` stops the run. ``dim`` is
     ``dimensions`` when given, else learnt from the first reply (one probe request when
     asked before any). Vectors are re-normalised, whatever the server sends.
 
@@ -63,6 +65,7 @@ class OpenAIEmbedder:
         max_attempts: int | None = None,
         retry_base_s: float | None = None,
         retry_max_s: float | None = None,
+        retry: RetryPolicy | None = None,
         limits: Limits | None = None,
         clock: Clock | None = None,
         cache: VectorStore | None = None,
@@ -78,7 +81,7 @@ class OpenAIEmbedder:
             model, base_url=base_url, api_key=key, dimensions=dimensions, timeout=timeout
         )
         # The socket timeout bounds each attempt (a thread cannot be cancelled midway).
-        retry = RetryPolicy(request_timeout=None)
+        retry = dataclasses.replace(retry or RetryPolicy(), request_timeout=None)
         if max_attempts is not None:
             retry.max_attempts = max_attempts
         if retry_base_s is not None:
