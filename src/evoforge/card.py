@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from evoforge.errors import ConfigError, InputError
+from evoforge.io.layout import output_paths
 from evoforge.io.readers import iter_rows
 from evoforge.io.writers import atomic_text
 
@@ -95,8 +96,6 @@ def size_category(n: int) -> str:
 
 def read_manifest(source: Path | None) -> dict[str, Any]:
     """The manifest beside ``source`` (``X.manifest.json`` for ``X.jsonl``), or ``{}``."""
-    from evoforge.engine.runner import output_paths
-
     if source is None:
         return {}
     path = output_paths(source)["manifest"]
@@ -109,8 +108,6 @@ def read_manifest(source: Path | None) -> dict[str, Any]:
 def rejection_counts(source: Path | None, manifest: dict[str, Any]) -> dict[str, int] | None:
     """Rejections by reason: the manifest's (a run's or a selection's), else the rejects
     file's; ``None`` when neither exists."""
-    from evoforge.engine.runner import output_paths
-
     counts = manifest.get("counts", {}).get("rejected_by_reason")
     if counts is None:
         counts = manifest.get("dropped_by_reason")

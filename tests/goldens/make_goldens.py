@@ -24,6 +24,9 @@ DOCS = ROOT / "examples" / "docs"
 NEW_REJECT_KEYS = ("step", "field", "lost_to")
 # The manifest field allowed to differ between two runs.
 VOLATILE_MANIFEST_KEYS = ("timing",)
+# Keys a later change may add to a manifest (issue 12: the per-step counts); the goldens
+# compare the keys they have, which must stay equal.
+NEW_MANIFEST_KEYS = ("steps",)
 # The manifest records the command line; the goldens are made and checked under this one.
 ARGV = ["evoforge-goldens"]
 
@@ -255,7 +258,7 @@ def comparable_rejects(text: str) -> list[dict]:
 def comparable_manifest(text: str) -> dict:
     """The manifest without the fields allowed to differ between two runs."""
     manifest = json.loads(text)
-    for key in VOLATILE_MANIFEST_KEYS:
+    for key in (*VOLATILE_MANIFEST_KEYS, *NEW_MANIFEST_KEYS):
         manifest.pop(key, None)
     return manifest
 

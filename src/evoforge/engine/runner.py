@@ -10,12 +10,8 @@ the requests that were in flight. A re-run of the same command skips them, and
 the output files are replaced atomically at the end, from the journal, in input
 order.
 
-Outputs beside ``OUT`` (``data/out.jsonl``):
-
-- ``data/out.jsonl``            accepted records, one JSON object a line
-- ``data/out.rejects.jsonl``    ``{"id", "reason", "detail", "record"}`` a line
-- ``data/out.manifest.json``    command, config, seed, prompts, model, counts, usage
-- ``data/out.journal.db``       the journal (keep it to resume; delete it to forget)
+The files beside ``OUT`` are named in :mod:`evoforge.io.layout`; the final write
+is :mod:`evoforge.engine.final_write`, signals are :mod:`evoforge.engine.signals`.
 """
 
 from __future__ import annotations
@@ -24,9 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import random
-import signal
 import sys
 import time
 import traceback
@@ -34,20 +27,25 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from evoforge.engine.client import LLMClient
+from evoforge.engine.context import RecordContext, derive_rng
+from evoforge.engine.final_write import Selector, seed_counts, write_journal
+from evoforge.engine.signals import DEFAULT_DRAIN_SECONDS, install_stop_handlers
 from evoforge.engine.store import Journal
 from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
-from evoforge.io.writers import (
-    atomic_output,
-    format_for,
-    open_writer,
-)
-from evoforge.llm.base import Completion
-from evoforge.prompting import PromptTemplate
+from evoforge.io.layout import output_paths
+from evoforge.io.outputs import OutputWriter, StepCounts, update_manifest, write_manifest
+from evoforge.io.writers import format_for
 from evoforge.records import Record, schema_error
-from evoforge.steps import Rejection, Result  # noqa: F401  (still importable from here)
+from evoforge.steps import Rejection, Result
+
+# Moved; still importable from here.
+__all__ = [
+    "DEFAULT_DRAIN_SECONDS", "RecordContext", "Rejection", "Result", "Run", "RunSummary",
+    "Selector", "SeedItem", "Task", "derive_rng", "output_paths", "update_manifest",
+]  # fmt: skip
 
 # Rejections caused by the environment rather than the record: a re-run retries them.
 RETRY_ON_RESUME = frozenset(
@@ -55,75 +53,7 @@ RETRY_ON_RESUME = frozenset(
 )
 
 
-def derive_rng(run_seed: int, record_id: str, round_: int = 0) -> random.Random:
-    """Per-record randomness from (run seed, record id, round): no global RNG state."""
-    digest = hashlib.sha256(f"{run_seed}\x1f{record_id}\x1f{round_}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-class RecordContext:
-    """What a task may use for one record: the model (through the engine) and its RNG."""
-
-    def __init__(self, client: LLMClient, run_seed: int, record_id: str, seq: int = 0) -> None:
-        self.client = client
-        self.run_seed = run_seed
-        self.record_id = record_id
-        self.seq = seq  # the seed's position in the input (0-based), for planners
-
-    def rng(self, round_: int = 0) -> random.Random:
-        return derive_rng(self.run_seed, self.record_id, round_)
-
-    def step(self, op: str, template: PromptTemplate | None = None, round_: int = 0) -> dict:
-        """A lineage entry: op name, round, prompt id + hash, model."""
-        entry: dict[str, Any] = {"op": op, "round": round_, "model": self.client.model_name}
-        if template is not None:
-            entry.update(template.ref)
-        return entry
-
-    async def ask(
-        self,
-        template: PromptTemplate,
-        *,
-        op: str,
-        round_: int = 0,
-        params: dict[str, Any] | None = None,
-        schema: dict[str, Any] | None = None,
-        validate: bool = True,
-        **values: Any,
-    ) -> Completion:
-        """Render ``template`` with ``values`` (as data) and ask the model.
-
-        ``schema`` replaces the template's ``output_schema`` (one that depends on the
-        values, e.g. an array as long as a list); ``validate`` goes to
-        :meth:`LLMClient.complete`."""
-        messages = template.render(**values)
-        call_params = dict(params or {})
-        if "seed" not in call_params and "seed" not in self.client.params:
-            # Reproducible sampling where the backend supports a seed.
-            call_params["seed"] = self.rng(round_).randrange(2**31)
-        return await self.client.complete(
-            messages,
-            op=op,
-            schema=template.output_schema if schema is None else schema,
-            tag=template.content_hash,
-            params=call_params,
-            validate=validate,
-        )
-
-
 Task = Callable[[Record, RecordContext], Awaitable[Result]]
-
-
-class Selector(Protocol):
-    """Decides, record by record in input order at the end of a run, what is written.
-
-    ``drop`` returns ``None`` to keep a record, or ``(reason, detail)`` to move it
-    to the rejects file (e.g. ``surplus`` past a quota, ``duplicate``). A fresh
-    selector sees the whole journal each time, so its decisions are the same on
-    every run over the same journal.
-    """
-
-    def drop(self, record: dict[str, Any]) -> tuple[str, str] | None: ...
 
 
 SeedItem = Record | InputError
@@ -144,6 +74,7 @@ class RunSummary:
     wall_s: float
     usage: dict[str, dict[str, int]]
     extra: dict[str, Any] = field(default_factory=dict)  # what a driver adds (coverage, ...)
+    steps: dict[str, Any] = field(default_factory=dict)  # per step: in, kept, rejected
 
     @property
     def exit_code(self) -> int:
@@ -155,7 +86,7 @@ class RunSummary:
     def to_dataset(self, to: str | None = None) -> Any:
         """The accepted records as a ``datasets.Dataset``; ``to="messages"`` (or
         ``"alpaca"``, ``"sharegpt"``) as that export's rows (see :mod:`evoforge.export`)."""
-        from evoforge.export import to_dataset
+        from evoforge.io.datasets import to_dataset
 
         return to_dataset(self.out, to=to)
 
@@ -164,18 +95,6 @@ class RunSummary:
 STOP_EXIT_CODES = {"interrupted": 130, "insufficient_quota": 4}
 # Stops that the server ordered: every seed still waiting is cancelled, none is sent.
 SERVER_STOPS = frozenset({"insufficient_quota", "retry_after_too_long"})
-# How long a first SIGINT / SIGTERM lets the requests in flight finish.
-DEFAULT_DRAIN_SECONDS = 10.0
-
-
-def output_paths(out: Path) -> dict[str, Path]:
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return {
-        "out": out,
-        "rejects": out.with_name(f"{stem}.rejects.jsonl"),
-        "manifest": out.with_name(f"{stem}.manifest.json"),
-        "journal": out.with_name(f"{stem}.journal.db"),
-    }
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -259,7 +178,7 @@ class Run:
         flusher = asyncio.create_task(self._flush_loop())
         pending: set[asyncio.Task[None]] = set()
         self._pending = pending
-        restore = self._install_signal_handlers(pending)
+        restore = install_stop_handlers(pending, self._interrupt)
         try:
             await self._schedule(items, pending)
         finally:
@@ -332,36 +251,55 @@ class Run:
             seed_id, "duplicate_id", f"seed id {seed_id!r} appears again (input item {seq + 1})"
             "; the first one is kept", record,
         )  # fmt: skip
-        self._journal.add(seq, key, [], [rejection.to_json()], final=True)
+        counts = seed_counts(self.command, input_reason=rejection.reason)
+        self._journal.add(seq, key, [], [rejection.to_json()], final=True, steps=counts.to_json())
         self.counts["rejected"] += 1
         self._dirty.set()
 
     async def _process(self, seq: int, item: SeedItem) -> None:
         if isinstance(item, InputError):
-            result = Result(rejections=[Rejection(_item_id(item), "bad_seed", str(item))])
+            records: list[dict[str, Any]] = []
+            problems = [Rejection(_item_id(item), "bad_seed", str(item))]
+            counts = seed_counts(self.command, input_reason="bad_seed")
         else:
-            result = await self._run_task(item, seq)
-        records = []
-        for record in result.records:
-            data = record.to_json()
-            problem = schema_error(data, self.kind)
-            if problem is None:
-                records.append(data)
-            else:
-                result.rejections.append(Rejection(record.id, "schema_invalid", problem, data))
-        rejections = [r.to_json() for r in result.rejections]
+            records, problems, counts = await self._run_seed(item, seq)
+        rejections = [r.to_json() for r in problems]
         for rejection in rejections:  # a server's error message may quote a URL or key
             rejection["detail"] = redact(rejection["detail"])
-        final = not any(r.reason in RETRY_ON_RESUME for r in result.rejections)
-        self._journal.add(seq, _item_id(item), records, rejections, final=final)
+        final = not any(r.reason in RETRY_ON_RESUME for r in problems)
+        self._journal.add(
+            seq, _item_id(item), records, rejections, final=final, steps=counts.to_json()
+        )
         self.counts["seeds_done"] += 1
         self.counts["accepted"] += len(records)
         self.counts["rejected"] += len(rejections)
         self._dirty.set()
         self._report()
 
-    async def _run_task(self, record: Record, seq: int) -> Result:
-        ctx = RecordContext(self.client, self.seed, record.id, seq)
+    async def _run_seed(
+        self, seed: Record, seq: int
+    ) -> tuple[list[dict[str, Any]], list[Rejection], StepCounts]:
+        """The task on one seed, each record it made checked against its kind's schema;
+        with what the task and the check counted."""
+        ctx = RecordContext(self.client, self.seed, seed.id, seq)
+        result = await self._run_task(seed, ctx)
+        records, rejections = [], list(result.rejections)
+        for record in result.records:
+            data = record.to_json()
+            problem = schema_error(data, self.kind)
+            if problem is None:
+                records.append(data)
+            else:
+                rejections.append(Rejection(record.id, "schema_invalid", problem, data))
+        counts = seed_counts(
+            self.command, made=len(result.records),
+            task_reasons=[r.reason for r in result.rejections],
+            schema_reasons=["schema_invalid"] * (len(result.records) - len(records)),
+        )  # fmt: skip
+        counts.add(ctx.counts.to_json())  # what the steps inside the task counted
+        return records, rejections, counts
+
+    async def _run_task(self, record: Record, ctx: RecordContext) -> Result:
         try:
             return await self.task(record, ctx)
         except RequestRejected as exc:
@@ -413,91 +351,24 @@ class Run:
         if self.client.cache is not None:
             self.client.cache.flush()
 
-    def _install_signal_handlers(self, pending: set[asyncio.Task[None]]) -> Callable[[], None]:
-        """SIGINT / SIGTERM: no new seeds start; the ones in flight get ``drain`` seconds
-        to finish (and be journaled), then are cancelled. A second signal cancels at once."""
-        loop = asyncio.get_running_loop()
-        drain = float(os.environ.get("EVOFORGE_DRAIN_SECONDS", DEFAULT_DRAIN_SECONDS))
-
-        def cancel_pending() -> None:
-            for task in pending:
-                task.cancel()
-
-        def interrupt() -> None:
-            if self._stop is not None and self._stop.reason == "interrupted":
-                cancel_pending()  # the second signal: stop waiting
-                return
-            if self._stop is None:
-                self._stop = RunStopped(
-                    "interrupted", "interrupted; finished seeds are saved in the journal"
-                )
-            if pending:
-                print(
-                    f"evoforge: stopping: waiting up to {drain:g} s for {len(pending)} seeds "
-                    "in flight (signal again to stop at once)",
-                    file=sys.stderr,
-                )
-            timers.append(loop.call_later(drain, cancel_pending))
-
-        timers: list[asyncio.TimerHandle] = []
-
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, interrupt)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or not supported here
-
-        def restore() -> None:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-            for timer in timers:
-                timer.cancel()
-
-        return restore
+    def _interrupt(self) -> bool:
+        """A stop signal: the run stops as interrupted; True when it already had been."""
+        if self._stop is not None and self._stop.reason == "interrupted":
+            return True
+        if self._stop is None:
+            self._stop = RunStopped(
+                "interrupted", "interrupted; finished seeds are saved in the journal"
+            )
+        return False
 
     def _finalize(self, started: float, wall_s: float) -> RunSummary:
         paths = self.paths
-        reasons: Counter[str] = Counter()
-        accepted = rejected = 0
         selector = self.select() if self.select is not None else None
-        writer = open_writer(paths["out"], self.out_format)
-        paced = _write_pacer()
-        try:
-            with atomic_output(paths["rejects"]) as rej:
-
-                def reject(rejection: dict[str, Any]) -> None:
-                    nonlocal rejected
-                    # Details were redacted when journaled; the record is data, kept as is.
-                    rej.write(json.dumps(rejection, ensure_ascii=False) + "\n")
-                    reasons[rejection["reason"]] += 1
-                    rejected += 1
-                    paced()
-
-                for row in self._journal.rows():
-                    for data in row["records"]:
-                        dropped = selector.drop(data) if selector is not None else None
-                        if dropped is not None:
-                            reason, detail = dropped
-                            reject(
-                                {
-                                    "id": data["id"],
-                                    "reason": reason,
-                                    "detail": detail,
-                                    "record": data,
-                                }
-                            )
-                            continue
-                        writer.write(data)
-                        accepted += 1
-                        paced()
-                    for rejection in row["rejections"]:
-                        reject(rejection)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+        with OutputWriter(paths["out"], fmt=self.out_format, paced=True) as output:
+            written = write_journal(
+                self._journal.rows(), output, task_step=self.command, selector=selector
+            )
+        accepted, rejected = written.accepted, written.rejected
         stop = self._stop
         status = "complete" if stop is None else "stopped"
         message = (
@@ -512,13 +383,14 @@ class Run:
             message=message,
             accepted=accepted,
             rejected=rejected,
-            rejected_by_reason=dict(reasons.most_common()),
+            rejected_by_reason=written.rejected_by_reason,
             skipped_done=self.counts["skipped_done"],
             out=paths["out"],
             rejects=paths["rejects"],
             manifest=paths["manifest"],
             wall_s=round(wall_s, 3),
             usage=self.client.usage_report(),
+            steps=written.steps,
         )
         manifest = {
             "evoforge_version": _version(),
@@ -546,35 +418,10 @@ class Run:
             "files": {name: str(path) for name, path in paths.items()},
             "format": self.out_format,
             **self.extra_manifest,
+            "steps": summary.steps,
         }
-        _write_json(paths["manifest"], manifest)
+        write_manifest(paths["manifest"], manifest)
         return summary
-
-
-def update_manifest(path: Path, extra: dict[str, Any]) -> None:
-    """Add a driver's findings (coverage, shortfall, ...) to a written manifest, atomically."""
-    data = json.loads(path.read_text("utf-8"))
-    data.update(extra)
-    _write_json(path, data)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """A manifest, atomically, with credentials (keys, URL passwords) masked."""
-    text = redact(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    paced = _write_pacer()
-    with atomic_output(path) as fh:
-        for line in text.splitlines(keepends=True):
-            fh.write(line)
-            paced()
-        fh.write("\n")
-
-
-def _write_pacer() -> Callable[[], None]:
-    """Called after each line of the final write: ``EVOFORGE_TEST_SLOW_WRITE=SECONDS``
-    pauses there, so the reliability suite can kill a run in the middle of it. Read once
-    per file, not once per record."""
-    pause = float(os.environ.get("EVOFORGE_TEST_SLOW_WRITE") or 0)
-    return (lambda: time.sleep(pause)) if pause else (lambda: None)
 
 
 def _item_id(item: SeedItem) -> str:

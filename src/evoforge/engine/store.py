@@ -102,7 +102,8 @@ class ResponseCache:
 class Journal:
     """What a run has finished, one row per seed, so a re-run skips it.
 
-    A row holds the seed's accepted records and rejections as JSON. ``final`` is
+    A row holds the seed's accepted records, rejections and step counts as JSON
+    (rows an older evoforge wrote have no counts). ``final`` is
     0 for rejections caused by the environment (retries exhausted, auth errors),
     which a re-run tries again.
     """
@@ -182,8 +183,14 @@ class Journal:
         rejections: list[dict[str, Any]],
         *,
         final: bool,
+        steps: dict[str, Any] | None = None,
     ) -> None:
-        payload = json.dumps({"records": records, "rejections": rejections}, ensure_ascii=False)
+        """Queue a seed's row. ``steps`` are what each step counted for this seed, kept
+        with its result so that a resumed run sums the same counts."""
+        row: dict[str, Any] = {"records": records, "rejections": rejections}
+        if steps is not None:
+            row["steps"] = steps
+        payload = json.dumps(row, ensure_ascii=False)
         self._pending.append((seed_id, seq, int(final), len(records), len(rejections), payload))
 
     def flush(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import InputError, MissingDependency
-from evoforge.records import Record
+from evoforge.records import KINDS, Record
 
 RowItem = tuple[int, dict[str, Any]] | InputError
 
@@ -322,6 +322,22 @@ def _jsonable(value: Any) -> Any:
         return value
     except TypeError:
         return json.loads(json.dumps(value, default=str))
+
+
+def read_evoforge_records(path: str | Path) -> Iterator[Record | InputError]:
+    """Records written by evoforge (with an ``id`` and a known ``kind``), in file order;
+    any other row is yielded as an :class:`InputError` naming its line."""
+    for item in iter_rows(path):
+        if isinstance(item, InputError):
+            yield item
+            continue
+        line, data = item
+        if not data.get("id") or data.get("kind") not in KINDS:
+            yield InputError(
+                "is not an evoforge record (needs an id and a kind)", path=str(path), line=line
+            )
+            continue
+        yield Record.from_json(data)
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:

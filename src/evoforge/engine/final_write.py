@@ -1,0 +1,119 @@
+"""A run's final write: the journal's rows, in input order, through the one writer.
+
+The journal holds, per seed, its accepted records, its rejections and what each
+step counted (see :func:`seed_counts`). At the end of every run (complete or
+stopped) the whole journal is written again: records to ``OUT``, rejections to
+``OUT.rejects.jsonl``, the step counts summed into the manifest's ``steps``. A
+resumed run therefore writes and counts exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evoforge.io.outputs import OutputWriter, StepCounts
+
+# The steps every run counts, before and after its task (named after the command).
+INPUT_STEP = "input"  # seeds read: bad rows and repeated ids are rejected here
+SCHEMA_STEP = "schema"  # records the task made, checked against their kind's schema
+SELECT_STEP = "select"  # the run's selector, at the final write (quotas, duplicates)
+INPUT_REASONS = frozenset({"bad_seed", "duplicate_id"})
+
+
+class Selector(Protocol):
+    """Decides, record by record in input order at the end of a run, what is written.
+
+    ``drop`` returns ``None`` to keep a record, or ``(reason, detail)`` to move it
+    to the rejects file (e.g. ``surplus`` past a quota, ``duplicate``). A fresh
+    selector sees the whole journal each time, so its decisions are the same on
+    every run over the same journal.
+    """
+
+    def drop(self, record: dict[str, Any]) -> tuple[str, str] | None: ...
+
+
+def seed_counts(
+    task_step: str,
+    *,
+    input_reason: str | None = None,
+    made: int = 0,
+    task_reasons: Iterable[str] = (),
+    schema_reasons: Iterable[str] = (),
+) -> StepCounts:
+    """One seed's counts at the runner's own steps: read (or rejected as ``input_reason``),
+    run through the task (``made`` records, ``task_reasons`` rejections), and the schema
+    check of what it made."""
+    counts = StepCounts()
+    if input_reason is not None:
+        counts.count(INPUT_STEP, seen=1, rejected=[input_reason])
+        return counts
+    schema_reasons = list(schema_reasons)
+    counts.count(INPUT_STEP, seen=1, kept=1)
+    counts.count(task_step, seen=1, kept=made, rejected=task_reasons)
+    counts.count(SCHEMA_STEP, seen=made, kept=made - len(schema_reasons), rejected=schema_reasons)
+    return counts
+
+
+def row_counts(row: dict[str, Any], task_step: str) -> dict[str, Any]:
+    """A journal row's step counts; for a row an older evoforge wrote (no ``steps``), the
+    same counts derived from its records and rejections."""
+    if "steps" in row:
+        return row["steps"]
+    reasons = [str(r["reason"]) for r in row["rejections"]]
+    if not row["records"] and len(reasons) == 1 and reasons[0] in INPUT_REASONS:
+        return seed_counts(task_step, input_reason=reasons[0]).to_json()
+    schema = [r for r in reasons if r == "schema_invalid"]
+    return seed_counts(
+        task_step,
+        made=len(row["records"]) + len(schema),
+        task_reasons=[r for r in reasons if r != "schema_invalid"],
+        schema_reasons=schema,
+    ).to_json()
+
+
+@dataclass
+class FinalWrite:
+    """What the final write wrote: counts by file, and the steps' counts."""
+
+    accepted: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
+
+
+def write_journal(
+    rows: Iterable[dict[str, Any]],
+    output: OutputWriter,
+    *,
+    task_step: str,
+    selector: Selector | None = None,
+) -> FinalWrite:
+    """Write the journal's ``rows`` (in input order) with ``output`` (already open):
+    each record kept unless ``selector`` drops it, then the seed's rejections."""
+    steps = StepCounts([INPUT_STEP, task_step, SCHEMA_STEP])
+    selected = StepCounts()
+    for row in rows:
+        steps.add(row_counts(row, task_step))
+        for data in row["records"]:
+            dropped = selector.drop(data) if selector is not None else None
+            if dropped is None:
+                output.keep(data)
+                selected.count(SELECT_STEP, seen=1, kept=1)
+                continue
+            reason, detail = dropped
+            output.reject({"id": data["id"], "reason": reason, "detail": detail, "record": data})
+            selected.count(SELECT_STEP, seen=1, rejected=[reason])
+        for rejection in row["rejections"]:
+            # Details were redacted when journaled; the record is data, kept as is.
+            output.reject(rejection)
+    if selector is not None:
+        steps.count(SELECT_STEP)  # listed even when no record reached it
+        steps.add(selected.to_json())
+    return FinalWrite(
+        accepted=output.kept,
+        rejected=output.rejected,
+        rejected_by_reason=dict(output.rejected_by_reason.most_common()),
+        steps=steps.to_json(),
+    )
