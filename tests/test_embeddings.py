@@ -25,7 +25,7 @@ from evoforge.embeddings import (
     load_embedder,
     word_tokens,
 )
-from evoforge.engine.client import RetryPolicy
+from evoforge.engine.client import Limits, RetryPolicy
 from evoforge.errors import ConfigError, RequestRejected, RunStopped, TransientError
 from evoforge.testing.fake_clock import FakeClock
 from evoforge.testing.fake_openai import Reply, fake_embedding
@@ -283,6 +283,16 @@ def test_openai_takes_a_runs_retry_policy(fake_openai):
     assert fake_openai.embedding_hits == 2
     assert len(clock.sleeps) == 1 and 2.5 <= clock.sleeps[0] <= 5.0
     assert policy.request_timeout == 120.0  # the caller's policy is not changed
+
+
+def test_openai_requests_per_minute_wait_on_the_engine_clock(fake_openai):
+    clock = FakeClock()
+    embedder = OpenAIEmbedder(
+        "m", base_url=fake_openai.base_url, batch_size=1, limits=Limits(rpm=60), clock=clock
+    )
+    embedder.embed(["a", "b", "c"])
+    assert fake_openai.embedding_hits == 3
+    assert clock.sleeps == [pytest.approx(1.0), pytest.approx(1.0)]  # one request a second
 
 
 def test_openai_400_is_not_retried_and_waits_for_nothing(fake_openai):
