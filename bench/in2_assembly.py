@@ -95,15 +95,11 @@ def main() -> None:
 
     from scipy import stats
 
-    from evoforge.generators.in2_assembly import (
-        Decontaminator,
-        FillerPool,
-        assemble,
-        iter_corpus,
-        load_tokenizer,
-        sample_target_tokens,
-        segment_document,
-    )
+    from evoforge.generators.corpus import iter_corpus
+    from evoforge.generators.decontamination import Decontaminator
+    from evoforge.generators.in2_assembly import FillerPool, assemble, sample_target_tokens
+    from evoforge.generators.segments import segment_document
+    from evoforge.generators.tokenizers import load_tokenizer
 
     started_all = time.perf_counter()
     load_before = os.getloadavg()[0]

@@ -6,7 +6,7 @@ uniform over 4K-32K tokens; needles at uniformly random positions (needed
 segments and fillers are shuffled jointly); about 10% of QA samples keep only
 the original document; the mix fine-grained 63%, integration 17%, short 9%,
 general instruction data 11%; documents sharing a 10-gram with an evaluation
-example are dropped (decontamination, ``in2_assembly.Decontaminator``).
+example are dropped (decontamination, ``decontamination.Decontaminator``).
 
 - ``fine_grained``: one random segment -> one QA that needs only it
   (``prompts/in2_fine_grained.yaml``); context = that segment + fillers from
@@ -37,17 +37,13 @@ from typing import Any
 from evoforge.engine.runner import RecordContext, Result
 from evoforge.errors import ConfigError
 from evoforge.evolvers.base import parse_weights
-from evoforge.generators.in2_assembly import (
-    FillerPool,
-    Segment,
-    Tokenizer,
-    assemble,
-    sample_target_tokens,
-    segment_document,
-)
+from evoforge.generators.in2_assembly import FillerPool, assemble, sample_target_tokens
+from evoforge.generators.needles import Needle
+from evoforge.generators.segments import Segment, segment_document
+from evoforge.generators.tokenizers import Tokenizer
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
-from evoforge.validators.critics import SelfContained, WellFormed
+from evoforge.validators.critics.screens import SelfContained, WellFormed
 from evoforge.validators.heuristics import empty_answer, language_drift
 
 SAMPLE_TYPES = ("fine_grained", "integration", "short", "general")
@@ -280,17 +276,17 @@ class In2Task:
         spans = self.tokenizer.spans(document)
         token_start = sum(1 for _, end in spans if end <= needle.start)
         token_end = sum(1 for start, _ in spans if start < needle.end)
-        needle_data = [
-            {
-                "doc_id": needle.doc_id,
-                "segment_index": needle.index,
-                "token_start": token_start,
-                "token_end": token_end,
-                "char_start": needle.start,
-                "char_end": needle.end,
-                "text": needle.text,
-            }
-        ]
+        # The context is the whole document: the needle keeps its offsets in it.
+        placed = Needle(
+            doc_id=needle.doc_id,
+            segment_index=needle.index,
+            token_start=token_start,
+            token_end=token_end,
+            char_start=needle.start,
+            char_end=needle.end,
+            text=needle.text,
+        )
+        needle_data = [asdict(placed)]
         return self._record(
             item, document, len(spans), needle_data, question, answer, step, meta={}
         )
