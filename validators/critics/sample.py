@@ -20,6 +20,7 @@ Question = str | list[dict[str, str]]
 
 
 def parts_of(record: Record) -> SampleFields:
+    """The names of the record's question, answer and contexts fields, by its kind."""
     return sample_fields(record.kind, who=f"critics ({record.id})")
 
 
@@ -29,10 +30,12 @@ def question_of(record: Record) -> Question:
 
 
 def reference_of(record: Record) -> str:
+    """The reference answer (empty when there is none)."""
     return str(record.get(parts_of(record).answer) or "")
 
 
 def contexts_of(record: Record) -> list[str]:
+    """The context texts, as strings."""
     return [str(text) for text in record.get(parts_of(record).contexts) or []]
 
 
@@ -49,6 +52,7 @@ def numbered_contexts(contexts: Sequence[str]) -> str:
 
 
 def last_user_index(turns: list[dict[str, str]]) -> int | None:
+    """Where the last user turn is (the turn that asks the question), or ``None``."""
     for i in range(len(turns) - 1, -1, -1):
         if turns[i].get("role") == "user":
             return i
@@ -56,6 +60,7 @@ def last_user_index(turns: list[dict[str, str]]) -> int | None:
 
 
 def user_texts(question: Question) -> list[str]:
+    """What the user says: the question, or the content of each user turn."""
     if isinstance(question, str):
         return [question]
     return [turn["content"] for turn in question if turn.get("role") == "user"]
@@ -69,6 +74,7 @@ def same_words(first: str, second: str) -> bool:
 
 
 def has_context(record: Record) -> Verdict:
+    """Passes when some context holds text; else fails ``no_context``."""
     if any(text.strip() for text in contexts_of(record)):
         return PASS
     field_name = parts_of(record).contexts
@@ -76,6 +82,7 @@ def has_context(record: Record) -> Verdict:
 
 
 def require_variables(template: PromptTemplate, names: set[str], what: str) -> None:
+    """A critic's own template must fill exactly ``names``: a ``ConfigError`` otherwise."""
     if set(template.variables) != names:
         raise ConfigError(
             f"{what}: template {template.id} ({template.source}) must use exactly the "
