@@ -6,6 +6,11 @@ for M rounds the way Evol-Instruct does (Xu et al., 2023, arXiv 2304.12244,
 "Elimination Evolving"): a failed evolution keeps the previous version, which
 is evolved again next round. ``Chain`` feeds one stage's records to the next (e.g. Evol-Instruct,
 then Evol-Quality on the answers).
+
+Ops belong to a family, run by one evolver: ``evol_instruct`` (``EvolInstruct``),
+``evol_quality`` (``EvolQuality``) and ``rewrite`` (``QuestionRewrite``). Each
+family's built-in op names are an ``OpNames``; ``parse_weights`` also accepts the
+ops a plugin registers for that family (``evoforge.registry``, kind ``evolver``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from evoforge.engine.runner import RecordContext, Rejection, Result, Task
 from evoforge.errors import ConfigError, RequestRejected
 from evoforge.records import Record
+from evoforge.registry import registry
 
 
 class Evolver(Protocol):
@@ -100,25 +106,67 @@ def _context_for(ctx: RecordContext, record: Record) -> RecordContext:
     return RecordContext(ctx.client, ctx.run_seed, record.id, ctx.seq)
 
 
+class OpNames(tuple):
+    """The built-in op names of one evolver family (a tuple), with the family's name.
+
+    ``parse_weights`` accepts, besides these, every op a plugin registered for the
+    family (an ``evolver`` entry whose object has ``family`` equal to ``family``)."""
+
+    family: str
+
+    def __new__(cls, family: str, names: Sequence[str]) -> OpNames:
+        self = super().__new__(cls, names)
+        self.family = family
+        return self
+
+
+def family_ops(family: str) -> dict[str, Any]:
+    """The ops plugins (or ``register``) added to ``family``, by name; built-ins left out."""
+    found = {}
+    evolvers = registry("evolver")
+    for name in evolvers:
+        if evolvers.origins[name] == "evoforge":
+            continue
+        op = evolvers.lookup(name)
+        if getattr(op, "family", None) == family:
+            found[name] = op
+    return found
+
+
+def family_op(family: str, name: str) -> Any | None:
+    """The op ``name`` a plugin registered for ``family``, or ``None``."""
+    evolvers = registry("evolver")
+    if name not in evolvers or evolvers.origins[name] == "evoforge":
+        return None
+    op = evolvers.lookup(name)
+    return op if getattr(op, "family", None) == family else None
+
+
 def parse_weights(
     spec: str | None, names: Sequence[str], *, flag: str = "--ops"
 ) -> dict[str, float]:
     """``"constraints=2,breadth=1"`` -> weights for ``names`` (unnamed ops get 0).
 
     ``None`` or ``""`` gives uniform weights. Unknown names are errors with a hint.
+    When ``names`` is an ``OpNames``, a plugin op of its family named in ``spec`` is
+    added after the built-ins (it has no weight unless named).
     """
     if not spec:
         return {name: 1.0 for name in names}
+    family = getattr(names, "family", None)
     weights = {name: 0.0 for name in names}
     for part in spec.split(","):
         name, sep, value = part.partition("=")
         name = name.strip()
+        if name not in weights and family is not None and family_op(family, name) is not None:
+            weights[name] = 0.0
         if name not in weights:
             import difflib
 
-            hint = difflib.get_close_matches(name, list(names), n=1)
+            known = [*names, *(family_ops(family) if family is not None else ())]
+            hint = difflib.get_close_matches(name, known, n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{flag}: unknown op {name!r}{suggestion}; ops: {', '.join(names)}")
+            raise ConfigError(f"{flag}: unknown op {name!r}{suggestion}; ops: {', '.join(known)}")
         try:
             weight = float(value) if sep else 1.0
         except ValueError:

@@ -13,31 +13,72 @@ drawn from its own RNG:
   instruction in the same domain, of similar length and difficulty.
 
 The prompts are ``prompts/evol_<op>.yaml``; the equality judge is
-``prompts/evol_equal.yaml``.
+``prompts/evol_equal.yaml``. Each op is an ``InstructionOp`` registered by name
+(kind ``evolver``, family ``evol_instruct``), so a plugin's op joins the mix
+(``--ops shorten=1``); the model-free elimination rules are the check
+``evol_instruct`` (``ELIMINATION``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.errors import ConfigError, RequestRejected
-from evoforge.evolvers.base import choose_op, parse_weights
-from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.evolvers.base import OpNames, choose_op, family_op, parse_weights
+from evoforge.prompting import PromptTemplate, builtin_template, load_template
 from evoforge.records import Record
+from evoforge.validators.base import PASS, Check, Verdict
 from evoforge.validators.critics import EQUAL_JUDGE_PARAMS, ask_equal_judge
 from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
 
 IN_DEPTH_OPS = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
 IN_BREADTH_OPS = ("breadth",)
-OPS = IN_DEPTH_OPS + IN_BREADTH_OPS
+OPS = OpNames("evol_instruct", IN_DEPTH_OPS + IN_BREADTH_OPS)
 # The verdict is "Equal" or "Not Equal": a few tokens, greedy. The judge is the
 # rubric critic's binary path (``validators.critics.ask_equal_judge``), shared with
 # the RAG critics.
 JUDGE_PARAMS = EQUAL_JUDGE_PARAMS
+
+
+@dataclass(frozen=True)
+class InstructionOp:
+    """One Evol-Instruct op: its name, its prompt, and whether it deepens the instruction.
+
+    ``template``: a ``PromptTemplate`` or the path of a prompt YAML file (variables
+    ``instruction`` and, optionally, ``input``; the reply is the new instruction);
+    ``None`` is ``prompts/evol_<name>.yaml``. ``depth="in-breadth"`` ops write a new
+    instruction that stands on its own (the record's ``input`` is dropped, and the
+    chain DEITA scores starts afresh). ``EvolInstruct`` runs it, with every
+    elimination rule, when ``--ops`` names it."""
+
+    name: str
+    template: PromptTemplate | str | Path | None = None
+    depth: str = "in-depth"
+    family: ClassVar[str] = "evol_instruct"
+
+    def __post_init__(self) -> None:
+        if self.depth not in ("in-depth", "in-breadth"):
+            raise ConfigError(f"op {self.name!r}: depth must be in-depth or in-breadth")
+
+    def prompt(self) -> PromptTemplate:
+        if isinstance(self.template, PromptTemplate):
+            return self.template
+        if self.template is None:
+            return builtin_template(f"evol_{self.name}")
+        return load_template(self.template)
+
+
+CONSTRAINTS = InstructionOp("constraints")
+DEEPEN = InstructionOp("deepen")
+CONCRETIZE = InstructionOp("concretize")
+REASONING = InstructionOp("reasoning")
+COMPLICATE_INPUT = InstructionOp("complicate_input")
+BREADTH = InstructionOp("breadth", depth="in-breadth")
 
 
 @dataclass
@@ -91,10 +132,15 @@ class EvolInstruct:
     answer_template: PromptTemplate | None = None
     name: str = field(default="evol_instruct", init=False)
     _ops: dict[str, PromptTemplate] = field(default_factory=dict, init=False, repr=False)
+    _breadth: frozenset[str] = field(default=frozenset(IN_BREADTH_OPS), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.weights = resolve_weights(self.weights, OPS)
-        self._ops = resolve_templates(self.templates, OPS, prefix="evol_")
+        plugins = {n: family_op(OPS.family, n) for n in self.weights if n not in OPS}
+        self._ops = resolve_templates(self.templates, OPS, prefix="evol_", plugins=plugins)
+        self._breadth = frozenset(IN_BREADTH_OPS) | {
+            n for n, op in plugins.items() if op.depth == "in-breadth"
+        }
         for op, template in self._ops.items():
             check_variables(template, f"op {op!r}", required={"instruction"}, allowed={"input"})
         self.judge_template = self.judge_template or builtin_template("evol_equal")
@@ -130,23 +176,24 @@ class EvolInstruct:
             **only_declared(template, instruction=old, input=source_input),
         )
         new = clean_reply(completion.text)
-        child_input = "" if op in IN_BREADTH_OPS else source_input
+        breadth = op in self._breadth
+        child_input = "" if breadth else source_input
         candidate = record.derive(
             ctx.step(f"evolve_{op}", template, round_), suffix=f"r{round_}", instruction=new
         )
         candidate.fields.pop("output", None)
-        if op in IN_BREADTH_OPS:
+        if breadth:
             candidate.fields.pop("input", None)
         candidate.meta.pop("judge", None)  # the parent's verdict is not this one's
         candidate.meta["evol"] = {
             "op": op,
             "round": round_,
-            "depth": "in-breadth" if op in IN_BREADTH_OPS else "in-depth",
+            "depth": "in-breadth" if breadth else "in-depth",
         }
         # DEITA rank-scores an in-depth chain; a breadth instruction starts a new one,
         # and earlier responses answered another instruction.
         candidate.meta.pop("response_chain", None)
-        if op in IN_BREADTH_OPS:
+        if breadth:
             candidate.meta.pop("instruction_chain", None)
         else:
             keep_earlier(candidate, "instruction_chain", old)
@@ -158,11 +205,9 @@ class EvolInstruct:
 
         if not new:
             return reject("empty_instruction", "the model returned an empty instruction")
-        for verdict in (prompt_leak(new), language_drift(old, new)):
+        for verdict in instruction_rules(old, new):
             if not verdict.ok:
                 return reject(verdict.reason or "invalid", verdict.detail)
-        if same_text(old, new):
-            return reject("no_information_gain", "the evolved instruction is the original one")
         if self.judge:
             assert self.judge_template is not None
             equal, said = await ask_equal_judge(
@@ -185,10 +230,54 @@ class EvolInstruct:
             answer = answered.text.strip()
             candidate.fields["output"] = answer
             candidate.lineage.append(ctx.step("answer", self.answer_template, round_))
-            for verdict in (refusal(answer), empty_answer(answer), language_drift(new, answer)):
+            for verdict in answer_rules(new, answer):
                 if not verdict.ok:
                     return reject(verdict.reason or "invalid", verdict.detail)
         return candidate
+
+
+def instruction_rules(old: str, new: str) -> Iterator[Verdict]:
+    """Rule 4 (``prompt_leak``), ``language_drift`` and the exact half of rule 1
+    (``no_information_gain``), in the order a rejection reports them."""
+    yield prompt_leak(new)
+    yield language_drift(old, new)
+    if same_text(old, new):
+        yield Verdict.failed("no_information_gain", "the evolved instruction is the original one")
+
+
+def answer_rules(instruction: str, answer: str) -> Iterator[Verdict]:
+    """Rules 2 and 3 (``refusal``, ``empty_answer``) and ``language_drift`` on the answer."""
+    yield refusal(answer)
+    yield empty_answer(answer)
+    yield language_drift(instruction, answer)
+
+
+def _eliminated(record: dict[str, Any], settings: Any = None) -> Verdict:
+    """Evol-Instruct's elimination rules that need no model, on a written record: the
+    instruction against the one it evolved from (the last of ``meta.instruction_chain``,
+    when there is one), then the ``output``, when there is one."""
+    new = str(record.get("instruction") or "").strip()
+    if not new:
+        return Verdict.failed(
+            "empty_instruction", "the instruction is empty", field="$.instruction"
+        )
+    chain = (record.get("meta") or {}).get("instruction_chain")
+    old = chain[-1] if isinstance(chain, list) and chain else None
+    rules = instruction_rules(old, new) if isinstance(old, str) else iter([prompt_leak(new)])
+    for verdict in rules:
+        if not verdict.ok:
+            return Verdict.failed(
+                verdict.reason or "invalid", verdict.detail, field="$.instruction"
+            )
+    answer = record.get("output")
+    if isinstance(answer, str):
+        for verdict in answer_rules(new, answer):
+            if not verdict.ok:
+                return Verdict.failed(verdict.reason or "invalid", verdict.detail, field="$.output")
+    return PASS
+
+
+ELIMINATION = Check("evol_instruct", _eliminated)
 
 
 # Shared with Evol-Quality.
@@ -241,10 +330,16 @@ def resolve_weights(
 
 
 def resolve_templates(
-    overrides: Mapping[str, PromptTemplate] | None, names: Iterable[str], *, prefix: str
+    overrides: Mapping[str, PromptTemplate] | None,
+    names: Iterable[str],
+    *,
+    prefix: str,
+    plugins: Mapping[str, Any] | None = None,
 ) -> dict[str, PromptTemplate]:
-    """The template of each op: the override where given, else ``prompts/<prefix><op>``."""
-    names = list(names)
+    """The template of each op: the override where given, else ``prompts/<prefix><op>``;
+    for a plugin's op (``plugins``: name -> op), the op's own ``prompt()``."""
+    plugins = dict(plugins or {})
+    names = [*names, *plugins]
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(names))
     if unknown:
@@ -255,7 +350,11 @@ def resolve_templates(
         raise ConfigError(
             f"templates: unknown op {unknown[0]!r}{suggestion}; ops: {', '.join(names)}"
         )
-    return {name: overrides.get(name) or builtin_template(f"{prefix}{name}") for name in names}
+    return {
+        name: overrides.get(name)
+        or (plugins[name].prompt() if name in plugins else builtin_template(f"{prefix}{name}"))
+        for name in names
+    }
 
 
 def check_variables(

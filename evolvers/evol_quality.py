@@ -5,16 +5,22 @@ Automatic Data Selection in Instruction Tuning" (DEITA), ICLR 2024, arXiv
 2312.15685. Each round, one of five rewrites of the response, each adding only
 10 to 20 words: more ``helpfulness``, more ``relevance`` to the prompt, more
 ``depth``, more ``creativity``, more ``details``. The prompts are
-``prompts/evol_quality_<op>.yaml``.
+``prompts/evol_quality_<op>.yaml``. Each op is a ``QualityOp`` registered by
+name (kind ``evolver``, family ``evol_quality``), so a plugin's op joins the mix
+(``--quality-ops``); the model-free rules are the check ``evol_quality``
+(``ELIMINATION``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.errors import RequestRejected
-from evoforge.evolvers.base import choose_op
+from evoforge.evolvers.base import OpNames, choose_op, family_op
 from evoforge.evolvers.evol_instruct import (
     ask_equal_judge,
     check_variables,
@@ -25,16 +31,44 @@ from evoforge.evolvers.evol_instruct import (
     resolve_weights,
     same_text,
 )
-from evoforge.prompting import PromptTemplate, builtin_template
+from evoforge.prompting import PromptTemplate, builtin_template, load_template
 from evoforge.records import Record
+from evoforge.validators.base import PASS, Check, Verdict
 from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
 
-QUALITY_OPS = ("helpfulness", "relevance", "depth", "creativity", "details")
+QUALITY_OPS = OpNames(
+    "evol_quality", ("helpfulness", "relevance", "depth", "creativity", "details")
+)
 
 # Evol-Quality draws its op from ctx.rng(round_ + OP_STREAM): a stream of its own, so
 # chaining it after Evol-Instruct (same record, same round numbers) does not tie the
 # quality op to the instruction op.
 OP_STREAM = 1000
+
+
+@dataclass(frozen=True)
+class QualityOp:
+    """One Evol-Quality op: its name and its prompt (a ``PromptTemplate`` or a YAML path;
+    variables ``instruction``, ``response`` and, optionally, ``input``; the reply is the
+    new response). ``None`` is ``prompts/evol_quality_<name>.yaml``."""
+
+    name: str
+    template: PromptTemplate | str | Path | None = None
+    family: ClassVar[str] = "evol_quality"
+
+    def prompt(self) -> PromptTemplate:
+        if isinstance(self.template, PromptTemplate):
+            return self.template
+        if self.template is None:
+            return builtin_template(f"evol_quality_{self.name}")
+        return load_template(self.template)
+
+
+HELPFULNESS = QualityOp("helpfulness")
+RELEVANCE = QualityOp("relevance")
+DEPTH = QualityOp("depth")
+CREATIVITY = QualityOp("creativity")
+DETAILS = QualityOp("details")
 
 
 @dataclass
@@ -75,7 +109,12 @@ class EvolQuality:
 
     def __post_init__(self) -> None:
         self.weights = resolve_weights(self.weights, QUALITY_OPS)
-        self._ops = resolve_templates(self.templates, QUALITY_OPS, prefix="evol_quality_")
+        plugins = {
+            n: family_op(QUALITY_OPS.family, n) for n in self.weights if n not in QUALITY_OPS
+        }
+        self._ops = resolve_templates(
+            self.templates, QUALITY_OPS, prefix="evol_quality_", plugins=plugins
+        )
         for op, template in self._ops.items():
             check_variables(
                 template, f"op {op!r}", required={"instruction", "response"}, allowed={"input"}
@@ -132,16 +171,9 @@ class EvolQuality:
                 candidate.id, reason, f"{detail} (round {round_}, op {op})", candidate.to_json()
             )
 
-        for verdict in (
-            empty_answer(new),
-            prompt_leak(new),
-            refusal(new),
-            language_drift(old, new),
-        ):
+        for verdict in response_rules(old, new):
             if not verdict.ok:
                 return reject(verdict.reason or "invalid", verdict.detail)
-        if same_text(old, new):
-            return reject("no_information_gain", "the rewritten response is the original one")
         if self.judge:
             assert self.judge_template is not None
             equal, said = await ask_equal_judge(
@@ -154,3 +186,33 @@ class EvolQuality:
             if equal is None:
                 candidate.meta["judge"] = f"unparsed: {said[:200]}"
         return candidate
+
+
+def response_rules(old: str | None, new: str) -> Iterator[Verdict]:
+    """Evol-Instruct's elimination rules on a rewritten response, in the order a rejection
+    reports them; ``old`` ``None`` (not known) skips the two that compare with it."""
+    yield empty_answer(new)
+    yield prompt_leak(new)
+    yield refusal(new)
+    if old is None:
+        return
+    yield language_drift(old, new)
+    if same_text(old, new):
+        yield Verdict.failed("no_information_gain", "the rewritten response is the original one")
+
+
+def _eliminated(record: dict[str, Any], settings: Any = None) -> Verdict:
+    """The rules on a written record: its ``output`` against the response it was rewritten
+    from (the last of ``meta.response_chain``, when there is one)."""
+    new = record.get("output")
+    if not isinstance(new, str) or not new.strip():
+        return Verdict.failed("no_answer", "the record has no output", field="$.output")
+    chain = (record.get("meta") or {}).get("response_chain")
+    old = chain[-1] if isinstance(chain, list) and chain and isinstance(chain[-1], str) else None
+    for verdict in response_rules(old, new):
+        if not verdict.ok:
+            return Verdict.failed(verdict.reason or "invalid", verdict.detail, field="$.output")
+    return PASS
+
+
+ELIMINATION = Check("evol_quality", _eliminated)

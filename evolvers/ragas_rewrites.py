@@ -31,6 +31,11 @@ punctuation), ``empty_answer`` (no word in it), ``context_reference``,
 ``RewriteMix`` for a seed past the requested count; the engine adds
 ``invalid_json`` and ``schema_mismatch`` for unusable replies.
 
+Each op is a ``RewriteOp`` registered as ``rewrite_<op>`` (kind ``evolver``,
+family ``rewrite``; Evol-Instruct has a ``reasoning`` op too), so a plugin's
+rewrite joins ``--mix`` here and in ``evoforge rag`` (a new scenario); the
+model-free rules are the check ``rewrite`` (``ELIMINATION``).
+
 Weaknesses of other tools this avoids: rows that fail a rewrite are not
 silently dropped (every rejection is written with its reason), and a mix over
 N samples gives exact largest-remainder counts summing to N (not ``ceil`` per
@@ -40,19 +45,22 @@ op, which asks for more samples than requested).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError
-from evoforge.evolvers.base import MixPlan, parse_weights
-from evoforge.prompting import PromptTemplate, builtin_template
-from evoforge.records import Record, SampleFields, sample_fields
+from evoforge.evolvers.base import MixPlan, OpNames, family_op, family_ops, parse_weights
+from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.records import SAMPLE_FIELDS, Record, SampleFields, sample_fields
 from evoforge.validators import heuristics
-from evoforge.validators.base import PASS, Verdict
+from evoforge.validators.base import PASS, Check, Verdict
 
-REWRITE_OPS = ("reasoning", "multi_context", "conditional", "conversational", "compress")
+REWRITE_OPS = OpNames(
+    "rewrite", ("reasoning", "multi_context", "conditional", "conversational", "compress")
+)
 
 # Ragas v0.1: reasoning <= 15 words, conditional <= 25; the rest are our defaults.
 DEFAULT_MAX_WORDS = {
@@ -67,17 +75,59 @@ SecondContext = Callable[[Record], str | None]
 Question = str | list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class RewriteOp:
+    """One question rewrite: its name, its word limit and its prompt.
+
+    ``template``: a ``PromptTemplate`` or the path of a prompt YAML file (variables
+    ``question``, ``answer``, ``context``, ``max_words`` and, for two contexts,
+    ``second_context``; an ``output_schema`` of ``{"question", "answer"}`` or
+    ``{"turns", "answer"}``); ``None`` is ``prompts/rewrite_<name>.yaml``. A plugin
+    registers it under its ``name``; ``--mix NAME=w`` then plans it, in ``evolve``
+    for qa/rag seeds and as a scenario of ``evoforge rag``."""
+
+    name: str
+    max_words: int
+    template: PromptTemplate | str | Path | None = None
+    family: ClassVar[str] = "rewrite"
+
+    def prompt(self) -> PromptTemplate:
+        if isinstance(self.template, PromptTemplate):
+            return self.template
+        if self.template is None:
+            return builtin_template(f"rewrite_{self.name}")
+        return load_template(self.template)
+
+
+REASONING = RewriteOp("reasoning", DEFAULT_MAX_WORDS["reasoning"])
+MULTI_CONTEXT = RewriteOp("multi_context", DEFAULT_MAX_WORDS["multi_context"])
+CONDITIONAL = RewriteOp("conditional", DEFAULT_MAX_WORDS["conditional"])
+CONVERSATIONAL = RewriteOp("conversational", DEFAULT_MAX_WORDS["conversational"])
+COMPRESS = RewriteOp("compress", DEFAULT_MAX_WORDS["compress"])
+
+
 def _fields_of(record: Record) -> SampleFields:
     return sample_fields(record.kind, who="question rewrites")
 
 
 def _check_op(op: str, flag: str = "op") -> None:
-    if op not in REWRITE_OPS:
-        hint = difflib.get_close_matches(op, REWRITE_OPS, n=1)
+    if op not in REWRITE_OPS and family_op(REWRITE_OPS.family, op) is None:
+        known = [*REWRITE_OPS, *family_ops(REWRITE_OPS.family)]
+        hint = difflib.get_close_matches(op, known, n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(
-            f"{flag}: unknown rewrite op {op!r}{suggestion}; ops: {', '.join(REWRITE_OPS)}"
-        )
+        raise ConfigError(f"{flag}: unknown rewrite op {op!r}{suggestion}; ops: {', '.join(known)}")
+
+
+def rewrite_template(op: str) -> PromptTemplate:
+    """The prompt of rewrite ``op``: ``prompts/rewrite_<op>.yaml``, or a plugin op's own."""
+    _check_op(op)
+    plugin = None if op in REWRITE_OPS else family_op(REWRITE_OPS.family, op)
+    return plugin.prompt() if plugin else builtin_template(f"rewrite_{op}")
+
+
+def rewrite_prompt_hashes(ops: Iterable[str]) -> dict[str, str]:
+    """``{prompt id: content hash}`` of each op's prompt, for a manifest."""
+    return {t.id: t.content_hash for t in map(rewrite_template, ops)}
 
 
 def record_second_context(record: Record) -> str | None:
@@ -164,12 +214,13 @@ class QuestionRewrite:
 
     def __post_init__(self) -> None:
         _check_op(self.op)
+        plugin = None if self.op in REWRITE_OPS else family_op(REWRITE_OPS.family, self.op)
         if self.max_words is None:
-            self.max_words = DEFAULT_MAX_WORDS[self.op]
+            self.max_words = plugin.max_words if plugin else DEFAULT_MAX_WORDS[self.op]
         if self.max_words < 1:
             raise ConfigError(f"{self.op}: max_words must be 1 or more, got {self.max_words}")
         if self.template is None:
-            self.template = builtin_template(f"rewrite_{self.op}")
+            self.template = rewrite_template(self.op)
         if self.template.output_schema is None:
             raise ConfigError(
                 f"{self.template.source}: a rewrite template needs an output_schema "
@@ -234,22 +285,7 @@ class QuestionRewrite:
     def _verdicts(self, original: str, question: Question, answer: str) -> Iterator[Verdict]:
         """The checks, in the order a rejection reports them; evaluated lazily."""
         assert self.max_words is not None
-        text = _as_text(question)
-        shown = [text] if isinstance(question, str) else [t["content"] for t in question]
-        yield _turn_order(question)
-        yield _information_gain(original, text)
-        yield _answer_present(answer)
-        for part in shown:
-            yield heuristics.context_reference(part)
-        for part in (*shown, answer):
-            yield heuristics.prompt_leak(part)
-        yield heuristics.language_drift(original, text)
-        user_turns = _user_texts(question)
-        for number, part in enumerate(user_turns, start=1):
-            verdict = heuristics.too_long(part, max_words=self.max_words)
-            if not verdict.ok and not isinstance(question, str):
-                verdict = Verdict.failed("too_long", f"user turn {number}: {verdict.detail}")
-            yield verdict
+        return rewrite_rules(original, question, answer, self.max_words)
 
     def _keep_context_ids(self, candidate: Record, fields: SampleFields) -> None:
         """Keep context provenance parallel to the contexts a multi_context rewrite used."""
@@ -316,3 +352,56 @@ class RewriteMix:
 def mix_from_spec(spec: str, n: int, seed: int = 0) -> MixPlan:
     """``"reasoning=0.5,compress=0.5"`` over ``n`` seeds -> an exact ``MixPlan``."""
     return MixPlan(n, parse_weights(spec, REWRITE_OPS, flag="--mix"), seed)
+
+
+def rewrite_rules(
+    original: str | None, question: Question, answer: str, max_words: int | None
+) -> Iterator[Verdict]:
+    """A rewrite's checks, in the order a rejection reports them, evaluated lazily;
+    ``original`` ``None`` (not known) skips the two that compare with it, and
+    ``max_words`` ``None`` the length rule."""
+    text = _as_text(question)
+    shown = [text] if isinstance(question, str) else [t["content"] for t in question]
+    yield _turn_order(question)
+    if original is not None:
+        yield _information_gain(original, text)
+    yield _answer_present(answer)
+    for part in shown:
+        yield heuristics.context_reference(part)
+    for part in (*shown, answer):
+        yield heuristics.prompt_leak(part)
+    if original is not None:
+        yield heuristics.language_drift(original, text)
+    if max_words is None:
+        return
+    for number, part in enumerate(_user_texts(question), start=1):
+        verdict = heuristics.too_long(part, max_words=max_words)
+        if not verdict.ok and not isinstance(question, str):
+            verdict = Verdict.failed("too_long", f"user turn {number}: {verdict.detail}")
+        yield verdict
+
+
+def _eliminated(record: dict[str, Any], settings: Any = None) -> Verdict:
+    """The rules on a written qa or rag record: against ``meta.seed_question`` when it
+    is there, within ``meta.rewrite.max_words`` (else the op's default) when known."""
+    kind = getattr(settings, "kind", None) or record.get("kind", "")
+    fields = SAMPLE_FIELDS.get(kind)
+    if fields is None:
+        return Verdict.failed("wrong_kind", f"rewrite checks qa and rag records, not {kind!r}")
+    meta = record.get("meta") or {}
+    seed = meta.get("seed_question")
+    original = _as_text(seed) if isinstance(seed, (str, list)) else None
+    rewrite = meta.get("rewrite") if isinstance(meta.get("rewrite"), dict) else {}
+    op = rewrite.get("op") or (record.get(fields.synthesizer) if fields.synthesizer else None)
+    max_words = rewrite.get("max_words") or DEFAULT_MAX_WORDS.get(op or "")
+    question = record.get(fields.question) or ""
+    answer = str(record.get(fields.answer) or "")
+    answer_reasons = {"empty_answer"}
+    for verdict in rewrite_rules(original, question, answer, max_words):
+        if not verdict.ok:
+            where = fields.answer if verdict.reason in answer_reasons else fields.question
+            return Verdict.failed(verdict.reason or "invalid", verdict.detail, field=f"$.{where}")
+    return PASS
+
+
+ELIMINATION = Check("rewrite", _eliminated)

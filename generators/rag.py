@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoforge.engine.runner import RecordContext, Rejection, Result
-from evoforge.evolvers.base import exact_mix, parse_weights
+from evoforge.evolvers.base import OpNames, exact_mix, parse_weights
 from evoforge.evolvers.ragas_rewrites import QuestionRewrite
 from evoforge.generators.knowledge_graph import CHUNK_PREFIX, KnowledgeGraph
 from evoforge.io.documents import Chunk
@@ -45,7 +45,11 @@ from evoforge.records import Record
 from evoforge.validators.critics import CriticPanel
 from evoforge.validators.heuristics import language_drift, words
 
-SCENARIOS = ("simple", "reasoning", "multi_context", "conditional", "conversational")
+# Besides these, a plugin's question rewrite (an evolver of family "rewrite") is a
+# scenario: --mix names it, and QuestionRewrite runs it on a simple question.
+SCENARIOS = OpNames(
+    "rewrite", ("simple", "reasoning", "multi_context", "conditional", "conversational")
+)
 DEFAULT_MIX = "simple=0.4,reasoning=0.2,multi_context=0.2,conditional=0.1,conversational=0.1"
 
 PERSONAS = (
@@ -121,7 +125,7 @@ class ScenarioPlanner:
 
     def plan(self, counts: dict[str, int], pass_no: int) -> list[Scenario]:
         scenarios = []
-        for kind in SCENARIOS:
+        for kind in [*SCENARIOS, *(kind for kind in counts if kind not in SCENARIOS)]:
             for k in range(counts.get(kind, 0)):
                 chunk_ids = self._next_chunks(kind)
                 if chunk_ids is None:

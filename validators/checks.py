@@ -16,6 +16,12 @@ Checks (reason codes):
   (``first_person``), answers that point at other answers ("as mentioned
   above": ``references_other_answer``), and, with ``lima_length``, answers
   outside 1,200-4,096 characters (``too_short`` / ``too_long``);
+- ``context_reference``: the prompt side points at a context its reader cannot
+  see ("based on the context": ``context_reference``);
+- every other check in the registry (``evoforge.registry``): the evolvers'
+  elimination rules (``evol_instruct``, ``evol_quality``, ``rewrite``), the
+  critics' model-free screens (``self_contained``, ``well_formed``,
+  ``grounded_overlap``, ``has_context``, ``information_gain``) and plugins' checks;
 - ``rubric`` (an LLM judge, so it runs after the other checks, through the
   engine's cache and limits: :func:`judge_rows`): ``critics.RubricCritic``
   scores the record against a rubric (``--rubric FILE``; ``low_rating``,
@@ -35,8 +41,10 @@ from evoforge.engine.client import LLMClient
 from evoforge.engine.runner import RecordContext
 from evoforge.errors import ConfigError, RequestRejected
 from evoforge.records import Record, schema_error
+from evoforge.registry import registry
+from evoforge.steps import Rejection
 from evoforge.validators import heuristics
-from evoforge.validators.base import PASS, Verdict
+from evoforge.validators.base import PASS, Check, Verdict, as_check
 
 # (prompt side, answer side) of each kind.
 _SIDES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
@@ -68,6 +76,21 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(turn.get("content", "") for turn in value if isinstance(turn, dict))
     return value or ""
+
+
+# The JSON paths of (prompt side, answer side) of each kind.
+_SIDE_PATHS = {
+    "instruction": ("$.instruction", "$.output"),
+    "qa": ("$.question", "$.answer"),
+    "rag": ("$.user_input", "$.reference"),
+    "in2": ("$.messages[0].content", "$.messages[-1].content"),
+}
+
+
+def side_path(record: dict[str, Any], kind: str | None = None, *, answer: bool = True) -> str:
+    """The JSON path of a record's answer side (or prompt side), ``"$"`` for an unknown kind."""
+    paths = _SIDE_PATHS.get(kind or record.get("kind", ""))
+    return "$" if paths is None else paths[1 if answer else 0]
 
 
 def sides(record: dict[str, Any], kind: str | None = None) -> tuple[str, str]:
@@ -152,19 +175,51 @@ DEFAULT_CHECKS = ("schema",)
 JUDGED_CHECKS = ("rubric",)
 
 
+def _answer_path(record: dict[str, Any], settings: CheckSettings | None) -> str:
+    return side_path(record, settings.kind if settings else None)
+
+
+def _prompt_path(record: dict[str, Any], settings: CheckSettings | None) -> str:
+    return side_path(record, settings.kind if settings else None, answer=False)
+
+
+def _context_reference(record: dict[str, Any], settings: CheckSettings) -> Verdict:
+    return heuristics.context_reference(sides(record, settings.kind)[0])
+
+
+# Each check as a step (``Check``): what the registry's built-in checks resolve to.
+_WHERE = {"schema": "$", "leak": "$", "context_reference": _prompt_path}
+CHECK_STEPS: dict[str, Check] = {
+    name: Check(name, test, _WHERE.get(name, _answer_path), CheckSettings())
+    for name, test in {**CHECKS, "context_reference": _context_reference}.items()
+}
+
+
+def check_step(name: str) -> Check:
+    """The check named ``name``: a built-in one here, else the registry's (plugins)."""
+    return CHECK_STEPS.get(name) or as_check(name, registry("check").lookup(name, flag="--checks"))
+
+
 def parse_checks(spec: str | Sequence[str] | None) -> list[str]:
+    """Check names from ``"schema,refusal"`` (or a list); each must be a known check: a
+    built-in, a judged one, or one in the check registry (plugins included)."""
     names = spec.split(",") if isinstance(spec, str) else list(spec or DEFAULT_CHECKS)
     names = [name.strip() for name in names if name.strip()]
     known = [*CHECKS, *JUDGED_CHECKS]
     for name in names:
-        if name not in known:
-            import difflib
+        if name in known:
+            continue
+        registered = registry("check")
+        if name in registered:
+            continue
+        known += [other for other in registered if other not in known]
+        import difflib
 
-            hint = difflib.get_close_matches(name, known, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(
-                f"--checks: unknown check {name!r}{suggestion}; checks: {', '.join(known)}"
-            )
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"--checks: unknown check {name!r}{suggestion}; checks: {', '.join(known)}"
+        )
     return names
 
 
@@ -175,6 +230,7 @@ class ValidatorChain:
     checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS))
     settings: CheckSettings = field(default_factory=CheckSettings)
     counts: Counter[str] = field(default_factory=Counter)
+    _resolved: list[Check] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def judged(self) -> list[str]:
@@ -183,15 +239,29 @@ class ValidatorChain:
 
     def check(self, record: dict[str, Any]) -> Verdict:
         """The checks that need no model, in order; judged checks are skipped here."""
-        for name in self.checks:
-            if name in JUDGED_CHECKS:
-                continue
-            verdict = CHECKS[name](record, self.settings)
+        for step in self._steps():
+            verdict = step.test(record, self.settings)
             if not verdict.ok:
-                self.counts[verdict.reason or name] += 1
+                self.counts[verdict.reason or step.name] += 1
                 return verdict
         self.counts["passed"] += 1
         return PASS
+
+    def rejection(self, record: dict[str, Any]) -> Rejection | None:
+        """``check`` as the step contract: ``None``, or the first failure's ``Rejection``
+        (``step`` "check.NAME", ``field`` the JSON path it is about)."""
+        for step in self._steps():
+            verdict = step.test(record, self.settings)
+            if not verdict.ok:
+                self.counts[verdict.reason or step.name] += 1
+                return step.reject(record, verdict, self.settings)
+        self.counts["passed"] += 1
+        return None
+
+    def _steps(self) -> list[Check]:
+        if self._resolved is None:
+            self._resolved = [check_step(n) for n in self.checks if n not in JUDGED_CHECKS]
+        return self._resolved
 
     def count_judged(self, verdict: Verdict) -> None:
         """Move a record that passed ``check`` to its judged failure's reason."""

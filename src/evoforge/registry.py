@@ -32,7 +32,7 @@ _EVOL = "evoforge.evolvers.evol_instruct"
 _QUALITY = "evoforge.evolvers.evol_quality"
 _REWRITES = "evoforge.evolvers.ragas_rewrites"
 _CHECKS = "evoforge.validators.checks"
-_SCREENS = "evoforge.validators.screens"
+_SCREENS = "evoforge.validators.critic_checks"
 _CRITICS = "evoforge.validators.critics"
 _SELECT = "evoforge.validators.select"
 
