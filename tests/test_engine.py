@@ -268,3 +268,53 @@ def test_limits_are_validated():
     with pytest.raises(ConfigError, match="--concurrency"):
         EngineOptions(concurrency=0)
     assert Limits().concurrency == 16
+
+
+def test_each_step_counts_its_outcomes_into_the_manifest(tmp_path):
+    """The runner counts its own steps (input, the task, the schema check, the final
+    selection) and a step inside the task reports through ``ctx.count``; the journal keeps
+    a seed's counts with its row, so a second run over the same journal counts the same."""
+
+    async def task(record, ctx):
+        ctx.count("shorten", seen=1, kept=0 if record.id == "c" else 1,
+                  rejected=["too_long"] if record.id == "c" else [])  # fmt: skip
+        if record.id == "c":
+            return Result.reject(record, "too_long", "over the limit")
+        text = "" if record.id == "b" else "x"  # b's second record fails the schema
+        return Result.accept(
+            record, Record("instruction", {"instruction": text}, id=f"{record.id}/m")
+        )
+
+    class DropFirst:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def drop(self, record):
+            self.seen += 1
+            return ("surplus", "quota met") if self.seen == 1 else None
+
+    items = [Record("instruction", {"instruction": f"i {n}"}, id=n) for n in "abca"]
+
+    def run_once():
+        run = Run(
+            command="t", task=task, kind="instruction", config={}, select=DropFirst,
+            client=LLMClient(ScriptedChatModel("x")), out=tmp_path / "o.jsonl",
+        )  # fmt: skip
+        return asyncio.run(run.execute(items))
+
+    summary = run_once()
+    steps = json.loads((tmp_path / "o.manifest.json").read_text())["steps"]
+    assert summary.steps == steps
+    assert list(steps) == ["input", "t", "schema", "shorten", "select"]
+    assert steps["input"] == {"in": 4, "kept": 3, "rejected": 1,
+                              "rejected_by_reason": {"duplicate_id": 1}}  # fmt: skip
+    assert steps["t"] == {"in": 3, "kept": 4, "rejected": 1,
+                          "rejected_by_reason": {"too_long": 1}}  # fmt: skip
+    assert steps["schema"] == {"in": 4, "kept": 3, "rejected": 1,
+                               "rejected_by_reason": {"schema_invalid": 1}}  # fmt: skip
+    assert steps["shorten"]["in"] == 3 and steps["shorten"]["kept"] == 2
+    assert steps["select"] == {"in": 3, "kept": 2, "rejected": 1,
+                               "rejected_by_reason": {"surplus": 1}}  # fmt: skip
+    assert summary.accepted == 2
+    again = run_once()  # every seed from the journal: the same counts
+    assert again.skipped_done == 4 and again.steps == steps

@@ -124,3 +124,69 @@ def test_deepeval_loads_the_export(tmp_path, monkeypatch):
     assert [g.input for g in dataset.goldens] == [SINGLE["user_input"], "By which year?"]
     assert dataset.goldens[0].context == SINGLE["reference_contexts"]
     assert dataset.goldens[0].source_file == "p.txt"
+
+
+def test_the_output_writer_writes_kept_rejects_and_manifest_or_nothing(tmp_path):
+    from evoforge.io.outputs import OutputWriter, write_outputs
+    from evoforge.steps import Rejection
+
+    out = tmp_path / "kept.jsonl"
+    kept = [{"id": "a", "kind": "qa"}, {"id": "b", "kind": "qa"}]
+    rejected = [
+        Rejection("c", "duplicate", "same text as a", {"id": "c"}, lost_to="a"),
+        {"id": "d", "reason": "too_short", "detail": "2 words", "record": None},
+        Rejection("e", "duplicate", "same text as b", None),
+    ]
+    output = write_outputs(out, kept, rejected)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == kept
+    rows = [json.loads(line) for line in (tmp_path / "kept.rejects.jsonl").read_text().splitlines()]
+    assert rows[0] == {"id": "c", "reason": "duplicate", "detail": "same text as a",
+                       "record": {"id": "c"}, "lost_to": "a"}  # fmt: skip
+    assert [r["id"] for r in rows] == ["c", "d", "e"]
+    assert output.counts() == {"kept": 2, "rejected": 3,
+                               "rejected_by_reason": {"duplicate": 2, "too_short": 1}}  # fmt: skip
+    path = output.write_manifest(
+        {"command": "dedup", "note": "café", "key": "sk-abcdefghijklmnopqrstu"}
+    )
+    assert path == tmp_path / "kept.manifest.json"
+    text = path.read_text("utf-8")
+    assert "café" in text and "sk-abcdefghijklmnopqrstu" not in text and text.endswith("}\n")
+    output.write_manifest({"note": "café"}, mask=False, ascii_only=True)
+    assert "caf\\u00e9" in path.read_text("utf-8")
+
+    before = [p.read_bytes() for p in (out, tmp_path / "kept.rejects.jsonl")]
+    with pytest.raises(RuntimeError), OutputWriter(out) as writer:
+        writer.keep({"id": "z", "kind": "qa"})
+        writer.reject(rejected[1])
+        raise RuntimeError("a step failed half way")
+    assert [p.read_bytes() for p in (out, tmp_path / "kept.rejects.jsonl")] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kept.jsonl",
+        "kept.manifest.json",
+        "kept.rejects.jsonl",
+    ]
+
+
+def test_step_counts_add_up_and_old_journal_rows_are_counted_the_same():
+    from evoforge.engine.final_write import row_counts, seed_counts
+    from evoforge.io.outputs import StepCounts
+
+    counts = StepCounts(["input"])
+    counts.count("judge", seen=2, kept=1, rejected=["low_score"])
+    counts.add({"judge": {"in": 1, "kept": 0, "rejected": 1,
+                          "rejected_by_reason": {"refusal": 1}}})  # fmt: skip
+    assert counts.to_json() == {
+        "input": {"in": 0, "kept": 0, "rejected": 0, "rejected_by_reason": {}},
+        "judge": {"in": 3, "kept": 1, "rejected": 2,
+                  "rejected_by_reason": {"low_score": 1, "refusal": 1}},
+    }  # fmt: skip
+    live = seed_counts("evolve", made=3, task_reasons=["refusal"],
+                       schema_reasons=["schema_invalid"]).to_json()  # fmt: skip
+    old_row = {
+        "records": [{"id": "a/1"}, {"id": "a/2"}],
+        "rejections": [{"reason": "refusal"}, {"reason": "schema_invalid"}],
+    }
+    assert row_counts(old_row, "evolve") == live
+    bad = {"records": [], "rejections": [{"reason": "bad_seed"}]}
+    assert row_counts(bad, "evolve") == seed_counts("evolve", input_reason="bad_seed").to_json()
+    assert row_counts({**old_row, "steps": {"x": 1}}, "evolve") == {"x": 1}

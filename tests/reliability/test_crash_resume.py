@@ -350,3 +350,68 @@ def test_a_killed_and_resumed_evolve_writes_the_same_bytes_as_an_uninterrupted_o
         expected = (tmp_path / "reference" / name).read_bytes()
         assert (tmp_path / "crashed" / name).read_bytes() == expected, name
     assert fake_openai.hits - start <= reference_hits + concurrency * kills
+
+
+def test_a_killed_and_resumed_run_counts_its_steps_and_reports_as_an_uninterrupted_one(
+    fake_openai, tmp_path
+):
+    """Each step's counts (seeds in, kept, rejected by reason) persist in the journal: an
+    evolve SIGKILLed twice and resumed writes the same manifest ``steps`` as an
+    uninterrupted one, and its report shows the same funnel and the same seed fates."""
+    from evoforge.report.data import discover_stages
+    from evoforge.report.trace import Lineage
+
+    rows = [{"id": f"e{i:03d}", "instruction": f"Explain step {i} carefully."} for i in range(80)]
+    rows += [rows[3]]  # a repeated id: rejected at the input step
+    jitter = random.Random(5)
+    fake_openai.responder = lambda request: Reply(delay=jitter.uniform(0, 0.01))
+
+    def command(folder: Path) -> tuple[list[str], dict]:
+        folder.mkdir()
+        seeds = write_jsonl(folder / "seeds.jsonl", rows)
+        seeds.write_text(seeds.read_text() + "{not json}\n")  # a bad row, also the input's
+        args = [
+            sys.executable, "-m", "evoforge.cli", "evolve", "--seeds", str(seeds),
+            "--out", str(folder / "out.jsonl"), "--rounds", "2", "--no-judge",
+            "--llm", f"openai:fake-model@{fake_openai.base_url}", "--seed", "5",
+            "--concurrency", "4", "--quiet",
+        ]  # fmt: skip
+        return args, {**os.environ, "EVOFORGE_CACHE_DIR": str(folder / "cache")}
+
+    args, env = command(tmp_path / "reference")
+    assert subprocess.run(args, capture_output=True, env=env, timeout=180).returncode == 0
+    reference_hits = fake_openai.hits
+
+    args, env = command(tmp_path / "crashed")
+    start = fake_openai.hits
+    for point in (reference_hits // 3, reference_hits * 2 // 3):
+        process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        wait_for(
+            lambda p=point, proc=process: fake_openai.hits - start >= p or proc.poll() is not None
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, "the run ended before its kill point"
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+
+    def outcome(folder: Path) -> tuple[dict, list, list]:
+        manifest = json.loads((folder / "out.manifest.json").read_text())
+        lineage = Lineage(discover_stages(folder / "out.jsonl"))
+        (chain,) = lineage.chains
+        return manifest, lineage.funnel(chain), lineage.seed_rows(chain)
+
+    reference, crashed = outcome(tmp_path / "reference"), outcome(tmp_path / "crashed")
+    assert crashed[0]["counts"]["resumed_seeds"] > 0, "the last run resumed"
+    assert crashed[0]["steps"] == reference[0]["steps"]
+    steps = reference[0]["steps"]
+    assert steps["input"] == {
+        "in": 82, "kept": 80, "rejected": 2,
+        "rejected_by_reason": {"duplicate_id": 1, "bad_seed": 1},
+    }  # fmt: skip
+    assert steps["evolve"]["in"] == 80 and steps["schema"]["in"] == steps["evolve"]["kept"]
+    assert steps["schema"]["kept"] == reference[0]["counts"]["accepted"]
+    assert crashed[1:] == reference[1:]
+    assert reference[1][0] == ("seeds", 82)

@@ -89,6 +89,13 @@ class Stage:
     def drops_by_id(self) -> dict[str, Drop]:
         return {drop.id: drop for drop in self.dropped}
 
+    @property
+    def seeds_read(self) -> int | None:
+        """The seeds the run read, as its input step counted them (the manifest's
+        ``steps``, equal after a resume); ``None`` for a run made before runs counted."""
+        counted = (self.manifest.get("steps") or {}).get("input") or {}
+        return counted.get("in")
+
 
 @dataclass
 class Chain:

@@ -49,7 +49,9 @@ class Lineage:
         seeds = self.seed_map(chain)
         made = [d for d in source.dropped if d.item is not None]  # not e.g. bad_seed
         generated = len(source.kept) + len(made)
-        n_seeds = len(set(source.seed_ids or []) | set(seeds.values()))
+        n_seeds = source.seeds_read
+        if n_seeds is None:  # an older run: its journal's seeds, else the records' own
+            n_seeds = len(set(source.seed_ids or []) | set(seeds.values()))
         steps = [(_seed_label(source.command), n_seeds), ("generated", generated)]
         remaining = generated
         reasons = Counter(d.reason for d in made).most_common()
