@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_evolve_cli import rewrite_responder
 
+from evoforge.dry_run import parse_price
 from evoforge.errors import ConfigError
-from evoforge.recipe import load_recipe, run_recipe
-from evoforge.recipe_plan import parse_price, plan_recipe
+from evoforge.recipe import load_recipe, plan_recipe, run_recipe
 from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -146,13 +146,27 @@ def test_generator_type_and_sources_are_checked(tmp_path):
     )
     with pytest.raises(ConfigError, match="refusl"):
         load_recipe(bad_check)
-    # The validate step runs no judge: a judged check is refused, not skipped in silence.
+    # The validate step is evoforge validate: the judged rubric check is a check like any
+    # other; a rubric given without it, or one the judge cannot read, is refused.
     judged = write_recipe(
         tmp_path / "j.yaml",
         "source: {seeds: s.jsonl}\ngenerator: {type: answer}\nvalidators: {checks: [rubric]}\n",
     )
-    with pytest.raises(ConfigError, match="validators.checks: rubric asks an LLM judge"):
-        load_recipe(judged)
+    assert load_recipe(judged).validators.checks == ["rubric"]
+    unused = write_recipe(
+        tmp_path / "u.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\n"
+        "validators: {checks: [schema], rubric: r.txt}\n",
+    )
+    with pytest.raises(ConfigError, match="validators.rubric: the rubric is for the rubric check"):
+        load_recipe(unused)
+    missing = write_recipe(
+        tmp_path / "m.yaml",
+        "source: {seeds: s.jsonl}\ngenerator: {type: answer}\n"
+        "validators: {checks: [rubric], rubric: nowhere.yaml}\n",
+    )
+    with pytest.raises(ConfigError, match="validators.rubric: .*nowhere.yaml: cannot read it"):
+        load_recipe(missing)
 
 
 def test_export_formats_are_checked_before_any_call(tmp_path):
@@ -313,7 +327,8 @@ def test_plan_follows_answers_through_the_steps(fake_openai, tmp_path):
     assert [(s.name, s.calls) for s in plan.steps] == [
         ("answer", 4), ("evolvers", 8), ("select", 0)
     ]  # fmt: skip
-    assert "set answers: true" in plan.render()
+    # The plan says why the judge has nothing to score: the run rejects every record.
+    assert "missing_response 4" in plan.render()
     result = run_recipe(recipe)
     assert [(s.name, s.calls) for s in result.steps] == [(s.name, s.calls) for s in plan.steps]
 
@@ -391,7 +406,7 @@ def test_sigkill_then_rerun_resumes_with_no_repeated_work(fake_openai, tmp_path)
     assert manifest["counts"]["resumed_seeds"] >= killed_at - 4
 
 
-def test_rag_plan_brackets_the_real_count(fake_openai, tmp_path):
+def test_rag_plan_is_the_first_pass_of_the_run(fake_openai, tmp_path):
     fake_openai.responder = lambda request: rag_responder(request.messages, request.n)
     recipe = write_recipe(
         tmp_path / "rag.yaml",
@@ -404,9 +419,11 @@ def test_rag_plan_brackets_the_real_count(fake_openai, tmp_path):
     step = plan.steps[0]
     # simple: seed + 2 critics; reasoning: seed + rewrite + 2 critics + information gain.
     assert step.calls == 3 * 3 + 3 * 5
+    assert (step.records_out, plan.steps[0].note) == (6, "6 records, 0 rejected")
     result = run_recipe(recipe)
     assert result.status == "complete"
-    assert step.calls <= result.steps[0].calls <= step.max_calls
+    # Repairs and replacement passes for the samples the critics reject come on top.
+    assert step.calls <= result.steps[0].calls == fake_openai.hits
     assert len(read_jsonl(result.dataset)) == 6
 
 
@@ -423,8 +440,142 @@ def test_in2_plan_matches_the_first_pass(fake_openai, tmp_path):
     assert plan.calls == 4
     result = run_recipe(recipe)
     assert result.steps[0].calls == fake_openai.hits
-    assert plan.calls <= fake_openai.hits <= plan.steps[0].max_calls
+    assert plan.calls <= fake_openai.hits
+    if result.steps[0].rejected == 0:  # nothing replaced: the run is the first pass
+        assert plan.calls == fake_openai.hits
     assert len(read_jsonl(result.dataset)) == result.steps[0].accepted
+
+
+def answered(request):
+    """Answers, and rubric scores: 2 for the haiku, 5 for the rest."""
+    system = request.messages[0]["content"] if request.messages else ""
+    if "strict reviewer" in system:
+        score = 2 if "haiku" in request.last_user else 5
+        return json.dumps({"score": score, "reason": "as the rubric asks"})
+    return "A complete and helpful answer with enough content words."
+
+
+def write_seeds(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "seeds.jsonl", [{"id": f"s{i}", "instruction": t}
+                                           for i, t in enumerate(TOPICS)])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "generator",
+    ["{type: answer}", "{type: evolve, rounds: 1, judge: false}"],
+)
+def test_plan_calls_and_prompt_tokens_equal_the_run(fake_openai, tmp_path, generator):
+    """The prompts of answer and of one Evol-Instruct round quote only the seeds: the dry
+    run sends what the run sends, call for call and token for token."""
+    fake_openai.responder = evolve_responder
+    write_seeds(tmp_path)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        f"generator: {generator}\nengine: {{quiet: true}}\n",
+    )
+    plan = plan_recipe(recipe)
+    assert fake_openai.hits == 0
+    result = run_recipe(recipe)
+    assert [(s.name, s.calls, s.prompt_tokens) for s in plan.steps] == [
+        (s.name, s.calls, s.prompt_tokens) for s in result.steps
+    ]
+    assert plan.calls == fake_openai.hits == len(TOPICS)
+    sent = sum(len(m["content"].split()) for r in fake_openai.requests for m in r.messages)
+    assert plan.prompt_tokens == sent
+
+
+def test_a_multi_round_plan_makes_the_runs_calls_step_by_step(fake_openai, tmp_path):
+    fake_openai.responder = evolve_responder
+    recipe = instruction_recipe(tmp_path, fake_openai.base_url)
+    plan = plan_recipe(recipe)
+    result = run_recipe(recipe)
+    assert all(step.rejected == 0 for step in result.steps[:-1])  # select drops by budget
+    assert [(s.name, s.calls) for s in plan.steps] == [(s.name, s.calls) for s in result.steps]
+    assert [(s.name, s.records_out) for s in plan.steps] == [
+        (s.name, s.accepted) for s in result.steps
+    ]
+
+
+def test_a_recipe_validates_with_the_rubric_judge(fake_openai, tmp_path):
+    """validators.checks: [rubric] runs evoforge validate's judge on the recipe's model:
+    a record the judge scores under the threshold is rejected as validate rejects it."""
+    fake_openai.responder = answered
+    write_seeds(tmp_path)
+    (tmp_path / "rubric.yaml").write_text(
+        "rubric: The answer is complete and helpful.\nscale: [1, 5]\nthreshold: 4\n"
+    )
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        "generator: {type: answer}\nvalidators: {checks: [schema, rubric], rubric: rubric.yaml}\n"
+        "engine: {quiet: true}\noutputs: {dir: run}\n",
+    )
+    plan = plan_recipe(recipe)
+    assert [(s.name, s.calls) for s in plan.steps] == [("answer", 4), ("validate", 4)]
+    result = run_recipe(recipe)
+    assert result.status == "complete"
+    validate = result.steps[1]
+    assert (validate.name, validate.calls, validate.accepted, validate.rejected) == (
+        "validate", 4, 3, 1
+    )  # fmt: skip
+    assert result.calls == fake_openai.hits == 8
+    rejects = read_jsonl(tmp_path / "run" / "validated.rejects.jsonl")
+    assert [r["reason"] for r in rejects] == ["low_rating"]
+    assert "haiku" in rejects[0]["record"]["instruction"]
+    kept = read_jsonl(result.dataset)
+    assert len(kept) == 3 and all("haiku" not in r["instruction"] for r in kept)
+    # Without a rubric file the judge scores against the default rubric.
+    default = write_recipe(
+        tmp_path / "d.yaml",
+        f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
+        "generator: {type: answer}\nvalidators: {checks: [rubric]}\n"
+        "engine: {quiet: true, cache: false}\noutputs: {dir: default}\n",
+    )
+    judged = run_recipe(default).steps[1]
+    assert (judged.calls, judged.accepted, judged.rejected) == (4, 3, 1)
+
+
+def test_every_recipe_key_defaults_to_its_option():
+    """A key left out of a recipe does what its command does: the defaults are the
+    options' (evoforge.options), read, not copied."""
+    import inspect
+    from dataclasses import fields
+
+    from evoforge import options
+    from evoforge.api import answer_async
+    from evoforge.recipe import model
+
+    owners = {
+        model.LlmSpec: options.EngineOptions,
+        model.BudgetSpec: options.EngineOptions,
+        model.ValidatorsSpec: options.ValidateOptions,
+        model.DedupSpec: options.DedupOptions,
+    }
+    checked = 0
+    for spec, owner in owners.items():
+        for item in fields(spec):
+            if spec is model.DedupSpec and item.name == "embedder":
+                continue  # the recipe's own embedder, not the command's
+            cls, name = model.OPTION_OF.get(spec, {}).get(item.name, (owner, item.name))
+            expected = model.option_default(cls, name)
+            value = getattr(spec(), item.name)
+            if isinstance(value, list) and isinstance(expected, str):
+                expected = model.comma_list(expected)
+            assert value == expected, f"{spec.__name__}.{item.name}"
+            checked += 1
+    assert checked == 18
+    recipe = model.Recipe(path=Path("r.yaml"))
+    assert recipe.seed == model.option_default(options.EngineOptions, "seed")
+    # The generator, evolvers, selection and engine sections are the options themselves.
+    assert model.GENERATOR_OPTIONS["evolve"] is options.EvolveOptions
+    assert model.GENERATOR_OPTIONS["rag"] is options.RagOptions
+    assert model.GENERATOR_OPTIONS["in2"] is options.In2Options
+    assert model.SECTIONS["evolvers"] is options.EvolveOptions
+    assert model.SECTIONS["selection"] is options.SelectOptions
+    assert model.SECTIONS["engine"] is options.EngineOptions
+    allow = inspect.signature(answer_async).parameters["allow_truncated"].default
+    assert model.AnswerSpec().allow_truncated is allow
 
 
 def test_cli_dry_run_prints_the_plan_and_calls_nothing(fake_openai, tmp_path):

@@ -43,8 +43,7 @@ from evoforge.io.readers import read_records
 from evoforge.llm.base import ChatModel, Completion, Usage
 from evoforge.llm.spec import load_chat_model
 from evoforge.prompting import PromptTemplate, builtin_template, load_template
-from evoforge.recipe import run_recipe
-from evoforge.recipe_plan import plan_recipe
+from evoforge.recipe import plan_recipe, run_recipe
 from evoforge.records import Record, schema_error, schema_for
 from evoforge.report import write_report
 

@@ -12,17 +12,19 @@ Prompt tokens are counted as the fake OpenAI server counts them
 (:func:`prompt_tokens`, which :mod:`evoforge.testing.fake_openai` imports), so on
 that server a dry run and a real run report the same numbers.
 
-Every reply is short and distinct per request (a digest of the messages), with
-fewer than five letters: evolved texts never equal their parent, exact
-deduplication keeps them apart, and the script checks (``language_drift``) see
-too few letters to judge, so a seed in any language passes.
+Every reply is short and distinct per request and field (a digest of the messages),
+so the model-free screens a real reply must pass see nothing to reject: see
+:func:`reply_texts`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from evoforge.llm.base import Completion, Message, Usage
@@ -72,11 +74,14 @@ def completion_tokens(text: str) -> int:
     return max(1, count_words(text))
 
 
-def minimal_instance(schema: Any, *, text: str = "x", _root: Any = None, _depth: int = 0) -> Any:
+def minimal_instance(
+    schema: Any, *, text: str | Callable[[], str] = "x", _root: Any = None, _depth: int = 0
+) -> Any:
     """A small JSON value satisfying simple JSON schemas.
 
     Objects get their required properties (all properties when ``required`` is absent),
-    strings ``text`` (padded with ``x`` to ``minLength``, cut at ``maxLength``),
+    strings ``text`` (or, when it is a function, its next value; padded with ``x`` to
+    ``minLength``, cut at ``maxLength``),
     integers/numbers ``1`` (nudged into ``minimum``/``maximum``), booleans ``true``,
     arrays ``[]`` (or ``minItems`` copies of a minimal item).  ``const``, ``enum``,
     ``anyOf``/``oneOf`` (first non-null branch), ``allOf`` and local ``$ref`` are
@@ -88,7 +93,7 @@ def minimal_instance(schema: Any, *, text: str = "x", _root: Any = None, _depth:
         return minimal_instance(part, text=text, _root=root, _depth=_depth + 1)
 
     if not isinstance(schema, dict) or _depth > 32:
-        return text if schema is not False else None
+        return _string({}, text) if schema is not False else None
     if "$ref" in schema:
         return inner(_resolve_ref(root, schema["$ref"]))
     if "const" in schema:
@@ -115,7 +120,11 @@ def minimal_instance(schema: Any, *, text: str = "x", _root: Any = None, _depth:
         return {name: inner(props.get(name, {})) for name in names}
     if kind == "array":
         count = int(schema.get("minItems", 0) or 0)
-        return [inner(schema.get("items", {})) for _ in range(count)]
+        item = schema.get("items", {})
+        if isinstance(item, dict) and _kind(item) in ("integer", "number") and "enum" not in item:
+            # Distinct numbers: a list of references (IN2's pieces) names different ones.
+            return [_number(item, _kind(item), 1 + k) for k in range(count)]
+        return [inner(item) for _ in range(count)]
     if kind == "string":
         return _string(schema, text)
     if kind in ("integer", "number"):
@@ -153,18 +162,18 @@ def _merge_all_of(schema: dict[str, Any], all_of: list[Any], root: Any) -> dict[
     return merged
 
 
-def _string(schema: dict[str, Any], text: str) -> str:
+def _string(schema: dict[str, Any], text: str | Callable[[], str]) -> str:
     fmt = schema.get("format")
     if isinstance(fmt, str) and fmt in _STRING_FORMATS:
         return _STRING_FORMATS[fmt]
+    text = text if isinstance(text, str) else text()
     shortest = max(1, int(schema.get("minLength", 1) or 1))
     value = text + "x" * max(0, shortest - len(text))
     longest = schema.get("maxLength")
     return value[:longest] if isinstance(longest, int) and longest >= shortest else value
 
 
-def _number(schema: dict[str, Any], kind: str) -> int | float:
-    value: float = 1
+def _number(schema: dict[str, Any], kind: str, value: float = 1) -> int | float:
     lo = schema.get("minimum", schema.get("exclusiveMinimum"))
     hi = schema.get("maximum", schema.get("exclusiveMaximum"))
     if isinstance(lo, (int, float)) and value < lo:
@@ -190,12 +199,52 @@ def _resolve_ref(root: Any, ref: Any) -> Any:
     return node
 
 
-def reply_text(messages: list[Message], schema: dict[str, Any] | None) -> str:
-    """``x`` and eight digits from a digest of the request: short, distinct per request,
-    the same for the same request (so a dry run is reproducible)."""
+# Runs of letters or digits, and each CJK character on its own (a CJK "word" of the
+# plain pattern is a whole clause, and word limits count characters there).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+QUOTED_WORDS = 6
+
+
+def source_words(messages: list[Message]) -> list[str]:
+    """The last words of the passage a prompt hands the model (a chunk, a segment, a
+    context): the paragraph of the last user turn with the most words the system turn
+    does not use, as a template's own lines repeat its instructions."""
+    system = " ".join(content_text(m.get("content")) for m in messages if m.get("role") == "system")
+    known = {word.lower() for word in _WORD.findall(system)}
+    user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    paragraphs = re.split(r"\n\s*\n", content_text(user.get("content"))) if user else []
+    best: list[str] = []
+    best_score = -1
+    for paragraph in paragraphs:
+        words = _WORD.findall(paragraph)
+        score = sum(1 for word in words if word.lower() not in known)
+        if score > best_score:
+            best, best_score = words, score
+    return best[-QUOTED_WORDS:]
+
+
+def reply_texts(messages: list[Message], schema: dict[str, Any] | None) -> Callable[[], str]:
+    """Texts for one reply, each distinct per request and per field (a question never
+    repeats its answer; exact deduplication keeps replies apart) and the same for the
+    same request, so a dry run is reproducible.
+
+    A free-text reply is ``x`` and four groups of digits: five words (a question needs
+    four) with a single letter, so it never equals its parent, copies no words of the
+    prompt, and is too short for a script check. A field of a structured reply quotes
+    :func:`source_words` and one group of digits, so a screen that checks an answer
+    against its passage (grounding) finds its words there."""
     request = json.dumps([messages, schema], sort_keys=True, ensure_ascii=False, default=str)
-    digest = int.from_bytes(hashlib.sha256(request.encode("utf-8")).digest()[:8], "big")
-    return f"x {digest % 10**8:08d}"
+    counter = itertools.count()
+    quoted = " ".join(source_words(messages)) if schema is not None else ""
+
+    def text() -> str:
+        seed = f"{next(counter)}:{request}".encode()
+        digits = f"{int.from_bytes(hashlib.sha256(seed).digest()[:8], 'big') % 10**16:016d}"
+        if quoted:
+            return f"{quoted} {digits[:8]}"
+        return "x " + " ".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+    return text
 
 
 class CountingChatModel:
@@ -222,9 +271,11 @@ class CountingChatModel:
         **params: Any,
     ) -> Completion:
         self.calls += 1
-        text = reply_text(messages, schema)
-        if schema is not None:
-            text = json.dumps(minimal_instance(schema, text=text), ensure_ascii=False)
+        texts = reply_texts(messages, schema)
+        if schema is None:
+            text = texts()
+        else:
+            text = json.dumps(minimal_instance(schema, text=texts), ensure_ascii=False)
         usage = Usage(prompt_tokens(messages), completion_tokens(text))
         self.usage += usage
         return Completion(text, usage, model=IDENTITY["model"], finish_reason="stop")
