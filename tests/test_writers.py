@@ -145,6 +145,10 @@ def test_the_output_writer_writes_kept_rejects_and_manifest_or_nothing(tmp_path)
     assert [r["id"] for r in rows] == ["c", "d", "e"]
     assert output.counts() == {"kept": 2, "rejected": 3,
                                "rejected_by_reason": {"duplicate": 2, "too_short": 1}}  # fmt: skip
+    assert output.step_counts("dedup") == {
+        "dedup": {"in": 5, "kept": 2, "rejected": 3,
+                  "rejected_by_reason": {"duplicate": 2, "too_short": 1}}
+    }  # fmt: skip
     path = output.write_manifest(
         {"command": "dedup", "note": "café", "key": "sk-abcdefghijklmnopqrstu"}
     )

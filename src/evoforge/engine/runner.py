@@ -85,7 +85,7 @@ class RunSummary:
 
     def to_dataset(self, to: str | None = None) -> Any:
         """The accepted records as a ``datasets.Dataset``; ``to="messages"`` (or
-        ``"alpaca"``, ``"sharegpt"``) as that export's rows (see :mod:`evoforge.export`)."""
+        ``"alpaca"``, ``"sharegpt"``) as that export's rows (see :mod:`evoforge.io.datasets`)."""
         from evoforge.io.datasets import to_dataset
 
         return to_dataset(self.out, to=to)

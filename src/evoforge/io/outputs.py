@@ -187,6 +187,18 @@ class OutputWriter:
             "rejected_by_reason": dict(self.rejected_by_reason.most_common()),
         }
 
+    def step_counts(self, step: str) -> dict[str, Any]:
+        """What was written as one set step's counts (every record in was kept or
+        rejected), in the shape of a manifest's ``steps``."""
+        counts = StepCounts()
+        counts.count(
+            step,
+            seen=self.kept + self.rejected,
+            kept=self.kept,
+            rejected=self.rejected_by_reason.elements(),
+        )
+        return counts.to_json()
+
     def write_manifest(self, manifest: dict[str, Any], **options: Any) -> Path:
         """Write ``manifest`` beside the output (see :func:`write_manifest` for options)."""
         write_manifest(self.paths["manifest"], manifest, **options)
