@@ -229,12 +229,11 @@ def _plan(
     usage = getattr(result, "usage", None)
     if isinstance(usage, dict):
         plan.operators = operators(usage)
-        plan.accepted, plan.rejected = result.accepted, result.rejected
-        return plan
-    plan.operators = merge(
-        operators(json.loads(path.read_text("utf-8")).get("usage") or {})
-        for path in sorted(folder.glob("*.manifest.json"))
-    )
+    else:
+        plan.operators = merge(
+            operators(json.loads(path.read_text("utf-8")).get("usage") or {})
+            for path in sorted(folder.glob("*.manifest.json"))
+        )
     if sum(op.calls for op in plan.operators.values()) != model.calls:
         plan.operators = {name: OperatorPlan(model.calls, model.usage.prompt_tokens,
                                              model.usage.completion_tokens)}  # fmt: skip
@@ -243,6 +242,8 @@ def _plan(
         plan.rejected = int(sum((result.get("dropped_by_reason") or {}).values()))
     elif hasattr(result, "invalid") and hasattr(result, "total"):  # validate's summary
         plan.accepted, plan.rejected = result.total - result.invalid, result.invalid
+    else:  # a RunSummary
+        plan.accepted, plan.rejected = result.accepted, result.rejected
     return plan
 
 
