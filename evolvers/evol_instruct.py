@@ -161,6 +161,7 @@ class EvolInstruct:
                 exc.reason,
                 f"{exc} (round {round_}, op {op})",
                 record.to_json(),
+                step=f"evolver.{op}",
             )
 
     async def _evolve(
@@ -198,9 +199,14 @@ class EvolInstruct:
         else:
             keep_earlier(candidate, "instruction_chain", old)
 
-        def reject(reason: str, detail: str) -> Rejection:
+        def reject(reason: str, detail: str, where: str = "$.instruction") -> Rejection:
             return Rejection(
-                candidate.id, reason, f"{detail} (round {round_}, op {op})", candidate.to_json()
+                candidate.id,
+                reason,
+                f"{detail} (round {round_}, op {op})",
+                candidate.to_json(),
+                step=f"evolver.{op}",
+                field=where,
             )
 
         if not new:
@@ -232,7 +238,7 @@ class EvolInstruct:
             candidate.lineage.append(ctx.step("answer", self.answer_template, round_))
             for verdict in answer_rules(new, answer):
                 if not verdict.ok:
-                    return reject(verdict.reason or "invalid", verdict.detail)
+                    return reject(verdict.reason or "invalid", verdict.detail, "$.output")
         return candidate
 
 

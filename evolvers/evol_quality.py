@@ -132,6 +132,8 @@ class EvolQuality:
                 "no_answer",
                 f"the record has no output to rewrite (round {round_}, op {op})",
                 record.to_json(),
+                step=f"evolver.{op}",
+                field="$.output",
             )
         try:
             return await self._evolve(record, ctx, round_, op, old)
@@ -141,6 +143,7 @@ class EvolQuality:
                 exc.reason,
                 f"{exc} (round {round_}, op {op})",
                 record.to_json(),
+                step=f"evolver.{op}",
             )
 
     async def _evolve(
@@ -168,7 +171,12 @@ class EvolQuality:
 
         def reject(reason: str, detail: str) -> Rejection:
             return Rejection(
-                candidate.id, reason, f"{detail} (round {round_}, op {op})", candidate.to_json()
+                candidate.id,
+                reason,
+                f"{detail} (round {round_}, op {op})",
+                candidate.to_json(),
+                step=f"evolver.{op}",
+                field="$.output",
             )
 
         for verdict in response_rules(old, new):

@@ -234,7 +234,10 @@ class QuestionRewrite:
         contexts = list(record.get(fields.contexts) or [])
         if not any(text.strip() for text in contexts):
             detail = f"field {fields.contexts!r} holds no context"
-            return Rejection(record.id, "no_context", detail, record.to_json())
+            return Rejection(
+                record.id, "no_context", detail, record.to_json(), step=self.step,
+                field=f"$.{fields.contexts}",
+            )  # fmt: skip
         if self.op == "multi_context":
             second = (self.second_context or record_second_context)(record)
             if not second or not second.strip():
@@ -244,7 +247,10 @@ class QuestionRewrite:
                     else f"multi_context needs two contexts in {fields.contexts!r}, "
                     f"the record has {len(contexts)}; or supply second_context"
                 )
-                return Rejection(record.id, "no_second_context", detail, record.to_json())
+                return Rejection(
+                    record.id, "no_second_context", detail, record.to_json(), step=self.step,
+                    field=f"$.{fields.contexts}",
+                )  # fmt: skip
             values = {"context": contexts[0], "second_context": second}
             used = [contexts[0], second]
         else:
@@ -279,8 +285,17 @@ class QuestionRewrite:
             (v for v in self._verdicts(_as_text(original), question, answer) if not v.ok), None
         )
         if failed is not None:
-            return Rejection(candidate.id, str(failed.reason), failed.detail, candidate.to_json())
+            where = fields.answer if failed.reason == "empty_answer" else fields.question
+            return Rejection(
+                candidate.id, str(failed.reason), failed.detail, candidate.to_json(),
+                step=self.step, field=f"$.{where}",
+            )  # fmt: skip
         return candidate
+
+    @property
+    def step(self) -> str:
+        """``evolver.<registered name>``: built-in rewrites are ``rewrite_<op>``."""
+        return f"evolver.rewrite_{self.op}" if self.op in REWRITE_OPS else f"evolver.{self.op}"
 
     def _verdicts(self, original: str, question: Question, answer: str) -> Iterator[Verdict]:
         """The checks, in the order a rejection reports them; evaluated lazily."""

@@ -42,10 +42,16 @@ class AnswerInstructions:
         text = completion.text.strip()
         verdict = empty_answer(text)
         if not verdict.ok:
-            return Result.reject(record, "empty_answer", verdict.detail)
+            return Result.reject(
+                record, "empty_answer", verdict.detail, step="generator.answer", field="$.output"
+            )
         if completion.finish_reason == "length" and not self.allow_truncated:
             return Result.reject(
-                record, "truncated", f"answer cut at max_tokens ({len(text)} chars)"
+                record,
+                "truncated",
+                f"answer cut at max_tokens ({len(text)} chars)",
+                step="generator.answer",
+                field="$.output",
             )
         answered = Record(
             kind=record.kind,

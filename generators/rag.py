@@ -229,7 +229,9 @@ class RagSampleTask:
         )
         drift = language_drift(chunks[0].text, question)
         if not drift.ok:
-            return Result.reject(sample, "language_drift", drift.detail)
+            return Result.reject(
+                sample, "language_drift", drift.detail, step="generator.rag", field="$.user_input"
+            )
         if kind != "simple":
             limit = (self.max_words or {}).get(kind)
             outcome = await QuestionRewrite(kind, max_words=limit).evolve(sample, ctx, 1)
