@@ -1,0 +1,71 @@
+"""Data selection: LLM scores per record (DEITA, AlpaGasus), then whole-set selectors.
+
+- :mod:`.scorers`: :class:`DeitaScorer` (DEITA, Liu et al., ICLR 2024, arXiv
+  2312.15685) and :class:`AlpagasusRater` (AlpaGasus, Chen et al., 2023), engine tasks
+  that write ``meta["deita"]`` / ``meta["alpagasus"]``;
+- :mod:`.replies`: the JSON Schemas the judges are asked for and the parsers of their
+  replies (DEITA's expected score from token logprobs included);
+- :mod:`.texts`: the text of a record that is scored and embedded;
+- :mod:`.selectors`: :func:`select_deita`, :func:`select_alpagasus`,
+  :func:`select_kcenter`, :func:`select_random` and the dispatcher :func:`select`,
+  each returning the selected records and a rejection with a reason code for every
+  other one.
+"""
+
+from evoforge.validators.select.replies import (
+    ALPAGASUS_SCHEMA,
+    DEITA_SCHEMA,
+    DEITA_SCORE,
+    SCORE_TOKENS,
+    deita_chain_schema,
+    expected_score,
+    parse_alpagasus_score,
+    parse_deita_chain,
+    parse_deita_score,
+)
+from evoforge.validators.select.scorers import (
+    ALPAGASUS_PARAMS,
+    DEITA_PARAMS,
+    MAX_CHAIN,
+    AlpagasusRater,
+    DeitaScorer,
+)
+from evoforge.validators.select.selectors import (
+    SELECTORS,
+    greedy_kcenter,
+    kmeans,
+    select,
+    select_alpagasus,
+    select_deita,
+    select_kcenter,
+    select_random,
+)
+from evoforge.validators.select.texts import RecordLike, text_of, turn_pairs
+
+__all__ = [
+    "ALPAGASUS_PARAMS",
+    "ALPAGASUS_SCHEMA",
+    "DEITA_PARAMS",
+    "DEITA_SCHEMA",
+    "DEITA_SCORE",
+    "MAX_CHAIN",
+    "SCORE_TOKENS",
+    "SELECTORS",
+    "AlpagasusRater",
+    "DeitaScorer",
+    "RecordLike",
+    "deita_chain_schema",
+    "expected_score",
+    "greedy_kcenter",
+    "kmeans",
+    "parse_alpagasus_score",
+    "parse_deita_chain",
+    "parse_deita_score",
+    "select",
+    "select_alpagasus",
+    "select_deita",
+    "select_kcenter",
+    "select_random",
+    "text_of",
+    "turn_pairs",
+]
