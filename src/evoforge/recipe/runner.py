@@ -264,23 +264,17 @@ class _RecipeRun:
         usage: tuple[int, int, int, int] = (0, 0, 0, 0),
     ) -> Path:
         """A step without LLM calls: output, rejects and manifest, each written whole."""
-        from collections import Counter
+        from evoforge.io.outputs import write_outputs
 
-        from evoforge.engine.runner import output_paths
-        from evoforge.io.writers import open_writer
-
-        paths = output_paths(self.run_dir / filename)
-        for path, rows in ((paths["out"], kept), (paths["rejects"], dropped)):
-            writer = open_writer(path, "jsonl")
-            for row in rows:
-                writer.write(row)
-            writer.close()
-        reasons = Counter(str(r["reason"]) for r in dropped)
+        output = write_outputs(self.run_dir / filename, kept, dropped, fmt="jsonl")
+        paths = output.paths
         files = {"out": str(paths["out"]), "rejects": str(paths["rejects"])}
         manifest = {"command": name, "input": len(kept) + len(dropped), "kept": len(kept),
-                    "dropped": len(dropped), "dropped_by_reason": dict(reasons.most_common()),
-                    "settings": settings, "files": files}  # fmt: skip
-        atomic_text(paths["manifest"], json.dumps(manifest, indent=2, default=str) + "\n")
+                    "dropped": len(dropped),
+                    "dropped_by_reason": output.counts()["rejected_by_reason"],
+                    "settings": settings, "files": files,
+                    "steps": output.step_counts(name)}  # fmt: skip
+        output.write_manifest(manifest, mask=False, ascii_only=True)
         message = f"{len(kept)} kept, {len(dropped)} dropped"
         self.steps.append(StepResult(name, paths["out"], "complete", len(kept), len(dropped),
                                      *usage, message=message))  # fmt: skip
