@@ -99,8 +99,9 @@ def test_select_and_validate_report_their_judges(fake_openai, seeds, tmp_path):
         options=options,
     )  # fmt: skip
     assert scored.calls == 4 and scored.command == "select"
+    assert scored.accepted == 4  # the highest rating of the schema's enum passes min_score
     judged = simulate(validate, str(answered), checks="schema,rubric", options=options)
-    assert judged.calls == 4 and judged.rejected == 4  # a minimal score is under any bar
+    assert judged.calls == 4 and judged.rejected == 4  # an unbounded score is 1: under the bar
     assert fake_openai.hits == calls
     assert not (tmp_path / "selected.jsonl").exists()
 

@@ -75,7 +75,12 @@ def completion_tokens(text: str) -> int:
 
 
 def minimal_instance(
-    schema: Any, *, text: str | Callable[[], str] = "x", _root: Any = None, _depth: int = 0
+    schema: Any,
+    *,
+    text: str | Callable[[], str] = "x",
+    top_scores: bool = False,
+    _root: Any = None,
+    _depth: int = 0,
 ) -> Any:
     """A small JSON value satisfying simple JSON schemas.
 
@@ -85,12 +90,15 @@ def minimal_instance(
     integers/numbers ``1`` (nudged into ``minimum``/``maximum``), booleans ``true``,
     arrays ``[]`` (or ``minItems`` copies of a minimal item).  ``const``, ``enum``,
     ``anyOf``/``oneOf`` (first non-null branch), ``allOf`` and local ``$ref`` are
-    understood.
+    understood. An enum gives its first member; with ``top_scores`` an enum of numbers
+    gives its highest (a score a judge's threshold lets through).
     """
     root = schema if _root is None else _root
 
     def inner(part: Any) -> Any:
-        return minimal_instance(part, text=text, _root=root, _depth=_depth + 1)
+        return minimal_instance(
+            part, text=text, top_scores=top_scores, _root=root, _depth=_depth + 1
+        )
 
     if not isinstance(schema, dict) or _depth > 32:
         return _string({}, text) if schema is not False else None
@@ -100,7 +108,8 @@ def minimal_instance(
         return schema["const"]
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return enum[0]
+        numbers = [v for v in enum if isinstance(v, int | float) and not isinstance(v, bool)]
+        return max(numbers) if top_scores and len(numbers) == len(enum) else enum[0]
     for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
@@ -249,7 +258,9 @@ def reply_texts(messages: list[Message], schema: dict[str, Any] | None) -> Calla
 
 class CountingChatModel:
     """A ChatModel that answers every request at once with a minimal valid reply and
-    reports its usage, for dry runs (:mod:`evoforge.dry_run`).
+    reports its usage, for dry runs (:mod:`evoforge.dry_run`). Scores given as an enum
+    (DEITA, AlpaGasus) are the highest, so selection keeps what a good model's would;
+    a score with no bounds in its schema (the rubric's) is 1, under most thresholds.
 
     Its identity names no real backend, so a response cache never mixes its
     replies with a model's (dry runs run with the cache off anyway).
@@ -275,7 +286,8 @@ class CountingChatModel:
         if schema is None:
             text = texts()
         else:
-            text = json.dumps(minimal_instance(schema, text=texts), ensure_ascii=False)
+            instance = minimal_instance(schema, text=texts, top_scores=True)
+            text = json.dumps(instance, ensure_ascii=False)
         usage = Usage(prompt_tokens(messages), completion_tokens(text))
         self.usage += usage
         return Completion(text, usage, model=IDENTITY["model"], finish_reason="stop")
