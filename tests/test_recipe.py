@@ -412,10 +412,12 @@ def test_rag_plan_is_the_first_pass_of_the_run(fake_openai, tmp_path):
         tmp_path / "rag.yaml",
         f"llm: openai:m@{fake_openai.base_url}\nembedder: hashing\n"
         f"source: {{docs: [{EXAMPLES / 'docs'}]}}\n"
-        "generator: {type: rag, n: 6, chunk_size: 400, mix: {simple: 1, reasoning: 1}}\n"
+        "generator: {type: rag, n: 6, chunk_size: 400, mix: {simple: 1, reasoning: 1},\n"
+        "            graph: kg.json}\n"
         "engine: {quiet: true}\n",
     )
     plan = plan_recipe(recipe)
+    assert not (tmp_path / "kg.json").exists()  # a dry run saves nothing of the user's
     step = plan.steps[0]
     # simple: seed + 2 critics; reasoning: seed + rewrite + 2 critics + information gain.
     assert step.calls == 3 * 3 + 3 * 5
@@ -424,6 +426,7 @@ def test_rag_plan_is_the_first_pass_of_the_run(fake_openai, tmp_path):
     assert result.status == "complete"
     # Repairs and replacement passes for the samples the critics reject come on top.
     assert step.calls <= result.steps[0].calls == fake_openai.hits
+    assert (tmp_path / "kg.json").exists()
     assert len(read_jsonl(result.dataset)) == 6
 
 

@@ -24,7 +24,7 @@ import inspect
 import json
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +195,23 @@ async def simulate_async(
         if "out" in parameters:
             out = arguments.get("out")
             arguments["out"] = tmp / (Path(out).name if out else f"{name}.jsonl")
+        for key, value in arguments.items():
+            arguments[key] = unsaved_graph_in(value, tmp)
         if inspect.iscoroutinefunction(command_fn):
             result = await command_fn(*bound.args, **bound.kwargs)
         else:
             result = await asyncio.to_thread(command_fn, *bound.args, **bound.kwargs)
         return _plan(name, result, tmp, model, price)
+
+
+def unsaved_graph_in(settings: Any, folder: Path) -> Any:
+    """``settings`` with a knowledge graph that does not exist yet (``rag``'s ``graph``,
+    saved when built) saved in ``folder`` instead: a dry run writes nothing of the user's.
+    An existing graph is read as the run reads it."""
+    graph = getattr(settings, "graph", None)
+    if not is_dataclass(settings) or not isinstance(graph, str) or Path(graph).exists():
+        return settings
+    return replace(settings, graph=str(folder / Path(graph).name))
 
 
 def simulate(

@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evoforge.dry_run import SIMULATION_NOTE, dry_run_options, parse_price, table
+from evoforge.dry_run import (
+    SIMULATION_NOTE,
+    dry_run_options,
+    parse_price,
+    table,
+    unsaved_graph_in,
+)
 from evoforge.io.readers import load_jsonl
 from evoforge.llm.counting import CountingChatModel
 from evoforge.options import EngineOptions
@@ -131,7 +137,13 @@ def plan_recipe(
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     steps = []
     with tempfile.TemporaryDirectory(prefix="evoforge-dry-run-") as folder:
-        simulation = run_recipe_async(simulation_of(recipe), out=folder, model=CountingChatModel())
+        copied = simulation_of(recipe)
+        if copied.generator is not None and getattr(copied.generator, "graph", None):
+            graph = str(recipe.resolve(copied.generator.graph))
+            copied.generator = unsaved_graph_in(
+                replace(copied.generator, graph=graph), Path(folder)
+            )
+        simulation = run_recipe_async(copied, out=folder, model=CountingChatModel())
         result = asyncio.run(simulation)
         records = None
         for step in result.steps:
