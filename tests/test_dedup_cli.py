@@ -33,7 +33,7 @@ def test_exact_near_and_chinese_duplicates_are_dropped_with_their_winner(tmp_pat
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "unique.jsonl"
     groups = tmp_path / "groups.jsonl"
-    result = run_cli("dedup", str(source), "--out", str(out), "--clusters", str(groups))
+    result = run_cli("dedup", str(source), "--out", str(out), "--clusters", str(groups), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [r["id"] for r in read_jsonl(out)] == ["a", "d", "f"]

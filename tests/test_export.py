@@ -219,7 +219,8 @@ def test_datasets_and_dicts_go_in_and_come_out(tmp_path):
 
 
 def test_cli_export_and_its_errors(records, tmp_path):
-    done = run_cli("export", str(records), "--to", "sharegpt", "--out", str(tmp_path / "s.jsonl"))
+    done = run_cli("export", str(records), "--to", "sharegpt", "--out", str(tmp_path / "s.jsonl"),
+                   "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["records"] == 5 and report["card"] == str(tmp_path / "README.md")
@@ -314,7 +315,7 @@ def test_dedup_from_python_matches_the_cli(tmp_path):
     assert result.summary["kept"] == 2 and result.to_dataset()["id"] == ["a", "c"]
     source = write_jsonl(tmp_path / "pool.jsonl", rows)
     written = evoforge.dedup(source, tmp_path / "unique.jsonl")
-    done = run_cli("dedup", str(source), "--out", str(tmp_path / "cli.jsonl"))
+    done = run_cli("dedup", str(source), "--out", str(tmp_path / "cli.jsonl"), "--json")
     assert json.loads(done.stdout) == {**written.summary, "clusters": None}
     assert read_jsonl(tmp_path / "unique.jsonl") == read_jsonl(tmp_path / "cli.jsonl")
     with pytest.raises(ConfigError, match="dedup: "):

@@ -23,7 +23,8 @@ PROBE = Path(__file__).resolve().parent.parent / "examples" / "probe"
 def test_build_then_score_perfect_and_empty_predictions(task, corpus, tmp_path):
     gold = tmp_path / "probe.jsonl"
     built = run_cli("probe", "build", "--task", task, "--corpus", str(corpus), "--n", "8",
-                    "--out", str(gold), "--context-tokens", "3000", "--buckets", "4")  # fmt: skip
+                    "--out", str(gold), "--context-tokens", "3000", "--buckets", "4",
+                    "--json")  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["per_bucket"] == [2, 2, 2, 2]
     probes = read_jsonl(gold)
@@ -36,14 +37,15 @@ def test_build_then_score_perfect_and_empty_predictions(task, corpus, tmp_path):
         )
     )  # fmt: skip
     scored = run_cli("probe", "score", "--pred", str(perfect), "--gold", str(gold),
-                     "--plot", str(tmp_path / "plot.png"))  # fmt: skip
+                     "--plot", str(tmp_path / "plot.png"), "--json")  # fmt: skip
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
     assert report["average"] == 1.0 and report["gap"] == 0.0
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    report = json.loads(run_cli("probe", "score", "--pred", str(empty), "--gold", str(gold)).stdout)
+    report = json.loads(run_cli("probe", "score", "--pred", str(empty), "--gold", str(gold),
+                                "--json").stdout)
     assert report["average"] == 0.0 and report["missing"] == 8
 
 

@@ -34,7 +34,7 @@ def test_deita_selects_the_budget_by_score_with_reasons(fake_openai, tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", records())
     out = tmp_path / "best.jsonl"
     result = run_cli("select", str(source), "--out", str(out), "--method", "deita", "--budget", "6",
-                     "--embedder", "hashing", "--quiet",
+                     "--embedder", "hashing", "--quiet", "--json",
                      "--llm", f"openai:fake-model@{fake_openai.base_url}")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -65,6 +65,7 @@ class EngineOptions:
     llm: str = option(
         DEFAULT_LLM,
         "local | openai:MODEL | openai:MODEL@BASE_URL | langchain:pkg.module:Class",
+        flag="--llm",
         panel="Model",
     )
     llm_args: dict[str, Any] = option(
@@ -72,7 +73,9 @@ class EngineOptions:
     )
     # None: the backend's default (greedy for local)
     temperature: float | None = option(None, "Sampling temperature.", panel="Model")
-    max_output_tokens: int | None = option(None, "Tokens per reply (default 512).", panel="Model")
+    max_output_tokens: int | None = option(
+        None, "Tokens per reply (default 512).", flag="--max-output-tokens", panel="Model"
+    )
     concurrency: int = option(16, "Requests in flight at most.", panel="Engine")
     rpm: float | None = option(None, "Requests per minute.", panel="Engine")
     tpm: float | None = option(None, "Tokens per minute.", panel="Engine")
@@ -96,7 +99,9 @@ class EngineOptions:
         None, "Response cache folder (default: user cache dir, or EVOFORGE_CACHE_DIR).", path=True
     )
     seed: int = option(0, "Run seed: the same seed gives the same output.")
-    overwrite: bool = option(False, "Start over instead of resuming a previous run.")
+    overwrite: bool = option(
+        False, "Start over instead of resuming a previous run.", flag="--overwrite"
+    )
     quiet: bool = option(False, "No progress bar.", flag=("--quiet", "-q"))
 
     @classmethod
@@ -127,19 +132,27 @@ class EvolveOptions:
         None, "Op weights, e.g. constraints=2,breadth=1 (default uniform).", panel="Evol-Instruct"
     )
     answers: bool = option(
-        False, "Answer each evolution, so the answer rules apply.", panel="Evol-Instruct"
+        False,
+        "Answer each evolution, so the answer rules apply.",
+        flag="--answers",
+        panel="Evol-Instruct",
     )
     judge: bool = option(
         True, "Skip the LLM equality judge.", flag="--no-judge", negate=True, panel="Evol-Instruct"
     )
     quality_rounds: int = option(0, "Evol-Quality rounds on the answers (K).", panel="Evol-Quality")
     quality_ops: str | None = option(None, "Evol-Quality op weights.", panel="Evol-Quality")
-    keep_all_rounds: bool = option(False, "Write every accepted version, not just the final one.")
+    keep_all_rounds: bool = option(
+        False, "Write every accepted version, not just the final one.", flag="--keep-all-rounds"
+    )
     mix: str | None = option(  # qa / rag: "reasoning=0.5,conditional=0.5"
         None, "qa/rag: rewrite mix, e.g. reasoning=0.5,conditional=0.5.", panel="Question rewrites"
     )
     max_words: dict[str, int] | None = option(  # qa / rag: per rewrite op
-        None, "qa/rag: word limit per op, e.g. reasoning=20.", panel="Question rewrites"
+        None,
+        "qa/rag: word limit per op, e.g. reasoning=20.",
+        flag="--max-words",
+        panel="Question rewrites",
     )
 
     def __post_init__(self) -> None:
@@ -156,7 +169,7 @@ class EvolveOptions:
 class RagOptions:
     """What ``rag`` builds. Defaults are written down here, once."""
 
-    n: int = option(50, "Samples to produce, exactly.", required=True)
+    n: int = option(50, "Samples to produce, exactly.", flag="--n", required=True)
     mix: str | None = option(  # default: simple 0.4, reasoning 0.2, multi_context 0.2, ...
         None,
         "Scenario mix (default simple=0.4,reasoning=0.2,multi_context=0.2,"
@@ -185,11 +198,15 @@ class RagOptions:
     critics: bool = option(
         True, "Skip the critics (not recommended).", flag="--no-critics", negate=True
     )
-    max_words: dict[str, int] | None = option(None, "Word limit per rewrite, e.g. reasoning=20.")
+    max_words: dict[str, int] | None = option(
+        None, "Word limit per rewrite, e.g. reasoning=20.", flag="--max-words"
+    )
     max_passes: int = option(4, "Passes that replace failed samples.")
     text_field: str = option("text", "Text field of .jsonl documents.", panel="Documents")
     format: str | None = option(  # jsonl, json, csv, parquet, ragas, deepeval
-        None, "jsonl | json | csv | parquet | ragas | deepeval (default: from --out)."
+        None,
+        "jsonl | json | csv | parquet | ragas | deepeval (default: from --out).",
+        flag="--format",
     )
 
     def __post_init__(self) -> None:
@@ -203,7 +220,7 @@ class RagOptions:
 class In2Options:
     """What ``in2`` builds (defaults from An et al., 2024)."""
 
-    n: int = option(100, "Samples to produce, exactly.", required=True)
+    n: int = option(100, "Samples to produce, exactly.", flag="--n", required=True)
     min_tokens: int = option(4096, "Shortest context (tokens).")
     max_tokens: int = option(32768, "Longest context (tokens).")
     segment_tokens: int = option(128, "Segment size (tokens).")
@@ -224,7 +241,7 @@ class In2Options:
     pool_capacity: int = option(20000, "Needle sources held in memory.", cli=False)
     max_passes: int = option(3, "Passes that replace failed samples.", cli=False)
     format: str | None = option(  # jsonl (default), json, csv, parquet, plain
-        None, "jsonl | json | csv | parquet | plain (context/question/answer)."
+        None, "jsonl | json | csv | parquet | plain (context/question/answer).", flag="--format"
     )
 
     def __post_init__(self) -> None:
@@ -245,7 +262,7 @@ class SelectOptions:
     tau: float = option(0.9, "deita: max cosine to any selected record.")
     min_score: float = option(4.5, "alpagasus: keep ratings >= this.")
     embedder: str = option("minilm", "minilm | hashing | openai:MODEL[@URL]")
-    fields: list[str] | None = option(None, "Fields to embed (default: by kind).")
+    fields: list[str] | None = option(None, "Fields to embed (default: by kind).", flag="--fields")
     # k-center: k-means clusters (default budget // 10)
     clusters: int | None = option(None, "kcenter: k-means clusters (default budget // 10).")
 
@@ -257,7 +274,9 @@ class DedupOptions:
     method: str = option("exact,minhash", "Comma list of exact, minhash, semantic.")
     threshold: float = option(0.7, "minhash: Jaccard of near-duplicates.")
     semantic_threshold: float = option(0.9, "semantic: cosine of duplicates.")
-    fields: list[str] | None = option(None, "Fields to compare (default: by kind).")
+    fields: list[str] | None = option(
+        None, "Fields to compare (default: by kind).", flag="--fields"
+    )
     embedder: str = option("minilm", "semantic: minilm | hashing | openai:MODEL[@URL]")
     prefer: str | None = option(
         None, "Keep the highest of this numeric field per group, e.g. meta.deita.score."
@@ -286,12 +305,58 @@ class ValidateOptions:
     min_len: int | None = option(None, "length: shortest answer.")
     max_len: int | None = option(None, "length: longest answer.")
     unit: str = option("words", "length: chars | words | tokens.")
-    lima_length: bool = option(False, "lima: answers of 1,200-4,096 characters only.")
+    lima_length: bool = option(
+        False, "lima: answers of 1,200-4,096 characters only.", flag="--lima-length"
+    )
     rubric: str | None = option(
         None,
         "rubric: the rubric as text, or YAML {rubric, scale: [1, 5], threshold: 4, reason}.",
         path=True,
     )
+
+
+@dataclass
+class AnswerOptions:
+    """What ``answer`` keeps."""
+
+    allow_truncated: bool = option(False, "Keep answers cut at max tokens.")
+
+
+@dataclass
+class ProbeOptions:
+    """What ``probe build`` makes (An et al., 2024, VaL probing)."""
+
+    context_tokens: int = option(32000, "Context length (tokens).")
+    buckets: int = option(16, "Position buckets the needles are spread over.")
+    seed: int = option(0, "Run seed: the same seed gives the same output.")
+
+
+@dataclass
+class ExportOptions:
+    """What ``export`` writes beside the records: the dataset card, and the Hub upload."""
+
+    card: bool = option(
+        True, "Do not write README.md (the dataset card).", flag="--no-card", negate=True
+    )
+    license: str = option("other", "The card's license id, e.g. cc-by-4.0.")
+    language: list[str] | None = option(None, "The card's language codes (default en).")
+    push_to_hub: str | None = option(
+        None, "Upload the export and its card to this Hub dataset repo (user/name)."
+    )
+    private: bool = option(False, "Create the Hub repo private.", flag="--private")
+
+
+# ``evoforge demo`` runs the embedded model on a laptop: shorter replies, fewer requests in
+# flight, a patient timeout, and a fresh start each time.
+DEMO_ENGINE = {
+    "max_output_tokens": 160,
+    "concurrency": 8,
+    "timeout": 600.0,
+    "max_attempts": 3,
+    "max_retry_wait": 60.0,
+    "overwrite": True,
+}
+DEMO_OUT = "evoforge-demo"
 
 
 def option_fields(cls: type) -> list[Field[Any]]:

@@ -120,7 +120,7 @@ async def validate_async(
     **settings: Any,
 ) -> ValidateSummary:
     """:func:`validate` inside a running event loop (the recipe runner's)."""
-    from evoforge.io.writers import format_for, open_writer
+    from evoforge.io.outputs import OutputWriter
     from evoforge.options import from_mapping
     from evoforge.records import KINDS, schema_for
     from evoforge.validators.checks import Bounds, CheckSettings, ValidatorChain, parse_checks
@@ -145,29 +145,26 @@ async def validate_async(
     summary = ValidateSummary(source=name, counts=chain.counts)
     if collect:
         summary.kept, summary.dropped = [], []
-    writer = rejects = None
+    output = None  # validate writes no manifest: the report tells its outputs by that
     if out is not None:
-        out = Path(out)
-        summary.out = out
-        summary.rejects = out.with_name(f"{out.stem}.rejects.jsonl")
-        writer = open_writer(out, format_for(out, None))
-        rejects = open_writer(summary.rejects, "jsonl")
+        output = OutputWriter(out).open()
+        summary.out, summary.rejects = output.paths["out"], output.paths["rejects"]
     judge_later: list[tuple[int, dict]] = []  # passed the checks that need no model
 
     def settle(line: int, data: dict, verdict: Any) -> int:
         """Write a record that passed, or say why one failed and keep it as a reject;
         1 when it failed."""
         if verdict.ok:
-            if writer is not None:
-                writer.write(data)
+            if output is not None:
+                output.keep(data)
             if summary.kept is not None:
                 summary.kept.append(data)
             return 0
         say(f"{name} line {line}: {verdict.reason}: {verdict.detail}")
         rejection = {"id": data.get("id"), "reason": verdict.reason,
                      "detail": verdict.detail, "record": data}  # fmt: skip
-        if rejects is not None:
-            rejects.write(rejection)
+        if output is not None:
+            output.reject(rejection)
         if summary.dropped is not None:
             summary.dropped.append(rejection)
         return 1
@@ -195,9 +192,8 @@ async def validate_async(
         for (line, data), verdict in zip(judge_later, verdicts, strict=True):
             chain.count_judged(verdict)
             summary.invalid += settle(line, data, verdict)
-    if writer is not None and rejects is not None:
-        writer.close()
-        rejects.close()
+    if output is not None:
+        output.close()
     return summary
 
 

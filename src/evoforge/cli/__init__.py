@@ -1,0 +1,28 @@
+"""The ``evoforge`` command line. Each command is a thin shell over its module in
+:mod:`evoforge.commands`; its flags come from :mod:`evoforge.options`.
+
+Exit codes: 0 done; 1 ``validate`` found invalid records; 2 bad input, flag or
+config (the message names the file, line and field); 3 the run stopped early
+(budget, long Retry-After) and a re-run resumes; 4 out of quota (a re-run
+resumes); 130 interrupted.
+
+Every command takes ``-q/--quiet``, ``--json`` (its summary as JSON on stdout) and,
+where it writes outputs a report reads, ``--out`` and ``--no-report``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from evoforge.cli import generate, run, sets, tools
+from evoforge.cli.app import app, probe_app
+
+__all__ = ["app", "main", "probe_app"]
+_COMMANDS = (generate, sets, tools, run)  # importing them registers their commands
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

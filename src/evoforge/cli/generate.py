@@ -1,0 +1,163 @@
+"""The commands that generate records through the engine: answer, evolve, rag, in2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evoforge.cli.app import app
+from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
+from evoforge.cli.show import dry_runner, print_summary, rag_report
+from evoforge.options import AnswerOptions, EvolveOptions, In2Options, RagOptions
+
+FieldMap = Annotated[
+    list[str] | None,
+    typer.Option("--field", help="Map a record field to a column: instruction=prompt"),
+]
+OUT_HELP = "Output .jsonl; rejects and manifest go beside it."
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options()
+@with_options(AnswerOptions, into="settings")
+@shared_flags(quiet=False, dry_run=True)
+def answer(
+    seeds: Annotated[
+        Path,
+        typer.Option(
+            "--seeds", help="Instruction seeds (.jsonl .json .csv .parquet or a datasets folder)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help=OUT_HELP)],
+    field: FieldMap = None,
+    settings: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Write an output for every instruction seed.
+
+    Example: evoforge answer --seeds seeds.jsonl --out out/answers.jsonl --llm openai:gpt-4o-mini
+    """
+    from evoforge.commands.answer import answer as run_answer
+    from evoforge.io.readers import parse_field_map
+
+    run = dry_runner(run_answer, dry_run, as_json)
+    summary = run(
+        seeds, out, options=options, field_map=parse_field_map(field),
+        allow_truncated=settings.allow_truncated,
+    )  # fmt: skip
+    if summary is None:
+        return
+    print_summary(summary, title="evoforge answer", as_json=as_json)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options()
+@with_options(EvolveOptions, into="evolution")
+@shared_flags(quiet=False, dry_run=True)
+def evolve(
+    seeds: Annotated[
+        Path, typer.Option("--seeds", help="Seeds: instructions, or qa / rag samples.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help=OUT_HELP)],
+    field: FieldMap = None,
+    evolution: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Grow seeds into harder ones: Evol-Instruct (+ Evol-Quality), or Ragas-style rewrites.
+
+    Example: evoforge evolve --seeds seeds.jsonl --out out/evolved.jsonl --rounds 4 --answers
+    """  # fmt: skip
+    from evoforge.commands.evolve import evolve as run_evolve
+    from evoforge.io.readers import parse_field_map
+
+    run = dry_runner(run_evolve, dry_run, as_json)
+    summary = run(
+        seeds, out, evolution=evolution, options=options, field_map=parse_field_map(field)
+    )
+    if summary is None:
+        return
+    print_summary(summary, title="evoforge evolve", as_json=as_json)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options()
+@with_options(RagOptions, into="settings")
+@shared_flags(quiet=False, dry_run=True)
+def rag(
+    docs: Annotated[
+        list[Path],
+        typer.Option(
+            "--docs", help="Files or folders (.txt .md .html .jsonl .pdf); repeat for more."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
+    ],
+    settings: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Build a RAG evaluation set from documents: exactly N samples with provenance.
+
+    Example: evoforge rag --docs ./mydocs --n 100 --out eval.jsonl --format ragas --llm openai:MODEL
+    """
+    from evoforge.commands.rag import rag as run_rag
+
+    summary = dry_runner(run_rag, dry_run, as_json)(docs, out, rag=settings, options=options)
+    if summary is None:
+        return
+    print_summary(summary, title="evoforge rag", as_json=as_json)
+    rag_report(summary.extra, settings.n, as_json=as_json)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options(max_tokens_flag="--max-total-tokens")
+@with_options(In2Options, into="settings")
+@shared_flags(quiet=False, dry_run=True)
+def in2(
+    corpus: Annotated[
+        list[Path],
+        typer.Option(
+            "--corpus", help="Text files, .jsonl, folders or a datasets folder; repeat for more."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
+    ],
+    settings: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """IN2 long-context training data (An et al., 2024): needles in 4K-32K token contexts.
+
+    Example: evoforge in2 --corpus ./texts --n 1000 --out in2.jsonl --llm openai:MODEL
+    """  # fmt: skip
+    from evoforge.commands.in2 import in2 as run_in2
+
+    summary = dry_runner(run_in2, dry_run, as_json)(corpus, out, in2=settings, options=options)
+    if summary is None:
+        return
+    print_summary(summary, title="evoforge in2", as_json=as_json)
+    extra = summary.extra
+    if not as_json:
+        typer.echo(f"plan {extra['plan']}; kept {extra['kept']}; documents used "
+                   f"{extra['documents']['used']}; decontamination dropped "
+                   f"{extra['decontamination']['documents_dropped']}")  # fmt: skip
+    for kind, gap in extra.get("shortfall", {}).items():
+        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
+    raise typer.Exit(summary.exit_code)

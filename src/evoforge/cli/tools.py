@@ -1,0 +1,157 @@
+"""The other commands: probe build / score, export, report, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evoforge.cli.app import app, probe_app
+from evoforge.cli.flags import (
+    errors_as_messages,
+    shared_flags,
+    with_engine_options,
+    with_options,
+)
+from evoforge.cli.show import (
+    print_json,
+    print_report,
+    print_summary,
+    rag_report,
+    run_summary_json,
+)
+from evoforge.options import DEMO_ENGINE, DEMO_OUT, ExportOptions, ProbeOptions
+
+
+@probe_app.command("build")
+@errors_as_messages
+@with_options(ProbeOptions, into="probe")
+@shared_flags(report=False)
+def probe_build(
+    task: Annotated[str, typer.Option("--task", help="document | code | database")],
+    corpus: Annotated[
+        list[Path],
+        typer.Option(
+            "--corpus",
+            help="document: text; code: .py files or folders; database: JSONL of "
+            "id/label/description.",
+        ),
+    ],
+    n: Annotated[int, typer.Option("--n", help="Probes to build.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .jsonl of probes.")],
+    probe: Any = None,
+    as_json: bool = False,
+) -> None:
+    """Build a probing set: long contexts, one needle each at positions spread evenly.
+
+    Example: evoforge probe build --task document --corpus doc.txt --n 64 --out probe.jsonl
+    """
+    from evoforge.commands.probe import build
+
+    stats = build(task, corpus, n, out, probe=probe)
+    print_report(stats, title="evoforge probe build", as_json=as_json)
+
+
+@probe_app.command("score")
+@errors_as_messages
+@shared_flags(report=False)
+def probe_score(
+    pred: Annotated[Path, typer.Option("--pred", help="Predictions .jsonl: {id, prediction}.")],
+    gold: Annotated[Path, typer.Option("--gold", help="The probing set built by probe build.")],
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of score against position (default: beside --pred).")
+    ] = None,
+    as_json: bool = False,
+) -> None:
+    """Score predictions per position bucket: the average and the best-worst gap.
+
+    Example: evoforge probe score --pred preds.jsonl --gold probe.jsonl --plot probe.png
+    """
+    from evoforge.commands.probe import score
+
+    report, plot = score(pred, gold, plot=plot)
+    print_report(report, title="evoforge probe score", as_json=as_json)
+    typer.echo(f"plot: {plot}", err=True)
+
+
+@app.command("export")
+@errors_as_messages
+@with_options(ExportOptions, into="settings")
+@shared_flags(report=False)
+def export_command(
+    source: Annotated[Path, typer.Argument(help="Records written by evoforge (.jsonl ...).")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (hf-dir: a folder).")],
+    settings: Any = None,
+    as_json: bool = False,
+) -> None:
+    """Write records in the format a trainer or evaluator loads, with a dataset card.
+
+    Example: evoforge export out/evolved.jsonl --to messages --out train/evolved.jsonl
+    """  # fmt: skip
+    from evoforge.commands.export import export_records
+
+    summary = export_records(source, to=to, out=out, settings=settings)
+    print_report(summary, title="evoforge export", as_json=as_json)
+
+
+@app.command("report")
+@errors_as_messages
+@shared_flags(report=False)
+def report_command(
+    run_output: Annotated[
+        Path, typer.Argument(help="A run's output file, or a folder of outputs.")
+    ],
+    as_json: bool = False,
+) -> None:
+    """Write report.html (funnel, rejection reasons, plots, every seed's fate) and summary.md.
+
+    Example: evoforge report out/   (then open out/report.html)
+    """
+    from evoforge.commands.report import report
+
+    paths = report(run_output)
+    if as_json:
+        print_json({name: str(path) for name, path in paths.items()})
+    else:
+        typer.echo(paths["summary"].read_text("utf-8"), nl=False)
+    typer.echo(f"report: {paths['html']}", err=True)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options(fixed={"overwrite": DEMO_ENGINE["overwrite"]},
+                     **{k: v for k, v in DEMO_ENGINE.items() if k != "overwrite"})  # fmt: skip
+@shared_flags(quiet=False, folder=lambda out: Path(out))
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] = Path(
+        DEMO_OUT
+    ),
+    options: Any = None,
+    as_json: bool = False,
+) -> None:
+    """Run the engine end to end offline on the embedded model and show what came out.
+
+    Example: evoforge demo --out evoforge-demo
+    """
+    from evoforge.commands.demo import run_demo
+
+    def show(summary: Any, title: str) -> None:
+        if as_json:  # one JSON document at the end; the stages' text goes to stderr
+            return
+        print_summary(summary, title=title)
+        if "coverage" in summary.extra:
+            rag_report(summary.extra, sum(summary.extra["plan"].values()))
+
+    summaries = run_demo(
+        out, options, show=show, say=lambda text, err: typer.echo(text, err=err or as_json)
+    )
+    if as_json:
+        print_json([run_summary_json(summary) for summary in summaries])
+    raise typer.Exit(max(summary.exit_code for summary in summaries))

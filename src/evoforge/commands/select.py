@@ -1,0 +1,121 @@
+"""``select``: score (DEITA, AlpaGasus: LLM judges through the engine) and keep the
+best-and-most-diverse subset (DEITA, AlpaGasus, LTD k-center or random)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from evoforge.commands.common import Source, run_task_async, source_path
+from evoforge.errors import InputError
+from evoforge.io.readers import load_jsonl
+from evoforge.io.readers import read_evoforge_records as _read_evoforge_records
+from evoforge.options import EngineOptions, SelectOptions
+from evoforge.records import Record
+
+SCORERS = {"deita": "DeitaScorer", "alpagasus": "AlpagasusRater"}
+
+
+async def select_async(
+    source: Source,
+    out: str | Path,
+    *,
+    selection: SelectOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Score (DEITA, AlpaGasus: LLM judges through the engine) and select a subset.
+
+    Writes ``OUT`` (the selected records, in input order), ``OUT.rejects.jsonl``
+    (every other record with its reason: ``too_similar`` with the id and cosine it
+    lost to, ``over_budget``, ``low_score``, ``not_selected``, ``unscored``) and
+    ``OUT.manifest.json``. Scores go to ``OUT.scored.jsonl`` (journaled and cached,
+    so a re-run pays nothing).
+    """
+    import json
+
+    from evoforge.engine.runner import output_paths
+    from evoforge.io.writers import format_for, open_writer
+    from evoforge.validators import select as selection_module
+
+    selection = selection or SelectOptions()
+    options = options or EngineOptions()
+    source = source_path(source, out)
+    out = Path(out)
+    paths = output_paths(out)
+    records: list[Any]
+    if selection.method in SCORERS:
+        stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+        scored_path = out.with_name(f"{stem}.scored.jsonl")
+        scorer = getattr(selection_module, SCORERS[selection.method])()
+        first = next((r for r in _read_evoforge_records(source) if isinstance(r, Record)), None)
+        scoring = await run_task_async(
+            command=f"select-{selection.method}", task=scorer,
+            kind=first.kind if first is not None else "instruction",
+            items=_read_evoforge_records(source), out=scored_path, options=options,
+            config={"method": selection.method, "seed": options.seed}, model=model,
+        )  # fmt: skip
+        records = [Record.from_json(r) for r in load_jsonl(scored_path)]
+        scoring_report = {"scored": scoring.accepted, "rejected": scoring.rejected_by_reason}
+    else:
+        records = []
+        for item in _read_evoforge_records(source):
+            if isinstance(item, InputError):
+                raise item
+            records.append(item)
+        scoring_report = {}
+    kwargs: dict[str, Any] = {}
+    if selection.method == "deita":
+        kwargs = {"tau": selection.tau, "fields": selection.fields}
+    elif selection.method == "alpagasus":
+        kwargs = {"min_score": selection.min_score}
+    elif selection.method == "kcenter":
+        kwargs = {"k": selection.clusters, "seed": options.seed, "fields": selection.fields}
+    else:
+        kwargs = {"seed": options.seed}
+    if selection.method in ("deita", "kcenter") and not (
+        selection.method == "deita" and selection.tau >= 1
+    ):
+        from evoforge.embeddings import load_embedder
+
+        kwargs["embedder"] = load_embedder(selection.embedder)
+    selected, dropped = selection_module.select(
+        records, selection.method, selection.budget, **kwargs
+    )
+    writer = open_writer(paths["out"], format_for(paths["out"], None))
+    for record in selected:
+        writer.write(record.to_json() if isinstance(record, Record) else record)
+    writer.close()
+    reasons: Counter[str] = Counter()
+    rejects = open_writer(paths["rejects"], "jsonl")
+    for rejection in dropped:
+        rejects.write(rejection.to_json())
+        reasons[rejection.reason] += 1
+    rejects.close()
+    report = {
+        "method": selection.method,
+        "budget": selection.budget,
+        "input": len(records),
+        "selected": len(selected),
+        "dropped_by_reason": dict(reasons.most_common()),
+        "settings": asdict(selection),
+        "scoring": scoring_report,
+        "files": {"out": str(paths["out"]), "rejects": str(paths["rejects"])},
+    }
+    paths["manifest"].write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+    return report
+
+
+def select(
+    source: Source,
+    out: str | Path,
+    *,
+    selection: SelectOptions | None = None,
+    options: EngineOptions | None = None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Select the best-and-most-diverse subset: see :func:`select_async`."""
+    return asyncio.run(select_async(source, out, selection=selection, options=options, model=model))
