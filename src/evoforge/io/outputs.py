@@ -115,8 +115,11 @@ class StepCounts:
 
 class OutputWriter:
     """The files of one output ``out``: kept records (in ``fmt``, by default the one
-    ``out``'s suffix names), rejects and the manifest. Use it as a context manager: on
-    an error inside the block no file is replaced."""
+    ``out``'s suffix names), rejects and the manifest.
+
+    Use it as a context manager (on an error inside the block no file is replaced), or,
+    where the writing spans a function, :meth:`open`, then :meth:`close` or :meth:`abort`.
+    """
 
     def __init__(
         self, out: str | os.PathLike[str], *, fmt: str | None = None, paced: bool = False
@@ -128,15 +131,13 @@ class OutputWriter:
         self.rejected_by_reason: Counter[str] = Counter()
         self._paced = write_pacer() if paced else (lambda: None)
         self._records: RecordWriter | None = None
-        self._rejects: Any = None
-        self._rejects_file: Any = None
+        self._rejects: RecordWriter | None = None
 
-    def __enter__(self) -> OutputWriter:
+    def open(self) -> OutputWriter:
         self.paths["out"].parent.mkdir(parents=True, exist_ok=True)
         self._records = open_writer(self.paths["out"], self.format)
         try:
-            self._rejects = atomic_output(self.paths["rejects"])
-            self._rejects_file = self._rejects.__enter__()
+            self._rejects = open_writer(self.paths["rejects"], "jsonl")
         except BaseException:
             self._records.abort()
             raise
@@ -144,18 +145,38 @@ class OutputWriter:
 
     def keep(self, record: Any) -> None:
         """Write a kept record (a dict, or anything with ``to_json()``)."""
-        assert self._records is not None, "OutputWriter is used inside a with block"
+        assert self._records is not None, "open the OutputWriter first"
         self._records.write(record if isinstance(record, dict) else record.to_json())
         self.kept += 1
         self._paced()
 
     def reject(self, rejection: Any) -> None:
         """Write a rejection (a ``Rejection`` or its ``to_json()`` dict) to the rejects."""
+        assert self._rejects is not None, "open the OutputWriter first"
         data = rejection if isinstance(rejection, dict) else rejection.to_json()
-        self._rejects_file.write(json.dumps(data, ensure_ascii=False) + "\n")
+        self._rejects.write(data)
         self.rejected += 1
         self.rejected_by_reason[str(data["reason"])] += 1
         self._paced()
+
+    def close(self) -> None:
+        """Put the rejects, then the records, in place of the old files."""
+        assert self._records is not None and self._rejects is not None
+        try:
+            self._rejects.close()
+        except BaseException:
+            self._records.abort()
+            raise
+        self._records.close()
+
+    def abort(self) -> None:
+        """Drop what was written; the old files stay as they were."""
+        for writer in (self._rejects, self._records):
+            if writer is not None:
+                writer.abort()
+
+    def __enter__(self) -> OutputWriter:
+        return self.open()
 
     def __exit__(
         self,
@@ -163,16 +184,10 @@ class OutputWriter:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        assert self._records is not None
-        try:
-            self._rejects.__exit__(kind, error, traceback)
-        except BaseException:
-            self._records.abort()
-            raise
         if kind is None:
-            self._records.close()
+            self.close()
         else:
-            self._records.abort()
+            self.abort()
 
     @property
     def files(self) -> list[Path]:
