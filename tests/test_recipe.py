@@ -546,7 +546,7 @@ def test_every_recipe_key_defaults_to_its_option():
     from dataclasses import fields
 
     from evoforge import options
-    from evoforge.api import answer_async
+    from evoforge.commands.answer import answer_async
     from evoforge.recipe import model
 
     owners = {

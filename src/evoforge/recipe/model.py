@@ -57,7 +57,7 @@ def _list_from(cls: type, name: str) -> Any:
 
 def _answer_default(parameter: str) -> Any:
     # answer has one setting and no options dataclass: its default is the command's.
-    from evoforge.api import answer_async
+    from evoforge.commands.answer import answer_async
 
     return inspect.signature(answer_async).parameters[parameter].default
 

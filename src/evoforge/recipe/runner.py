@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evoforge.api import answer_async, dedup, evolve_async, in2_async, rag_async, select_async
+from evoforge.commands.answer import answer_async
+from evoforge.commands.dedup import dedup
+from evoforge.commands.evolve import evolve_async
+from evoforge.commands.in2 import in2_async
+from evoforge.commands.rag import rag_async
+from evoforge.commands.select import select_async
 from evoforge.commands.validate import validate_async
 from evoforge.io.readers import load_jsonl
 from evoforge.io.writers import atomic_text
