@@ -205,3 +205,25 @@ def test_checks_pass_good_records_and_are_record_steps():
     assert result.records == [record] and not result.rejections
     failed = asyncio.run(CHECK_STEPS["empty"](Record.from_json({**RECORD, "output": "the"})))
     assert [r.reason for r in failed.rejections] == ["empty_answer"]
+
+
+def test_a_registered_op_joins_only_its_own_family():
+    from evoforge.evolvers.evol_quality import EvolQuality, QualityOp
+    from evoforge.prompting import builtin_template
+
+    template = builtin_template("evol_quality_details")
+    register("evolver", "concise", QualityOp("concise", template=template))
+    try:
+        weights = parse_weights("details=1,concise=2", QUALITY_OPS)
+        assert list(weights)[-1] == "concise" and weights["concise"] == 2.0
+        assert EvolQuality(weights={"concise": 1})._ops["concise"] is template
+        with pytest.raises(ConfigError, match="unknown op 'concise'"):
+            parse_weights("concise=1", OPS)  # an Evol-Quality op is not an Evol-Instruct one
+        with pytest.raises(
+            ConfigError, match=r"did you mean 'concise'\?\); ops: .*details, concise"
+        ):
+            parse_weights("concis=1", QUALITY_OPS)
+    finally:
+        evoforge.steps.unregister("evolver", "concise")
+    assert parse_weights("details=1", QUALITY_OPS) == {**dict.fromkeys(QUALITY_OPS, 0.0),
+                                                       "details": 1.0}  # fmt: skip
