@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from evoforge.errors import ConfigError, MissingDependency, RequestRejected
-from evoforge.llm import local
 from evoforge.llm.base import ChatModel, Completion
 from evoforge.llm.local import CACHE_SUBDIR, MODEL_NAME, LocalChatModel, load_local_model
+from evoforge.llm.local.request import _with_schema_instruction
+from evoforge.llm.local.weights import _MARKER, _MARKER_CONTENT, _is_complete, _publish
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -81,13 +82,13 @@ def test_bad_params_are_rejected():
 
 def test_schema_instruction_joins_the_system_message():
     schema = {"type": "object"}
-    added = local._with_schema_instruction(PROMPT, schema)
+    added = _with_schema_instruction(PROMPT, schema)
     assert added[0] == {
         "role": "system",
         "content": 'Reply with only a JSON object that follows this JSON Schema: {"type":"object"}',
     }
     assert added[1:] == PROMPT
-    merged = local._with_schema_instruction([{"role": "system", "content": "Be terse."}], schema)
+    merged = _with_schema_instruction([{"role": "system", "content": "Be terse."}], schema)
     assert len(merged) == 1
     assert merged[0]["content"].startswith("Be terse.\n\nReply with only a JSON object")
 
@@ -97,7 +98,7 @@ def _fake_cache(path: Path, *, complete: bool) -> Path:
     (path / "config.json").write_text("{}")
     (path / "model.safetensors").write_bytes(b"x")
     if complete:
-        (path / local._MARKER).write_text(json.dumps(local._MARKER_CONTENT))
+        (path / _MARKER).write_text(json.dumps(_MARKER_CONTENT))
     return path
 
 
@@ -105,15 +106,15 @@ def test_publish_keeps_a_complete_cache_and_replaces_a_broken_one(tmp_path):
     target = _fake_cache(tmp_path / "model", complete=True)
     (target / "winner").write_text("")
     staging = _fake_cache(tmp_path / "staging", complete=True)
-    local._publish(staging, target)  # another process won the race: keep its cache
+    _publish(staging, target)  # another process won the race: keep its cache
     assert (target / "winner").exists()
 
     shutil.rmtree(target)
     _fake_cache(target, complete=False)  # e.g. copied by hand, half-way
-    assert not local._is_complete(target)
+    assert not _is_complete(target)
     staging = _fake_cache(tmp_path / "staging2", complete=True)
-    local._publish(staging, target)
-    assert local._is_complete(target)
+    _publish(staging, target)
+    assert _is_complete(target)
     assert not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "staging"]
 
@@ -129,7 +130,7 @@ def test_first_completion_converts_and_answers(first_load, model_root):
     assert completion.usage.prompt_tokens > 0
     assert 0 < completion.usage.completion_tokens <= 16
     assert completion.finish_reason in {"stop", "length"}
-    assert local._is_complete(model_root / CACHE_SUBDIR)
+    assert _is_complete(model_root / CACHE_SUBDIR)
     assert [p.name for p in model_root.iterdir()] == [CACHE_SUBDIR], "no temp dirs left"
 
 
@@ -212,7 +213,7 @@ def test_corrupt_cache_is_rebuilt(first_load, model_root, tmp_path):
     weights = cached / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     model, tokenizer = load_local_model(tmp_path)
-    assert local._is_complete(cached)
+    assert _is_complete(cached)
     assert (
         weights.stat().st_size == (model_root / CACHE_SUBDIR / "model.safetensors").stat().st_size
     )

@@ -14,9 +14,11 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
-from evoforge.llm import local
 from evoforge.llm.base import Completion
 from evoforge.llm.local import CACHE_SUBDIR, LocalChatModel, default_cache_dir
+from evoforge.llm.local.guided_decoding import _ScaffoldCursor, _TokenClasses
+from evoforge.llm.local.guided_json import _ChoiceSlot, _json_string_tail, _JsonScaffold, _TextSlot
+from evoforge.llm.local.weights import _is_complete
 
 QUESTION_ANSWER = {
     "type": "object",
@@ -88,16 +90,16 @@ def question_prompt(passage: str) -> list[dict[str, str]]:
     ]
 
 
-def filled(scaffold: local._JsonScaffold, text: str) -> str:
+def filled(scaffold: _JsonScaffold, text: str) -> str:
     """The scaffold's JSON with every text slot set to ``text`` and every enum to its first."""
     parts = [scaffold.prefix]
     for piece in scaffold.pieces:
         if isinstance(piece, str):
             parts.append(piece)
-        elif isinstance(piece, local._TextSlot):
-            parts.append(local._json_string_tail(text))
+        elif isinstance(piece, _TextSlot):
+            parts.append(_json_string_tail(text))
         else:
-            parts.append(local._json_string_tail(piece.options[0]))
+            parts.append(_json_string_tail(piece.options[0]))
     return "".join(parts)
 
 
@@ -105,17 +107,17 @@ def filled(scaffold: local._JsonScaffold, text: str) -> str:
 
 
 def test_question_answer_scaffold():
-    scaffold = local._JsonScaffold.for_schema(QUESTION_ANSWER, max_tokens=160)
+    scaffold = _JsonScaffold.for_schema(QUESTION_ANSWER, max_tokens=160)
     assert scaffold is not None
     assert scaffold.prefix == '{"question": "'
-    assert scaffold.pieces == (local._TextSlot(), ', "answer": "', local._TextSlot(), "}")
+    assert scaffold.pieces == (_TextSlot(), ', "answer": "', _TextSlot(), "}")
     assert scaffold.field_tokens == 80
-    assert local._JsonScaffold.for_schema(QUESTION_ANSWER, max_tokens=10).field_tokens == 24
+    assert _JsonScaffold.for_schema(QUESTION_ANSWER, max_tokens=10).field_tokens == 24
 
 
 @pytest.mark.parametrize("schema", [QUESTION_ANSWER, VERDICT, TURNS, KEYWORDS])
 def test_every_guided_shape_fills_to_valid_json(schema):
-    scaffold = local._JsonScaffold.for_schema(schema, max_tokens=100)
+    scaffold = _JsonScaffold.for_schema(schema, max_tokens=100)
     assert scaffold is not None
     value = json.loads(filled(scaffold, 'a "quoted"\\ line\nand a tab\t'))
     assert Draft202012Validator(schema).is_valid(value), value
@@ -132,11 +134,11 @@ def test_optional_properties_are_left_out_when_some_are_required():
         "required": ["verdict"],
         "properties": {"verdict": {"enum": ["yes", "no"]}, "reason": {"type": "string"}},
     }
-    scaffold = local._JsonScaffold.for_schema(critic, max_tokens=120)
+    scaffold = _JsonScaffold.for_schema(critic, max_tokens=120)
     assert scaffold is not None
     assert (scaffold.prefix, scaffold.pieces) == (
         '{"verdict": "',
-        (local._ChoiceSlot(("yes", "no")), "}"),
+        (_ChoiceSlot(("yes", "no")), "}"),
     )
 
 
@@ -156,7 +158,7 @@ def test_optional_properties_are_left_out_when_some_are_required():
     ],
 )
 def test_other_shapes_are_not_guided(schema):
-    assert local._JsonScaffold.for_schema(schema, max_tokens=100) is None
+    assert _JsonScaffold.for_schema(schema, max_tokens=100) is None
 
 
 # -- the real model --------------------------------------------------------------------
@@ -165,7 +167,7 @@ def test_other_shapes_are_not_guided(schema):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     cached = default_cache_dir()
-    root = cached if local._is_complete(cached / CACHE_SUBDIR) else tmp_path_factory.mktemp("m")
+    root = cached if _is_complete(cached / CACHE_SUBDIR) else tmp_path_factory.mktemp("m")
     chat_model = LocalChatModel(root)
     yield chat_model
     asyncio.run(chat_model.aclose())
@@ -227,9 +229,9 @@ def test_any_scores_give_json_at_every_step(model, schema):
     """Random scores stand in for the model: whatever it prefers, the text stays JSON."""
     if model._tokenizer is None:
         model._load()
-    classes = local._TokenClasses.build(model._tokenizer, model._model.config.vocab_size)
-    scaffold = local._JsonScaffold.for_schema(schema, max_tokens=0)
-    cursor = local._ScaffoldCursor(scaffold, model._tokenizer, classes)
+    classes = _TokenClasses.build(model._tokenizer, model._model.config.vocab_size)
+    scaffold = _JsonScaffold.for_schema(schema, max_tokens=0)
+    cursor = _ScaffoldCursor(scaffold, model._tokenizer, classes)
     random = torch.Generator().manual_seed(7)
     for _ in range(scaffold.max_new_tokens):
         json.loads(cursor.json_text())

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from evoforge.engine.client import LLMClient
 from evoforge.engine.runner import RecordContext
 from evoforge.llm import local
+from evoforge.llm.local.guided_json import _ChoiceSlot, _JsonScaffold, _TextSlot
 from evoforge.records import Record
 from evoforge.validators.select import (
     ALPAGASUS_SCHEMA,
@@ -22,16 +23,16 @@ from evoforge.validators.select import (
     deita_chain_schema,
 )
 
-DIGITS = local._ChoiceSlot(("1", "2", "3", "4", "5", "6"), bare=True)
+DIGITS = _ChoiceSlot(("1", "2", "3", "4", "5", "6"), bare=True)
 
 
-def filled(scaffold: local._JsonScaffold) -> str:
+def filled(scaffold: _JsonScaffold) -> str:
     """The scaffold's JSON with every enum set to its last option, every text to "ok"."""
     parts = [scaffold.prefix]
     for piece in scaffold.pieces:
         if isinstance(piece, str):
             parts.append(piece)
-        elif isinstance(piece, local._TextSlot):
+        elif isinstance(piece, _TextSlot):
             parts.append('ok"')
         else:
             parts.append(piece.options[-1] if piece.bare else f'{piece.options[-1]}"')
@@ -42,7 +43,7 @@ def filled(scaffold: local._JsonScaffold) -> str:
 
 
 def test_the_deita_score_is_a_bare_choice_among_one_to_six():
-    scaffold = local._JsonScaffold.for_schema(DEITA_SCHEMA, max_tokens=32)
+    scaffold = _JsonScaffold.for_schema(DEITA_SCHEMA, max_tokens=32)
     assert scaffold is not None
     assert scaffold.prefix == '{"score": '
     assert scaffold.pieces == (DIGITS, "}")
@@ -50,7 +51,7 @@ def test_the_deita_score_is_a_bare_choice_among_one_to_six():
 
 
 def test_a_chain_gets_exactly_one_score_per_variant():
-    scaffold = local._JsonScaffold.for_schema(deita_chain_schema(3), max_tokens=40)
+    scaffold = _JsonScaffold.for_schema(deita_chain_schema(3), max_tokens=40)
     assert scaffold is not None
     assert scaffold.prefix == '{"scores": ['
     assert scaffold.pieces == (DIGITS, ", ", DIGITS, ", ", DIGITS, "]}")
@@ -60,12 +61,12 @@ def test_a_chain_gets_exactly_one_score_per_variant():
 
 
 def test_the_alpagasus_score_comes_first_in_half_points():
-    scaffold = local._JsonScaffold.for_schema(ALPAGASUS_SCHEMA, max_tokens=256)
+    scaffold = _JsonScaffold.for_schema(ALPAGASUS_SCHEMA, max_tokens=256)
     assert scaffold is not None
     score, middle, text, end = scaffold.pieces
     assert scaffold.prefix == '{"score": ' and middle == ', "explanation": "'
     assert score.bare and score.options == tuple(str(k / 2) for k in range(11))
-    assert isinstance(text, local._TextSlot) and end == "}"
+    assert isinstance(text, _TextSlot) and end == "}"
     assert Draft202012Validator(ALPAGASUS_SCHEMA).is_valid(json.loads(filled(scaffold)))
 
 
@@ -80,7 +81,7 @@ def test_the_alpagasus_score_comes_first_in_half_points():
 )
 def test_number_shapes_the_scaffold_cannot_choose_are_not_guided(score):
     schema = {"type": "object", "properties": {"score": score}}
-    assert local._JsonScaffold.for_schema(schema, max_tokens=32) is None
+    assert _JsonScaffold.for_schema(schema, max_tokens=32) is None
 
 
 # -- the real model ----------------------------------------------------------------------
