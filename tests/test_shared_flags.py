@@ -44,8 +44,9 @@ NO_REPORT_FLAG = {"report", "probe build", "probe score", "export", "run"}
 # Commands without --out: report writes into the folder it reads; probe score's only
 # output is its --plot.
 NO_OUT = {"report", "probe score"}
-# Commands that call a model take --dry-run (demo is itself a run on the embedded model)
-DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select"}
+# Commands that call a model take --dry-run (demo is itself a run on the embedded model);
+# run's plans the whole recipe (evoforge.recipe.plan).
+DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select", "run"}
 SHARED = {"json_output", "quiet", "no_report", "dry_run"}
 
 
