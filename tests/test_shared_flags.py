@@ -45,7 +45,7 @@ NO_REPORT_FLAG = {"report", "probe build", "probe score", "export", "run"}
 # output is its --plot.
 NO_OUT = {"report", "probe score"}
 # Commands that call a model take --dry-run (demo is itself a run on the embedded model);
-# run's plans the whole recipe (evoforge.recipe.plan).
+# run's dry run plans the whole recipe (evoforge.recipe.plan).
 DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select", "run"}
 SHARED = {"json_output", "quiet", "no_report", "dry_run"}
 
