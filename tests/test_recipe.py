@@ -589,6 +589,12 @@ def test_cli_dry_run_prints_the_plan_and_calls_nothing(fake_openai, tmp_path):
     assert not (tmp_path / "run").exists()
     assert re.search(r"evolve\s+4 -> 4\s+24\b", result.stdout)
     assert "total" in result.stdout and "$" in result.stdout
+    as_json = run_cli("run", str(recipe), "--dry-run", "--json", "--price", "1,2")
+    assert as_json.returncode == 0, as_json.stderr
+    plan = json.loads(as_json.stdout)
+    assert [(s["name"], s["calls"]) for s in plan["steps"]][0] == ("evolve", 24)
+    assert plan["calls"] == 24 + 8 and plan["cost"] > 0
+    assert fake_openai.hits == 0
     bad = run_cli("run", str(write_recipe(tmp_path / "bad.yaml", "sed: 1\n")), "--dry-run")
     assert bad.returncode == 2
     assert "did you mean 'seed'?" in bad.stderr
