@@ -151,7 +151,7 @@ def plan_recipe(
             note = step.message if step.status == "complete" else f"stopped: {step.message}"
             reasons = rejected_by_reason(step.out)
             if reasons:
-                note += "; rejected on the counting model: " + ", ".join(
+                note += "; rejects: " + ", ".join(
                     f"{reason} {n}" for reason, n in reasons.most_common()
                 )
             steps.append(StepPlan(step.name, step.calls, step.prompt_tokens,
