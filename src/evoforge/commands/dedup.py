@@ -221,30 +221,23 @@ def _dedup_counts(kept: Sequence[dict], dropped: Sequence[dict], **info: Any) ->
 def write_dedup(out: Path, kept: list[dict], dropped: list[dict], **info: Any) -> dict[str, Any]:
     """Write dedup's kept records, its rejects (each with the id it lost to) and a
     manifest beside them; return the manifest's counts."""
-    from evoforge.engine.runner import output_paths
-    from evoforge.io.writers import format_for, open_writer
+    from evoforge.io.outputs import write_outputs
 
-    paths = output_paths(out)
-    writer = open_writer(out, format_for(out, None))
-    for record in kept:
-        writer.write(record)
-    writer.close()
-    rejects = open_writer(paths["rejects"], "jsonl")
-    for rejection in dropped:
-        rejects.write(rejection)
-    rejects.close()
+    write_outputs(out, kept, dropped)
     summary = _dedup_counts(kept, dropped, **info)
     _write_dedup_manifest(out, summary)
     return summary
 
 
 def _write_dedup_manifest(out: Path, summary: dict[str, Any]) -> None:
-    import json
-
-    from evoforge.engine.runner import output_paths
-    from evoforge.io.writers import atomic_text
+    from evoforge.io.layout import output_paths
+    from evoforge.io.outputs import StepCounts, write_manifest
 
     paths = output_paths(out)
+    counts = StepCounts()  # every record dedup drops is a duplicate of one it keeps
+    counts.count("dedup", seen=summary["input"], kept=summary["kept"],
+                 rejected=["duplicate"] * summary["dropped"])  # fmt: skip
     manifest = {"command": "dedup", **summary,
-                "files": {"out": str(out), "rejects": str(paths["rejects"])}}  # fmt: skip
-    atomic_text(paths["manifest"], json.dumps(manifest, indent=2, default=str) + "\n")
+                "files": {"out": str(out), "rejects": str(paths["rejects"])},
+                "steps": counts.to_json()}  # fmt: skip
+    write_manifest(paths["manifest"], manifest, mask=False, ascii_only=True)

@@ -4,7 +4,6 @@ best-and-most-diverse subset (DEITA, AlpaGasus, LTD k-center or random)."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,8 @@ async def select_async(
     ``OUT.manifest.json``. Scores go to ``OUT.scored.jsonl`` (journaled and cached,
     so a re-run pays nothing).
     """
-    import json
-
-    from evoforge.engine.runner import output_paths
-    from evoforge.io.writers import format_for, open_writer
+    from evoforge.io.layout import output_paths
+    from evoforge.io.outputs import write_outputs
     from evoforge.validators import select as selection_module
 
     selection = selection or SelectOptions()
@@ -85,27 +82,19 @@ async def select_async(
     selected, dropped = selection_module.select(
         records, selection.method, selection.budget, **kwargs
     )
-    writer = open_writer(paths["out"], format_for(paths["out"], None))
-    for record in selected:
-        writer.write(record.to_json() if isinstance(record, Record) else record)
-    writer.close()
-    reasons: Counter[str] = Counter()
-    rejects = open_writer(paths["rejects"], "jsonl")
-    for rejection in dropped:
-        rejects.write(rejection.to_json())
-        reasons[rejection.reason] += 1
-    rejects.close()
+    output = write_outputs(paths["out"], selected, dropped)
     report = {
         "method": selection.method,
         "budget": selection.budget,
         "input": len(records),
         "selected": len(selected),
-        "dropped_by_reason": dict(reasons.most_common()),
+        "dropped_by_reason": output.counts()["rejected_by_reason"],
         "settings": asdict(selection),
         "scoring": scoring_report,
         "files": {"out": str(paths["out"]), "rejects": str(paths["rejects"])},
     }
-    paths["manifest"].write_text(json.dumps(report, indent=2, default=str) + "\n", "utf-8")
+    output.write_manifest({**report, "steps": output.step_counts("select")},
+                          mask=False, ascii_only=True)  # fmt: skip
     return report
 
 
