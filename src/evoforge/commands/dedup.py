@@ -83,7 +83,7 @@ class DedupResult:
 
     def to_dataset(self, to: str | None = None) -> Any:
         """The kept records as a ``datasets.Dataset`` (see :func:`evoforge.to_dataset`)."""
-        from evoforge.export import to_dataset
+        from evoforge.io.datasets import to_dataset
 
         return to_dataset(list(self.kept), to=to)
 
@@ -158,7 +158,7 @@ def dedup(
             records.append(item[1])
         sample = records
     else:
-        from evoforge.export import iter_dicts
+        from evoforge.io.datasets import iter_dicts
 
         records = list(iter_dicts(source))
         sample = records
@@ -198,7 +198,7 @@ def _dedup_streamed(
     settings: dict[str, Any],
     info: dict[str, Any],
 ) -> DedupResult:
-    from evoforge.engine.runner import output_paths
+    from evoforge.io.layout import output_paths
     from evoforge.validators.dedup import dedup_jsonl
 
     paths = output_paths(out)
