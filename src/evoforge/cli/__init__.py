@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import sys
 
-from evoforge.cli import generate, run, sets, tools
 from evoforge.cli.app import app, probe_app
 
+# Importing a module registers its commands, in the order `evoforge --help` lists them.
+# isort: off
+from evoforge.cli import generate, sets, demo, run, tools
+# isort: on
+
 __all__ = ["app", "main", "probe_app"]
-_COMMANDS = (generate, sets, tools, run)  # importing them registers their commands
+_COMMANDS = (generate, sets, demo, run, tools)
 
 
 def main() -> None:

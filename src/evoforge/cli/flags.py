@@ -249,6 +249,12 @@ def shared_flags(
     def decorate(fn: Any) -> Any:
         params = typer_parameters(fn)
         own = {p.name for p in params}
+        # as_json is filled in from --json; a plain dry_run from the shared --dry-run (a
+        # command may word its own, as an Annotated typer option)
+        worded = any(
+            p.name == "dry_run" and typing.get_origin(p.annotation) is Annotated for p in params
+        )
+        params = [p for p in params if p.name != "as_json" and (p.name != "dry_run" or worded)]
         added = [inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY,
                                    default=False, annotation=Json)]  # fmt: skip
         if quiet and "quiet" not in own:
@@ -257,7 +263,7 @@ def shared_flags(
                     "quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet
                 )  # fmt: skip
             )
-        if dry_run:
+        if dry_run and not worded:
             added.append(
                 inspect.Parameter(
                     "dry_run", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DryRun
@@ -269,7 +275,6 @@ def shared_flags(
                     "no_report", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=NoReport
                 )  # fmt: skip
             )
-        params = [p for p in params if p.name not in ("as_json", "dry_run")]
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The commands over a whole set of records: validate, dedup, select."""
+"""The commands over a whole set of records: dedup, select, validate."""
 
 from __future__ import annotations
 
@@ -13,42 +13,6 @@ from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_opt
 from evoforge.cli.show import dry_runner, print_json, print_report
 from evoforge.io.layout import output_paths
 from evoforge.options import DedupOptions, SelectOptions, ValidateOptions
-
-
-@app.command()
-@errors_as_messages
-@with_engine_options()
-@with_options(ValidateOptions, into="validation")
-@shared_flags(quiet=False, dry_run=True)
-def validate(
-    file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
-    out: Annotated[
-        Path | None, typer.Option(help="Write the records that pass here; rejects beside it.")
-    ] = None,
-    validation: Any = None,
-    options: Any = None,
-    as_json: bool = False,
-    dry_run: bool = False,
-) -> None:
-    """Check every record (its JSON Schema, and any heuristics named); exit 1 if any fails.
-
-    Example: evoforge validate out/answers.jsonl --kind instruction --checks schema,refusal,lima
-    """
-    from evoforge.commands.validate import validate as run_validate
-
-    if dry_run:
-        return dry_runner(run_validate, dry_run, as_json)(
-            file, out, validation=validation, options=options
-        )
-    # --json keeps stdout for the summary: each failure is named on stderr instead
-    summary = run_validate(
-        file, out, validation=validation, options=options,
-        on_invalid=lambda line: typer.echo(line, err=as_json),
-    )  # fmt: skip
-    if as_json:
-        print_json(summary.to_json())
-    typer.echo(summary.line, err=True)
-    raise typer.Exit(summary.exit_code)
 
 
 @app.command()
@@ -105,3 +69,39 @@ def select_command(
     if report is None:
         return
     print_report(report, title="evoforge select", as_json=as_json)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options()
+@with_options(ValidateOptions, into="validation")
+@shared_flags(quiet=False, dry_run=True)
+def validate(
+    file: Annotated[Path, typer.Argument(help="Records to check (.jsonl .json .csv .parquet).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the records that pass here; rejects beside it.")
+    ] = None,
+    validation: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Check every record (its JSON Schema, and any heuristics named); exit 1 if any fails.
+
+    Example: evoforge validate out/answers.jsonl --kind instruction --checks schema,refusal,lima
+    """
+    from evoforge.commands.validate import validate as run_validate
+
+    if dry_run:
+        return dry_runner(run_validate, dry_run, as_json)(
+            file, out, validation=validation, options=options
+        )
+    # --json keeps stdout for the summary: each failure is named on stderr instead
+    summary = run_validate(
+        file, out, validation=validation, options=options,
+        on_invalid=lambda line: typer.echo(line, err=as_json),
+    )  # fmt: skip
+    if as_json:
+        print_json(summary.to_json())
+    typer.echo(summary.line, err=True)
+    raise typer.Exit(summary.exit_code)
