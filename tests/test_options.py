@@ -57,8 +57,8 @@ def test_settings_are_checked_where_they_are_made():
 
 
 def test_the_engine_defaults_agree_with_the_engine():
-    """The engine keeps defaults for callers that build a client by hand; build_client
-    always passes the options' values, and the two never drift apart."""
+    """The engine's own dataclasses (for callers that build a client by hand) read their
+    defaults from EngineOptions; build_client passes every value explicitly anyway."""
     engine = opts.EngineOptions()
     limits, retry = Limits(), RetryPolicy()
     for name in ("concurrency", "rpm", "tpm", "max_calls", "max_tokens"):

@@ -40,22 +40,23 @@ from evoforge.engine.store import ResponseCache, cache_key
 from evoforge.engine.structured import ReplyError, check_reply, reask_messages
 from evoforge.errors import QuotaExhausted, RequestRejected, RunStopped, TransientError
 from evoforge.llm.base import ChatModel, Completion, Message
+from evoforge.options import EngineOptions as _Defaults  # the one home of engine defaults
 
 
 @dataclass
 class RetryPolicy:
-    """How transient failures are retried. Defaults are written down here, once."""
+    """How transient failures are retried (defaults: :class:`evoforge.options.EngineOptions`)."""
 
-    max_attempts: int = 6
-    backoff_base: float = 1.0  # first wait; doubles each attempt, with jitter
+    max_attempts: int = _Defaults.max_attempts
+    backoff_base: float = _Defaults.backoff_base  # first wait; doubles each attempt, with jitter
     backoff_max: float = 60.0
-    max_retry_after: float = 300.0  # a longer server-requested wait stops the run
-    request_timeout: float | None = 120.0  # seconds per attempt; None = no limit
+    max_retry_after: float = _Defaults.max_retry_wait  # a longer server wait stops the run
+    request_timeout: float | None = _Defaults.timeout  # seconds per attempt; None = no limit
 
 
 @dataclass
 class Limits:
-    concurrency: int = 16
+    concurrency: int = _Defaults.concurrency
     rpm: float | None = None
     tpm: float | None = None
     max_calls: int | None = None
