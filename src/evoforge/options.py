@@ -24,7 +24,7 @@ from typing import Any
 
 from evoforge.errors import ConfigError, did_you_mean
 
-# The embedded model (see evoforge.llm.spec, whose DEFAULT_SPEC this must equal).
+# The embedded model (evoforge.llm.spec's DEFAULT_SPEC reads it).
 DEFAULT_LLM = "local"
 DEFAULT_REWRITE_MIX = "reasoning=0.25,multi_context=0.25,conditional=0.25,conversational=0.25"
 EVOLVE_KINDS = ("instruction", "qa", "rag")

@@ -18,8 +18,9 @@ from typing import Any
 
 from evoforge.errors import ConfigError
 from evoforge.llm.base import ChatModel
+from evoforge.options import DEFAULT_LLM
 
-DEFAULT_SPEC = "local"
+DEFAULT_SPEC = DEFAULT_LLM  # written once, in evoforge.options
 
 
 def _local(rest: str, args: dict[str, Any]) -> ChatModel:
