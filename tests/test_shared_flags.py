@@ -166,3 +166,14 @@ def test_dedup_and_select_print_a_table_without_json(tmp_path):
     assert "evoforge dedup" in shown.stdout and "kept" in shown.stdout
     with pytest.raises(json.JSONDecodeError):
         json.loads(shown.stdout)
+
+
+def test_a_run_summary_as_json(fake_openai, seeds_file, tmp_path):
+    out = tmp_path / "a.jsonl"
+    result = CliRunner().invoke(app, [
+        "answer", "--seeds", str(seeds_file(3)), "--out", str(out), "--no-cache", "-q",
+        "--llm", f"openai:fake-model@{fake_openai.base_url}", "--json", "--no-report",
+    ])  # fmt: skip
+    summary = _json(result)
+    assert summary["status"] == "complete" and summary["accepted"] == 3
+    assert summary["out"] == str(out) and summary["usage"]["answer"]["calls"] == 3
