@@ -185,12 +185,12 @@ def test_step_counts_add_up_and_old_journal_rows_are_counted_the_same():
                   "rejected_by_reason": {"low_score": 1, "refusal": 1}},
     }  # fmt: skip
     live = seed_counts("evolve", made=3, task_reasons=["refusal"],
-                       schema_reasons=["schema_invalid"]).to_json()  # fmt: skip
+                       schema_reasons=["schema_invalid"])  # fmt: skip
     old_row = {
         "records": [{"id": "a/1"}, {"id": "a/2"}],
         "rejections": [{"reason": "refusal"}, {"reason": "schema_invalid"}],
     }
     assert row_counts(old_row, "evolve") == live
     bad = {"records": [], "rejections": [{"reason": "bad_seed"}]}
-    assert row_counts(bad, "evolve") == seed_counts("evolve", input_reason="bad_seed").to_json()
+    assert row_counts(bad, "evolve") == seed_counts("evolve", input_reason="bad_seed")
     assert row_counts({**old_row, "steps": {"x": 1}}, "evolve") == {"x": 1}

@@ -9,6 +9,7 @@ resumed run therefore writes and counts exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,19 +42,24 @@ def seed_counts(
     made: int = 0,
     task_reasons: Iterable[str] = (),
     schema_reasons: Iterable[str] = (),
-) -> StepCounts:
-    """One seed's counts at the runner's own steps: read (or rejected as ``input_reason``),
-    run through the task (``made`` records, ``task_reasons`` rejections), and the schema
-    check of what it made."""
-    counts = StepCounts()
+) -> dict[str, Any]:
+    """One seed's counts at the runner's own steps, in :meth:`StepCounts.to_json`'s
+    shape: read (or rejected as ``input_reason``), run through the task (``made``
+    records, ``task_reasons`` rejections), and the schema check of what it made. Built
+    as plain dicts: it runs once per seed, on the scheduler's hot path."""
     if input_reason is not None:
-        counts.count(INPUT_STEP, seen=1, rejected=[input_reason])
-        return counts
+        return {INPUT_STEP: _entry(1, 0, [input_reason])}
     schema_reasons = list(schema_reasons)
-    counts.count(INPUT_STEP, seen=1, kept=1)
-    counts.count(task_step, seen=1, kept=made, rejected=task_reasons)
-    counts.count(SCHEMA_STEP, seen=made, kept=made - len(schema_reasons), rejected=schema_reasons)
-    return counts
+    return {
+        INPUT_STEP: _entry(1, 1, []),
+        task_step: _entry(1, made, list(task_reasons)),
+        SCHEMA_STEP: _entry(made, made - len(schema_reasons), schema_reasons),
+    }
+
+
+def _entry(seen: int, kept: int, reasons: list[str]) -> dict[str, Any]:
+    by_reason = dict(Counter(reasons).most_common()) if reasons else {}
+    return {"in": seen, "kept": kept, "rejected": len(reasons), "rejected_by_reason": by_reason}
 
 
 def row_counts(row: dict[str, Any], task_step: str) -> dict[str, Any]:
@@ -63,14 +69,14 @@ def row_counts(row: dict[str, Any], task_step: str) -> dict[str, Any]:
         return row["steps"]
     reasons = [str(r["reason"]) for r in row["rejections"]]
     if not row["records"] and len(reasons) == 1 and reasons[0] in INPUT_REASONS:
-        return seed_counts(task_step, input_reason=reasons[0]).to_json()
+        return seed_counts(task_step, input_reason=reasons[0])
     schema = [r for r in reasons if r == "schema_invalid"]
     return seed_counts(
         task_step,
         made=len(row["records"]) + len(schema),
         task_reasons=[r for r in reasons if r != "schema_invalid"],
         schema_reasons=schema,
-    ).to_json()
+    )
 
 
 @dataclass
@@ -93,24 +99,27 @@ def write_journal(
     """Write the journal's ``rows`` (in input order) with ``output`` (already open):
     each record kept unless ``selector`` drops it, then the seed's rejections."""
     steps = StepCounts([INPUT_STEP, task_step, SCHEMA_STEP])
-    selected = StepCounts()
+    seen = 0
+    dropped_because: Counter[str] = Counter()  # not a list: memory stays flat
     for row in rows:
         steps.add(row_counts(row, task_step))
         for data in row["records"]:
             dropped = selector.drop(data) if selector is not None else None
             if dropped is None:
                 output.keep(data)
-                selected.count(SELECT_STEP, seen=1, kept=1)
-                continue
-            reason, detail = dropped
-            output.reject({"id": data["id"], "reason": reason, "detail": detail, "record": data})
-            selected.count(SELECT_STEP, seen=1, rejected=[reason])
+            else:
+                reason, detail = dropped
+                output.reject(
+                    {"id": data["id"], "reason": reason, "detail": detail, "record": data}
+                )
+                dropped_because[reason] += 1
+        seen += len(row["records"])
         for rejection in row["rejections"]:
             # Details were redacted when journaled; the record is data, kept as is.
             output.reject(rejection)
     if selector is not None:
-        steps.count(SELECT_STEP)  # listed even when no record reached it
-        steps.add(selected.to_json())
+        kept = seen - dropped_because.total()
+        steps.count(SELECT_STEP, seen=seen, kept=kept, rejected=dropped_because.elements())
     return FinalWrite(
         accepted=output.kept,
         rejected=output.rejected,

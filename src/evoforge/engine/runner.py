@@ -252,7 +252,7 @@ class Run:
             "; the first one is kept", record,
         )  # fmt: skip
         counts = seed_counts(self.command, input_reason=rejection.reason)
-        self._journal.add(seq, key, [], [rejection.to_json()], final=True, steps=counts.to_json())
+        self._journal.add(seq, key, [], [rejection.to_json()], final=True, steps=counts)
         self.counts["rejected"] += 1
         self._dirty.set()
 
@@ -267,9 +267,7 @@ class Run:
         for rejection in rejections:  # a server's error message may quote a URL or key
             rejection["detail"] = redact(rejection["detail"])
         final = not any(r.reason in RETRY_ON_RESUME for r in problems)
-        self._journal.add(
-            seq, _item_id(item), records, rejections, final=final, steps=counts.to_json()
-        )
+        self._journal.add(seq, _item_id(item), records, rejections, final=final, steps=counts)
         self.counts["seeds_done"] += 1
         self.counts["accepted"] += len(records)
         self.counts["rejected"] += len(rejections)
@@ -278,7 +276,7 @@ class Run:
 
     async def _run_seed(
         self, seed: Record, seq: int
-    ) -> tuple[list[dict[str, Any]], list[Rejection], StepCounts]:
+    ) -> tuple[list[dict[str, Any]], list[Rejection], dict[str, Any]]:
         """The task on one seed, each record it made checked against its kind's schema;
         with what the task and the check counted."""
         ctx = RecordContext(self.client, self.seed, seed.id, seq)
@@ -296,7 +294,11 @@ class Run:
             task_reasons=[r.reason for r in result.rejections],
             schema_reasons=["schema_invalid"] * (len(result.records) - len(records)),
         )  # fmt: skip
-        counts.add(ctx.counts.to_json())  # what the steps inside the task counted
+        if ctx.counts:  # what the steps inside the task counted
+            merged = StepCounts()
+            merged.add(counts)
+            merged.add(ctx.counts.to_json())
+            counts = merged.to_json()
         return records, rejections, counts
 
     async def _run_task(self, record: Record, ctx: RecordContext) -> Result:
