@@ -204,7 +204,6 @@ def test_engine_imports_nothing_above_it() -> None:
     assert not wrong, "the engine imports from above it:\n" + "\n".join(wrong)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: the big modules are being split")
 def test_no_module_over_500_lines() -> None:
     testing = _package_roots()[PACKAGE] / "testing"
     long = sorted(
