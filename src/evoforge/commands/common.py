@@ -114,9 +114,7 @@ async def run_task_async(
             )
             return await run.execute(items)
     finally:
-        await client.aclose()
-        if client.cache is not None:
-            client.cache.close()
+        await close_client(client)
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
