@@ -219,8 +219,9 @@ def test_datasets_and_dicts_go_in_and_come_out(tmp_path):
 
 
 def test_cli_export_and_its_errors(records, tmp_path):
-    done = run_cli("export", str(records), "--to", "sharegpt", "--out", str(tmp_path / "s.jsonl"),
-                   "--json")
+    done = run_cli(
+        "export", str(records), "--to", "sharegpt", "--out", str(tmp_path / "s.jsonl"), "--json"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["records"] == 5 and report["card"] == str(tmp_path / "README.md")

@@ -44,8 +44,9 @@ def test_build_then_score_perfect_and_empty_predictions(task, corpus, tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    report = json.loads(run_cli("probe", "score", "--pred", str(empty), "--gold", str(gold),
-                                "--json").stdout)
+    report = json.loads(
+        run_cli("probe", "score", "--pred", str(empty), "--gold", str(gold), "--json").stdout
+    )
     assert report["average"] == 0.0 and report["missing"] == 8
 
 
