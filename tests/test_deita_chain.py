@@ -65,7 +65,7 @@ def test_the_chain_request_carries_a_schema_with_one_score_per_variant():
         return '{"scores": [2, 3, 5]}' if "[Instruction 1]" in messages[-1]["content"] else "4"
 
     model = ScriptedChatModel(reply)
-    deita = run(DeitaScorer(), model, chained("C", ["A", "B"])).records[0].meta["deita"]
+    deita = run(DeitaScorer(mode="chain"), model, chained("C", ["A", "B"])).records[0].meta["deita"]
     assert deita["chain"] == {"complexity": [2.0, 3.0, 5.0]} and deita["score"] == 20.0
     chain_call = next(c for c in model.calls if "[Instruction 1]" in c["messages"][-1]["content"])
     scores = chain_call["schema"]["properties"]["scores"]
@@ -84,7 +84,7 @@ def test_a_three_step_chain_is_scored_in_one_call_and_the_record_gets_its_positi
 
     model = ScriptedChatModel(reply)
     record = chained("Sort a list in O(n log n), stably.", ["Sort a list.", "Sort a list fast."])
-    result = run(DeitaScorer(), model, record)
+    result = run(DeitaScorer(mode="chain"), model, record)
     deita = result.records[0].meta["deita"]
     assert deita["complexity"] == 5.0 and deita["score"] == 20.0
     assert deita["chain"] == {"complexity": [2.0, 3.0, 5.0]}
@@ -109,7 +109,9 @@ def test_a_quality_chain_is_rank_scored_too():
         id="t/q1",
         meta={"response_chain": ["The Moon."]},
     )
-    deita = run(DeitaScorer(), ScriptedChatModel(reply), record).records[0].meta["deita"]
+    deita = (
+        run(DeitaScorer(mode="chain"), ScriptedChatModel(reply), record).records[0].meta["deita"]
+    )
     assert deita == {
         "complexity": 3.0,
         "quality": 6.0,
@@ -122,7 +124,7 @@ def test_a_chain_reply_missing_a_variant_is_unparseable():
     model = ScriptedChatModel(
         lambda m, _n: "[Score 1]: 2\n[Score 3]: 5" if "[Instruction" in m[-1]["content"] else "4"
     )
-    result = run(DeitaScorer(), model, chained("C", ["A", "B"]))
+    result = run(DeitaScorer(mode="chain"), model, chained("C", ["A", "B"]))
     (rejection,) = result.rejections
     assert rejection.reason == "unparseable_score" and "chain of 3" in rejection.detail
 
@@ -295,7 +297,7 @@ def test_json_replies_give_the_expectation_at_each_score_digit(fake_openai):
     model = OpenAIChatModel("judge", base_url=fake_openai.base_url)
     record = chained("Harder.", ["Easy."])
     result = asyncio.run(
-        closing(model, DeitaScorer()(record, RecordContext(LLMClient(model), 0, "x")))
+        closing(model, DeitaScorer(mode="chain")(record, RecordContext(LLMClient(model), 0, "x")))
     )
     deita = result.records[0].meta["deita"]
     assert deita["chain"]["complexity"] == pytest.approx([1.5, (5 * 0.8 + 6 * 0.1) / 0.9])

@@ -132,7 +132,7 @@ def score_all(model, task, records):
 
 @pytest.mark.slow
 def test_deita_on_the_local_model_always_gives_scores_in_one_to_six(model):
-    results = score_all(model, DeitaScorer(), RECORDS)
+    results = score_all(model, DeitaScorer(mode="chain"), RECORDS)
     for result in results:
         assert not result.rejections, result.rejections
         (record,) = result.records

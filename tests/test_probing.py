@@ -252,11 +252,17 @@ def hand_made(tmp_path):
 
 def test_scores_by_bucket_average_and_gap(hand_made):
     report = score_probe(*hand_made)
-    means = [row["mean"] for row in report["buckets"]]
+    # Pooled over every probe (the top line before issue 14), labelled as such.
+    pooled = report["pooled"]
+    means = [row["mean"] for row in pooled["buckets"]]
     assert means == pytest.approx([0.75, 1.0, 0.0, 0.0])
-    assert [row["n"] for row in report["buckets"]] == [2, 2, 2, 1]
-    assert report["average"] == pytest.approx(0.4375)
-    assert report["gap"] == pytest.approx(1.0)
+    assert [row["n"] for row in pooled["buckets"]] == [2, 2, 2, 1]
+    assert pooled["average"] == pytest.approx(0.4375)
+    assert pooled["gap"] == pytest.approx(1.0)
+    # The top line is the paper's: means of the per-task average (document 0.75, code
+    # 1/3, database 0.5) and of the per-task gap (0.5, 1, 1).
+    assert report["average"] == pytest.approx((0.75 + 1 / 3 + 0.5) / 3)
+    assert report["gap"] == pytest.approx((0.5 + 1.0 + 1.0) / 3)
     assert report["mean"] == pytest.approx(3.5 / 7)
     assert report["n"] == 7 and report["missing"] == 2 and report["unknown_ids"] == 1
 

@@ -28,6 +28,8 @@ from evoforge.errors import ConfigError, did_you_mean
 DEFAULT_LLM = "local"
 DEFAULT_REWRITE_MIX = "reasoning=0.25,multi_context=0.25,conditional=0.25,conversational=0.25"
 EVOLVE_KINDS = ("instruction", "qa", "rag")
+KCENTER_MODES = ("global", "per-cluster")
+DEITA_MODES = ("record", "chain")
 
 
 def option(default: Any = MISSING, help: str = "", **cli: Any) -> Any:  # noqa: A002
@@ -265,6 +267,27 @@ class SelectOptions:
     fields: list[str] | None = option(None, "Fields to embed (default: by kind).", flag="--fields")
     # k-center: k-means clusters (default budget // 10)
     clusters: int | None = option(None, "kcenter: k-means clusters (default budget // 10).")
+    kcenter_mode: str = option(
+        "global",
+        "kcenter: global (the paper's: seed at the K centroids, one farthest-point loop) "
+        "| per-cluster (budget split by cluster size).",
+    )
+    deita_mode: str = option(
+        "record",
+        "deita: record (score each record alone, comparable across the set) | chain "
+        "(rank-score evolution chains together: the paper's labelling step).",
+    )
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("--kcenter-mode", self.kcenter_mode, KCENTER_MODES),
+            ("--deita-mode", self.deita_mode, DEITA_MODES),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"{name} {value!r}: use one of {', '.join(allowed)}"
+                    + did_you_mean(value, allowed)
+                )
 
 
 @dataclass

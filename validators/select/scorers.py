@@ -5,10 +5,11 @@ the engine's cache, retries and journal:
 
 - :class:`DeitaScorer` -- DEITA (Liu et al., ICLR 2024, arXiv 2312.15685). A judge
   scores the complexity of the instruction and the quality of the (instruction,
-  response) pair, each on 1-6: a record with an evolution chain is rank-scored
-  together with its earlier versions in one prompt
-  (``prompts/deita_{complexity,quality}_chain.yaml``), one without is scored alone
-  (``prompts/deita_complexity.yaml``, ``prompts/deita_quality.yaml``). The judge is
+  response) pair, each on 1-6, every record alone (``prompts/deita_complexity.yaml``,
+  ``prompts/deita_quality.yaml``), so scores compare across the whole set; with
+  ``mode="chain"`` (``--deita-mode chain``, the paper's labelling step) a record
+  with an evolution chain is rank-scored together with its earlier versions in one
+  prompt (``prompts/deita_{complexity,quality}_chain.yaml``). The judge is
   asked for JSON with a schema (``{"score": N}``, ``{"scores": [N, ...]}``), so a
   guided local model always writes a score. With token logprobs the score is the
   expected value over the score tokens. The evol score is
@@ -29,8 +30,9 @@ import dataclasses
 from typing import Any
 
 from evoforge.engine.runner import RecordContext, Result
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, did_you_mean
 from evoforge.llm.base import Completion
+from evoforge.options import DEITA_MODES
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
 from evoforge.validators.select.replies import (
@@ -86,7 +88,11 @@ def _chain_of(record: Record, key: str) -> list[str]:
 class DeitaScorer:
     """DEITA's evol score (Liu et al., ICLR 2024, arXiv 2312.15685), judged directly.
 
-    Complexity c and quality q are each scored on 1-6:
+    Complexity c and quality q are each scored on 1-6. By default (``mode="record"``)
+    every record is scored alone with the single-record prompts, chain or not, so the
+    scores compare across the whole set: that is the score the paper's trained scorers
+    give at selection time. ``mode="chain"`` (``--deita-mode chain``) is the paper's
+    *labelling* step, whose rank scores compare only within one chain:
 
     - a record with an evolution chain is rank-scored with it, as in the paper: the
       earlier instructions in ``meta["instruction_chain"]`` (written by
@@ -129,7 +135,14 @@ class DeitaScorer:
         complexity_chain_template: PromptTemplate | None = None,
         quality_chain_template: PromptTemplate | None = None,
         params: dict[str, Any] | None = None,
+        mode: str = "record",
     ) -> None:
+        if mode not in DEITA_MODES:
+            raise ConfigError(
+                f"DeitaScorer: mode {mode!r}; use one of {', '.join(DEITA_MODES)}"
+                + did_you_mean(mode, DEITA_MODES)
+            )
+        self.mode = mode
         self.complexity_template = complexity_template or builtin_template("deita_complexity")
         self.quality_template = quality_template or builtin_template("deita_quality")
         self.complexity_chain_template = complexity_chain_template or builtin_template(
@@ -184,8 +197,10 @@ class DeitaScorer:
         response: str,
         chains: dict[str, list[float]],
     ) -> tuple[float, float]:
-        """(c, q) of a one-turn record: each rank-scored with its chain when it has one."""
-        earlier = _chain_of(record, "instruction_chain")
+        """(c, q) of a one-turn record: alone, or (``mode="chain"``) each rank-scored
+        with its chain when it has one."""
+        chained = self.mode == "chain"
+        earlier = _chain_of(record, "instruction_chain") if chained else []
         if earlier:
             extra = str(record.get("input") or "").strip() if record.kind == "instruction" else ""
             variants = [f"{text}\n\n{extra}" if extra else text for text in earlier]
@@ -195,7 +210,7 @@ class DeitaScorer:
             c = chains["complexity"][-1]
         else:
             c = await self._score(ctx, "complexity", 0, instruction=instruction)
-        earlier = _chain_of(record, "response_chain")
+        earlier = _chain_of(record, "response_chain") if chained else []
         if earlier:
             chains["quality"] = await self._score_chain(
                 ctx, "quality", instruction=instruction, responses=[*earlier, response]

@@ -26,12 +26,14 @@ import numpy as np
 
 from evoforge.embeddings import Embedder
 from evoforge.engine.runner import Rejection
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, did_you_mean
+from evoforge.options import KCENTER_MODES
 from evoforge.records import Record
 from evoforge.registry import registry
 from evoforge.validators.select.texts import RecordLike, _as_record, text_of
 
 __all__ = [
+    "KCENTER_MODES",
     "SELECTORS",
     "greedy_kcenter",
     "kmeans",
@@ -251,6 +253,39 @@ def _allocate(sizes: list[int], budget: int) -> list[int]:
     return quotas
 
 
+def _nearest_to_centroids(
+    vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray
+) -> list[tuple[int, np.ndarray]]:
+    """Per non-empty cluster: (the index of its point nearest the centroid, its members)."""
+    out = []
+    for j, centroid in enumerate(centroids):
+        group = np.flatnonzero(labels == j)
+        if len(group):
+            nearest = int(group[((vectors[group] - centroid) ** 2).sum(axis=1).argmin()])
+            out.append((nearest, group))
+    return out
+
+
+def _global_kcenter(vectors: np.ndarray, seeds: list[int], m: int) -> list[int]:
+    """Farthest-point greedy over the whole set, started from every index in ``seeds``
+    (when ``m`` is smaller than the seeds, the greedy picks ``m`` of the seeds)."""
+    n = len(vectors)
+    if len(seeds) >= m:
+        sub = vectors[seeds]
+        return [seeds[p] for p in greedy_kcenter(sub, m)]
+    picked = list(seeds)
+    gap = np.full(n, np.inf)
+    for s in picked:
+        gap = np.minimum(gap, np.sqrt(((vectors - vectors[s]) ** 2).sum(axis=1)))
+    gap[picked] = -1.0
+    while len(picked) < min(m, n):
+        nxt = int(np.argmax(gap))
+        picked.append(nxt)
+        gap = np.minimum(gap, np.sqrt(((vectors - vectors[nxt]) ** 2).sum(axis=1)))
+        gap[picked] = -1.0
+    return picked
+
+
 def select_kcenter(
     records: Sequence[RecordLike],
     budget: int,
@@ -259,17 +294,28 @@ def select_kcenter(
     seed: int = 0,
     *,
     fields: Sequence[str] | None = None,
+    mode: str = "global",
 ) -> tuple[list[Record], list[Rejection]]:
     """LTD, "Maybe Only 0.5% Data is Needed" (Chen et al., 2023): embed each record
-    (instruction + response by default), L2-normalise, k-means, then greedy k-center
-    inside each cluster, starting from the point nearest its centroid.
+    (instruction + response by default), L2-normalise, k-means, then greedy k-center.
 
-    The budget is split across clusters in proportion to their sizes (largest
-    remainder). ``k`` defaults to ``max(1, budget // 10)``: the paper's encoder and K
-    are not verified here, so both are parameters. Deterministic for a given
-    ``seed`` (a NumPy generator made from it). Dropped: ``not_selected``.
+    ``mode="global"`` (the paper's): the centres start as the K points nearest the
+    cluster centroids, then one farthest-point loop over the whole set adds the point
+    farthest from every centre until the budget is met -- no density weighting.
+    ``mode="per-cluster"`` (evoforge before issue 14): the budget is split across
+    clusters in proportion to their sizes (largest remainder) and greedy k-center runs
+    inside each cluster from the point nearest its centroid.
+
+    ``k`` defaults to ``max(1, budget // 10)``: the paper's encoder and K are not
+    verified here, so both are parameters. Deterministic for a given ``seed`` (a NumPy
+    generator made from it). Dropped: ``not_selected``.
     """
     budget = _check_budget(budget)
+    if mode not in KCENTER_MODES:
+        raise ConfigError(
+            f"select_kcenter: mode {mode!r}; use one of {', '.join(KCENTER_MODES)}"
+            + did_you_mean(mode, KCENTER_MODES)
+        )
     items = [_as_record(r) for r in records]
     chosen: set[int] = set()
     if items and budget:
@@ -278,16 +324,19 @@ def select_kcenter(
         if clusters < 1:
             raise ConfigError(f"select_kcenter: k must be >= 1 (got {k})")
         labels, centroids = kmeans(vectors, clusters, np.random.default_rng(seed))
-        groups = [np.flatnonzero(labels == j) for j in range(len(centroids))]
-        quotas = _allocate([len(g) for g in groups], budget)
-        for group, centroid, quota in zip(groups, centroids, quotas, strict=True):
-            if quota == 0:
-                continue
-            members = vectors[group]
-            start = int(((members - centroid) ** 2).sum(axis=1).argmin())
-            chosen.update(int(group[p]) for p in greedy_kcenter(members, quota, first=start))
+        seeds = _nearest_to_centroids(vectors, labels, centroids)
+        if mode == "global":
+            chosen.update(_global_kcenter(vectors, [s for s, _ in seeds], budget))
+        else:
+            quotas = _allocate([len(g) for _, g in seeds], budget)
+            for (start, group), quota in zip(seeds, quotas, strict=True):
+                if quota == 0:
+                    continue
+                first = int(np.flatnonzero(group == start)[0])
+                picks = greedy_kcenter(vectors[group], quota, first=first)
+                chosen.update(int(group[p]) for p in picks)
     dropped = {
-        i: _drop(r, "not_selected", f"k-center kept {len(chosen)} of {len(items)}")
+        i: _drop(r, "not_selected", f"k-center ({mode}) kept {len(chosen)} of {len(items)}")
         for i, r in enumerate(items)
         if i not in chosen
     }

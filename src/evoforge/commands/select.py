@@ -47,13 +47,19 @@ async def select_async(
     if selection.method in SCORERS:
         stem = out.name[: -len(out.suffix)] if out.suffix else out.name
         scored_path = out.with_name(f"{stem}.scored.jsonl")
-        scorer = getattr(selection_module, SCORERS[selection.method])()
+        scorer_class = getattr(selection_module, SCORERS[selection.method])
+        if selection.method == "deita":
+            scorer = scorer_class(mode=selection.deita_mode)
+        else:
+            scorer = scorer_class()
         first = next((r for r in _read_evoforge_records(source) if isinstance(r, Record)), None)
         scoring = await run_task_async(
             command=f"select-{selection.method}", task=scorer,
             kind=first.kind if first is not None else "instruction",
             items=_read_evoforge_records(source), out=scored_path, options=options,
-            config={"method": selection.method, "seed": options.seed}, model=model,
+            config={"method": selection.method, "seed": options.seed,
+                    **({"deita_mode": selection.deita_mode} if selection.method == "deita"
+                       else {})}, model=model,
         )  # fmt: skip
         records = [Record.from_json(r) for r in load_jsonl(scored_path)]
         scoring_report = {"scored": scoring.accepted, "rejected": scoring.rejected_by_reason}
@@ -70,7 +76,8 @@ async def select_async(
     elif selection.method == "alpagasus":
         kwargs = {"min_score": selection.min_score}
     elif selection.method == "kcenter":
-        kwargs = {"k": selection.clusters, "seed": options.seed, "fields": selection.fields}
+        kwargs = {"k": selection.clusters, "seed": options.seed, "fields": selection.fields,
+                  "mode": selection.kcenter_mode}  # fmt: skip
     else:
         kwargs = {"seed": options.seed}
     if selection.method in ("deita", "kcenter") and not (

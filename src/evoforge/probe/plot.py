@@ -29,7 +29,9 @@ def plot_probe(report: dict[str, Any], out: str | Path) -> Path:
     axes.set_xlabel("relative position of the needle in the context")
     axes.set_ylabel("score")
     average, gap = report["average"], report["gap"]
-    axes.set_title(f"VaL probing: average {average:.3f}, best–worst gap {gap:.3f}")
+    axes.set_title(
+        f"VaL probing: average {average:.3f}, best–worst gap {gap:.3f} (means over tasks)"
+    )
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left")
     figure.tight_layout()
