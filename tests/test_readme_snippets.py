@@ -1,64 +1,52 @@
-"""The README's Python API snippets run as written, against a local OpenAI-compatible server.
-
-Each ```python block of the "## Python API" section runs in order in one working
-folder (later snippets read what earlier ones wrote, as a reader following the
-README would), with ``OPENAI_BASE_URL`` pointing at the fake server. The prompt
-template the custom-operator snippet loads is the one "## Prompt templates" shows.
+"""The README's code runs as written: its Python block against a local
+OpenAI-compatible server, and each ``evoforge ...`` line names a real command and
+only its real flags. The docs site's blocks are checked in tests/test_docs_snippets.py.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
+from docs_snippets import ROOT, blocks, check_command, shell_commands
 
 from helpers import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BLOCKS = blocks(README)
 
 
-def section(text: str, title: str) -> str:
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+def test_the_readme_stays_a_three_minute_read():
+    assert README.stat().st_size < 12_000, "move detail into docs/, keep the README short"
+    text = README.read_text("utf-8")
+    for needed in ("make demo", "make test", "docs/index.md"):
+        assert needed in text
 
 
-def fenced(text: str, language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)
+def test_readme_links_point_at_pages_that_exist():
+    import re
+
+    text = README.read_text("utf-8")
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), f"README links to a missing {target}"
 
 
-README = (ROOT / "README.md").read_text("utf-8")
-SNIPPETS = fenced(section(README, "Python API"), "python")
-
-
-def test_the_python_api_section_shows_every_entry_point():
-    code = "\n".join(SNIPPETS)
-    for call in ("answer(", "evolve(", "rag(", "in2(", "dedup(", "select(", "export(",
-                 ".to_dataset(", "datasets.Dataset"):  # fmt: skip
-        assert call in code, f"the Python API section shows no {call}"
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if b.language == "bash"], ids=lambda b: b.where
+)
+def test_readme_command_lines_use_real_commands_and_flags(block):
+    problems = [p for argv in shell_commands(block.code) for p in check_command(argv)]
+    assert not problems, f"{block.where}: {problems}"
 
 
 def test_readme_python_snippets_run(fake_openai, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    template = fenced(section(README, "Prompt templates"), "yaml")[0]
-    (tmp_path / "my_prompts").mkdir()
-    (tmp_path / "my_prompts" / "shout.yaml").write_text(template, "utf-8")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    for number, code in enumerate(SNIPPETS, start=1):
-        first_line = code.strip().splitlines()[0]
-        try:
-            exec(
-                compile(code, f"README.md python snippet {number}", "exec"), {"__name__": "readme"}
-            )
-        except Exception as exc:  # name the snippet, not only the line inside it
-            pytest.fail(f"README Python API snippet {number} ({first_line}) failed: {exc!r}")
-    assert fake_openai.requests  # the snippets went through the server
+    snippets = [b for b in BLOCKS if b.language == "python"]
+    assert snippets
+    for block in snippets:
+        exec(compile(block.code, block.where, "exec"), {"__name__": "readme"})
+    assert fake_openai.requests  # the snippet went through the server
     answers = read_jsonl(tmp_path / "out" / "answers.jsonl")
     assert answers and all(r["output"] for r in answers)
-    exported = read_jsonl(tmp_path / "train" / "best.jsonl")
-    assert exported and all(r["messages"][-1]["role"] == "assistant" for r in exported)
-    assert (tmp_path / "train" / "README.md").read_text("utf-8").startswith("---\n")
-    assert read_jsonl(tmp_path / "out" / "shout.jsonl")
