@@ -65,6 +65,10 @@ def parameter(item: Field[Any], hint: Any, *, name: str | None = None, **overrid
     settings: dict[str, Any] = {"help": meta.get("help") or None}
     if meta.get("panel"):
         settings["rich_help_panel"] = meta["panel"]
+    if "dict[" in str(item.type):  # repeated key=value flags
+        settings["metavar"] = "KEY=VALUE" if item.name == "llm_args" else "OP=N"
+    elif "list[" in str(item.type):  # a repeated flag, one value each: --fields FIELD
+        settings["metavar"] = item.name.removesuffix("s").upper()
     if "min" in meta:
         settings["min"] = meta["min"]
     settings.update(override)
@@ -175,7 +179,9 @@ def with_engine_options(
     for item in option_fields(EngineOptions):
         if item.name in ENGINE_API_ONLY or item.name in fixed:
             continue
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = {"rich_help_panel": item.metadata.get("panel") or RUN}
+        if item.name == "quiet":
+            settings["rich_help_panel"] = GENERAL
         if item.name in defaults:
             settings["default"] = defaults[item.name]
         name = None
@@ -215,20 +221,30 @@ def errors_as_messages(fn: Any) -> Any:
     return wrapper
 
 
+# The help sections (evoforge.cli.helptext) of the flags every command shares.
+RUN, GENERAL = "Run", "General"
 Json = Annotated[
-    bool, typer.Option("--json", help="Print a machine-readable summary (JSON) on stdout.")
+    bool,
+    typer.Option("--json", help="Print the summary as JSON on stdout.", rich_help_panel=GENERAL),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=GENERAL),
+]
 DryRun = Annotated[
     bool,
     typer.Option(
         "--dry-run",
         help="Run on a counting model instead: print the calls and tokens per operator; "
         "no model is called and nothing is written.",
+        rich_help_panel=RUN,
     ),
 ]
 NoReport = Annotated[
-    bool, typer.Option("--no-report", help="Do not refresh report.html and summary.md.")
+    bool,
+    typer.Option(
+        "--no-report", help="Do not refresh report.html and summary.md.", rich_help_panel=GENERAL
+    ),
 ]
 
 

@@ -14,7 +14,11 @@ from evoforge.options import AnswerOptions, EvolveOptions, In2Options, RagOption
 
 FieldMap = Annotated[
     list[str] | None,
-    typer.Option("--field", help="Map a record field to a column: instruction=prompt"),
+    typer.Option(
+        "--field",
+        help="Map a record field to a column, e.g. instruction=prompt; repeat for more.",
+        metavar="FIELD=COLUMN",
+    ),
 ]
 OUT_HELP = "Output .jsonl; rejects and manifest go beside it."
 
@@ -98,7 +102,9 @@ def rag(
     docs: Annotated[
         list[Path],
         typer.Option(
-            "--docs", help="Files or folders (.txt .md .html .jsonl .pdf); repeat for more."
+            "--docs",
+            help="Files or folders (.txt .md .html .jsonl .pdf); repeat for more.",
+            metavar="PATH",
         ),
     ],
     out: Annotated[
@@ -132,7 +138,9 @@ def in2(
     corpus: Annotated[
         list[Path],
         typer.Option(
-            "--corpus", help="Text files, .jsonl, folders or a datasets folder; repeat for more."
+            "--corpus",
+            help="Text files, .jsonl, folders or a datasets folder; repeat for more.",
+            metavar="PATH",
         ),
     ],
     out: Annotated[

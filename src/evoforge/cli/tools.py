@@ -99,9 +99,10 @@ def report_command(
     ],
     as_json: bool = False,
 ) -> None:
-    """Write report.html (funnel, rejection reasons, plots, every seed's fate) and summary.md.
+    """Write report.html (funnel, rejection reasons, plots, every seed's fate) and summary.md;
+    open report.html in a browser.
 
-    Example: evoforge report out/   (then open out/report.html)
+    Example: evoforge report out/
     """
     from evoforge.commands.report import report
 
