@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evoforge.engine.final_write import RecordSelector
 from evoforge.engine.runner import RecordContext, Result
 from evoforge.errors import ConfigError
 from evoforge.evolvers.base import parse_weights
@@ -346,7 +347,7 @@ class In2Task:
         return Result.accept(record)
 
 
-class In2Selector:
+class In2Selector(RecordSelector):
     """Per-type quotas at the end of a run: exactly the planned count of each type."""
 
     def __init__(self, counts: dict[str, int]) -> None:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evoforge.engine.final_write import RecordSelector
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.evolvers.base import OpNames, exact_mix, parse_weights
 from evoforge.evolvers.ragas_rewrites import QuestionRewrite
@@ -258,7 +259,7 @@ def _normalise(text: str) -> str:
     return " ".join(w.lower() for w in words(text))
 
 
-class RagSelector:
+class RagSelector(RecordSelector):
     """What is written at the end: per-type quotas, no duplicate questions, coverage.
 
     In input order, a sample is dropped as ``duplicate`` when its question has

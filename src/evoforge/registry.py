@@ -104,15 +104,14 @@ BUILTINS: dict[str, dict[str, str]] = {
         "panel": f"{_CRITICS}:CriticPanel",
     },
     "scorer": {"deita": f"{_SELECT}:DeitaScorer", "alpagasus": f"{_SELECT}:AlpagasusRater"},
+    # Set steps wrapping the selector functions (validators/select/steps.py).
     "selector": {
-        "deita": f"{_SELECT}:select_deita",
-        "alpagasus": f"{_SELECT}:select_alpagasus",
-        "kcenter": f"{_SELECT}:select_kcenter",
-        "random": f"{_SELECT}:select_random",
+        name: f"{_SELECT}.steps:{name.upper()}"
+        for name in ("deita", "alpagasus", "kcenter", "random")
     },
-    # The three signatures of one set step, NearDuplicateGraph(methods=...).
+    # Set steps (validators/dedup/steps.py); built-ins named together share one graph.
     "dedup": {
-        method: "evoforge.validators.dedup:NearDuplicateGraph"
+        method: f"evoforge.validators.dedup.steps:{method.upper()}"
         for method in ("exact", "minhash", "semantic")
     },
 }

@@ -50,7 +50,8 @@ class Rejection:
     """A dropped record and why: the only rejection shape.
 
     ``to_json`` writes ``{"id", "reason", "detail", "record"}`` as evoforge always has,
-    plus ``step``, ``field`` and ``lost_to`` only when they are set."""
+    plus ``step``, ``field`` and ``lost_to`` only when they are set, then the keys of
+    ``extra`` (a method's own, e.g. dedup's ``similarity`` and ``method``)."""
 
     id: str
     reason: str
@@ -60,23 +61,26 @@ class Rejection:
     step: str | None = dataclasses.field(default=None, kw_only=True)
     field: str | None = dataclasses.field(default=None, kw_only=True)
     lost_to: str | None = dataclasses.field(default=None, kw_only=True)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
 
     @classmethod
     def of(cls, record: Record, reason: str, detail: str, **where: Any) -> Rejection:
         """The rejection of ``record`` (its id and JSON); ``where``: step, field, lost_to."""
         return cls(record.id, reason, detail, record.to_json(), **where)
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": self.id,
-            "reason": self.reason,
-            "detail": self.detail,
-            "record": self.record,
-        }
-        for key in ("step", "field", "lost_to"):
+    def to_json(self, *, record: bool = True, step: bool = True) -> dict[str, Any]:
+        """The rejects-file line. ``record=False`` leaves the ``record`` key out, for a
+        set step that never held the records (streaming dedup keeps only their ids);
+        ``step=False`` leaves ``step`` out where the line names it otherwise (dedup's
+        ``method``). The defaults give the line every other step writes."""
+        data: dict[str, Any] = {"id": self.id, "reason": self.reason, "detail": self.detail}
+        if record:
+            data["record"] = self.record
+        for key in ("step", "field", "lost_to") if step else ("field", "lost_to"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
+        data.update(self.extra)
         return data
 
 
@@ -122,9 +126,10 @@ class RecordStep(Protocol):
 
 @dataclass
 class SetResult:
-    """What a set step kept (in input order) and what it rejected, with reasons."""
+    """What a set step kept (in input order, as it was given them: dicts, or
+    ``Record``s for the selectors) and what it rejected, with reasons."""
 
-    kept: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[Any] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
 

@@ -14,7 +14,9 @@ The package, one idea a module:
 - :mod:`.signatures`: shingles, MinHash signatures, LSH band keys and parameters;
 - :mod:`.shards`: band keys of a stream of batches, in worker processes (``shards=N``);
 - :mod:`.graph`: :class:`NearDuplicateGraph`, its components and the rejections;
-- :mod:`.stream`: :func:`dedup_jsonl` over a JSON-lines file larger than memory.
+- :mod:`.stream`: :func:`dedup_jsonl` over a JSON-lines file larger than memory;
+- :mod:`.steps`: the methods as set steps (:class:`DedupStep`, :data:`EXACT`,
+  :data:`MINHASH`, :data:`SEMANTIC`: the ``dedup`` registry's entries).
 """
 
 from evoforge.validators.dedup.graph import (
@@ -34,14 +36,30 @@ from evoforge.validators.dedup.signatures import (
     record_text,
     shingles,
 )
+from evoforge.validators.dedup.steps import (
+    EXACT,
+    MINHASH,
+    SEMANTIC,
+    DedupStep,
+    ExactDedup,
+    MinHashDedup,
+    SemanticDedup,
+)
 from evoforge.validators.dedup.stream import JsonlRecords, dedup_jsonl
 
 __all__ = [
+    "EXACT",
+    "MINHASH",
     "RECALL_WEIGHT",
+    "SEMANTIC",
+    "DedupStep",
+    "ExactDedup",
     "JsonlRecords",
+    "MinHashDedup",
     "MinHasher",
     "NearDuplicateGraph",
     "RecordIds",
+    "SemanticDedup",
     "ShingleHasher",
     "band_keys",
     "candidate_probability",

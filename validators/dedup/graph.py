@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from evoforge.io.writers import atomic_output
+from evoforge.steps import Rejection
 from evoforge.validators.dedup.shards import _KeyPipeline
 from evoforge.validators.dedup.signatures import (
     RECALL_WEIGHT,
@@ -378,8 +379,16 @@ class NearDuplicateGraph:
     def dropped_by_index(
         self, score: Callable[[dict[str, Any]], float] | None = None
     ) -> dict[int, dict[str, Any]]:
-        """The rejections of :meth:`resolve`, keyed by record index."""
-        dropped_at: dict[int, dict[str, Any]] = {}
+        """The rejections of :meth:`resolve`, keyed by record index, as lines."""
+        found = self.rejections_by_index(score)
+        return {i: rejection.to_json(record=False, step=False) for i, rejection in found.items()}
+
+    def rejections_by_index(
+        self, score: Callable[[dict[str, Any]], float] | None = None
+    ) -> dict[int, Rejection]:
+        """Each dropped record's :class:`~evoforge.steps.Rejection` (``step``
+        ``"dedup.METHOD"``, ``lost_to``, ``extra``: similarity and method), by index."""
+        dropped_at: dict[int, Rejection] = {}
         adjacency = self._adjacency()
         for group in self._groups():
             winner = self._winner(group, score)
@@ -407,14 +416,9 @@ class NearDuplicateGraph:
                         node = parent
                     via = ", ".join(self.ids[i] for i in path)
                     detail = f"{method} similarity {similarity:.3f} to {winner_id} via {via}"
-                dropped_at[member] = {
-                    "id": self.ids.raw(member),
-                    "reason": "duplicate",
-                    "detail": detail,
-                    "lost_to": self.ids.raw(winner),
-                    "similarity": similarity,
-                    "method": method,
-                }
+                extra = {"similarity": similarity, "method": method}
+                dropped_at[member] = Rejection(self.ids.raw(member), "duplicate", detail,
+                    step=f"dedup.{method}", lost_to=self.ids.raw(winner), extra=extra)  # fmt: skip
         return dropped_at
 
     def write_clusters(

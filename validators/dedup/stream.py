@@ -96,7 +96,7 @@ def dedup_jsonl(
     groups."""
     records = JsonlRecords(source)
     graph = NearDuplicateGraph(**kwargs).build_stream(records, records.fetch, score=score)
-    dropped = graph.dropped_by_index()
+    dropped = graph.rejections_by_index()
     with atomic_output(out, binary=True) as handle:
         for index, line in records.lines():
             if index not in dropped:
@@ -105,8 +105,10 @@ def dedup_jsonl(
     with atomic_output(rejects) as handle:
         for index in sorted(dropped):
             rejection = dropped[index]
-            by_method[rejection["method"]] = by_method.get(rejection["method"], 0) + 1
-            handle.write(json.dumps(rejection, ensure_ascii=False) + "\n")
+            method = rejection.extra["method"]
+            by_method[method] = by_method.get(method, 0) + 1
+            line = rejection.to_json(record=False, step=False)  # only ids were held
+            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     if clusters is not None:
         graph.write_clusters(clusters)
     return {

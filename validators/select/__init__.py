@@ -9,7 +9,10 @@
 - :mod:`.selectors`: :func:`select_deita`, :func:`select_alpagasus`,
   :func:`select_kcenter`, :func:`select_random` and the dispatcher :func:`select`,
   each returning the selected records and a rejection with a reason code for every
-  other one.
+  other one;
+- :mod:`.steps`: the selectors as set steps (:class:`SelectorStep`, :func:`selector_step`;
+  :data:`DEITA`, :data:`ALPAGASUS`, :data:`KCENTER`, :data:`RANDOM` are the ``selector``
+  registry's entries).
 """
 
 from evoforge.validators.select.replies import (
@@ -40,20 +43,33 @@ from evoforge.validators.select.selectors import (
     select_kcenter,
     select_random,
 )
+from evoforge.validators.select.steps import (
+    ALPAGASUS,
+    DEITA,
+    KCENTER,
+    RANDOM,
+    SelectorStep,
+    selector_step,
+)
 from evoforge.validators.select.texts import RecordLike, text_of, turn_pairs
 
 __all__ = [
+    "ALPAGASUS",
     "ALPAGASUS_PARAMS",
     "ALPAGASUS_SCHEMA",
+    "DEITA",
     "DEITA_PARAMS",
     "DEITA_SCHEMA",
     "DEITA_SCORE",
+    "KCENTER",
     "MAX_CHAIN",
+    "RANDOM",
     "SCORE_TOKENS",
     "SELECTORS",
     "AlpagasusRater",
     "DeitaScorer",
     "RecordLike",
+    "SelectorStep",
     "deita_chain_schema",
     "expected_score",
     "greedy_kcenter",
@@ -66,6 +82,7 @@ __all__ = [
     "select_deita",
     "select_kcenter",
     "select_random",
+    "selector_step",
     "text_of",
     "turn_pairs",
 ]

@@ -126,10 +126,11 @@ def select_deita(
             best = int(np.argmax(sims))
             if sims[best] > tau:
                 closest = items[chosen[best]].id
-                dropped[i] = _drop(
+                dropped[i] = Rejection.of(
                     record,
                     "too_similar",
                     f"too similar to {closest} (cosine {sims[best]:.4f} > tau {tau})",
+                    lost_to=closest,
                 )
                 continue
         if vectors is not None:

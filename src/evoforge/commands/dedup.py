@@ -13,6 +13,8 @@ from typing import Any
 from evoforge.commands.common import Source
 from evoforge.errors import ConfigError, InputError
 from evoforge.options import DedupOptions
+from evoforge.registry import lookup
+from evoforge.steps import SetResult
 
 DEDUP_FIELDS = {
     "instruction": ("instruction", "output"),
@@ -142,12 +144,13 @@ def dedup(
     digests and band keys stay in memory, and candidate pairs are re-read by offset.
     """
     from evoforge.io.readers import iter_rows
-    from evoforge.validators.dedup import NearDuplicateGraph
 
-    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    steps = dedup_steps(method)
+    graph_step, plugins = steps[0], steps[1:]
+    methods = graph_step.methods if graph_step is not None else ()
     if shards < 1:
         raise ConfigError(f"dedup: shards must be at least 1, got {shards}")
-    stream = _streamable(source, out)
+    stream = _streamable(source, out) and not plugins
     records: list[dict[str, Any]] = []
     if stream:
         sample = _first_jsonl_record(Path(source))  # type: ignore[arg-type]
@@ -177,18 +180,69 @@ def dedup(
     try:
         if stream:
             return _dedup_streamed(Path(source), Path(out), score, settings, info)  # type: ignore[arg-type]
-        graph = NearDuplicateGraph(**settings).build(records)  # type: ignore[arg-type]
+        result, graph = SetResult(list(records), []), None
+        if graph_step is not None:
+            step = graph_step.configure(score=score, **settings)
+            graph = step.build(records)
+            result = step.resolve(graph)
     except ValueError as exc:
         raise ConfigError(f"dedup: {exc}") from None
-    kept, dropped = graph.resolve(score)
-    if clusters is not None:
+    rejected = [_line(r, "?") for r in result.rejected]
+    shared = {k: v for k, v in settings.items() if k != "methods"}
+    for name, plugin in plugins:  # a plugin's method, over what the built-ins kept
+        found = _configured(plugin, score=score, **shared).run(result.kept)
+        result = SetResult(list(found.kept), [])
+        rejected += [_line(r, name) for r in found.rejected]
+    kept, dropped = result.kept, rejected
+    if clusters is not None and graph is not None:
         graph.write_clusters(clusters, score)
-    info["groups"] = len(graph.components())
+    info["groups"] = len(graph.components()) if graph is not None else 0
     if out is not None:
         summary = write_dedup(Path(out), kept, dropped, **info)
     else:
         summary = _dedup_counts(kept, dropped, **info)
     return DedupResult(kept, dropped, summary, Path(out) if out is not None else None)
+
+
+def dedup_steps(method: str) -> list[Any]:
+    """The set steps of ``--method`` (a comma list of ``dedup`` registry names), in
+    order: first one :class:`~evoforge.validators.dedup.DedupStep` over every built-in
+    method named (``None`` if there is none: they share one graph), then
+    ``(name, step)`` for each plugin's method. An unknown name is a ``ConfigError``
+    with a did-you-mean hint."""
+    from evoforge.validators.dedup import DedupStep
+
+    names = [m.strip() for m in method.split(",") if m.strip()]
+    found = [(name, lookup("dedup", name, flag="--method")) for name in names]
+    built_in = [step for _, step in found if isinstance(step, DedupStep)]
+    graph = DedupStep.combine(built_in) if built_in or not names else None
+    return [graph, *((n, s) for n, s in found if not isinstance(s, DedupStep))]
+
+
+def _configured(step: Any, **settings: Any) -> Any:
+    """``step.configure(...)`` with the settings its signature names, when it has one."""
+    import inspect
+
+    configure = getattr(step, "configure", None)
+    if configure is None:
+        return step
+    parameters = inspect.signature(configure).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        settings = {k: v for k, v in settings.items() if k in parameters}
+    return configure(**settings)
+
+
+def _line(rejection: Any, method: str) -> dict[str, Any]:
+    """A dedup rejects line: ``{"id", "reason", "detail", "lost_to", ...}``, no record
+    (the streamed path never holds one) and ``method`` where ``step`` would be."""
+    line = (
+        dict(rejection)
+        if isinstance(rejection, dict)
+        else rejection.to_json(record=False, step=False)
+    )
+    line.pop("record", None)
+    line.setdefault("method", method)
+    return line
 
 
 def _dedup_streamed(

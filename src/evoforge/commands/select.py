@@ -86,15 +86,14 @@ async def select_async(
         from evoforge.embeddings import load_embedder
 
         kwargs["embedder"] = load_embedder(selection.embedder)
-    selected, dropped = selection_module.select(
-        records, selection.method, selection.budget, **kwargs
-    )
-    output = write_outputs(paths["out"], selected, dropped)
+    step = selection_module.selector_step(selection.method, selection.budget, **kwargs)
+    chosen = step.run(records)  # a set step: selected records, a Rejection for each other
+    output = write_outputs(paths["out"], chosen.kept, chosen.rejected)
     report = {
         "method": selection.method,
         "budget": selection.budget,
         "input": len(records),
-        "selected": len(selected),
+        "selected": len(chosen.kept),
         "dropped_by_reason": output.counts()["rejected_by_reason"],
         "settings": asdict(selection),
         "scoring": scoring_report,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from evoforge.io.outputs import OutputWriter, StepCounts
+from evoforge.steps import Rejection, SetResult
 
 # The steps every run counts, before and after its task (named after the command).
 INPUT_STEP = "input"  # seeds read: bad rows and repeated ids are rejected here
@@ -33,6 +34,38 @@ class Selector(Protocol):
     """
 
     def drop(self, record: dict[str, Any]) -> tuple[str, str] | None: ...
+
+
+class RecordSelector:
+    """Base of the exact-N planners' selectors (rag's ``RagSelector``, in2's
+    ``In2Selector``): a set step that decides record by record, in input order.
+
+    The final write streams the journal through :meth:`drop` (memory stays flat);
+    :meth:`run` is the same decisions over a whole set, as a
+    :class:`~evoforge.steps.SetStep`: ``SetResult(kept, rejected)``, each drop a
+    :class:`~evoforge.steps.Rejection` with its record. Decisions depend on what was
+    kept before, so use a fresh selector for each pass over a set."""
+
+    def drop(self, record: dict[str, Any]) -> tuple[str, str] | None:
+        raise NotImplementedError
+
+    def rejection(self, record: dict[str, Any]) -> Rejection | None:
+        """:meth:`drop`'s decision as a Rejection; ``None`` keeps the record."""
+        return _rejection(record, self.drop(record))
+
+    def run(self, records: Iterable[dict[str, Any]]) -> SetResult:
+        result = SetResult()
+        for record in records:
+            rejection = self.rejection(record)
+            if rejection is None:
+                result.kept.append(record)
+            else:
+                result.rejected.append(rejection)
+        return result
+
+
+def _rejection(record: dict[str, Any], dropped: tuple[str, str] | None) -> Rejection | None:
+    return None if dropped is None else Rejection(record["id"], *dropped, record)
 
 
 def seed_counts(
@@ -104,15 +137,12 @@ def write_journal(
     for row in rows:
         steps.add(row_counts(row, task_step))
         for data in row["records"]:
-            dropped = selector.drop(data) if selector is not None else None
-            if dropped is None:
+            rejection = _rejection(data, selector.drop(data)) if selector is not None else None
+            if rejection is None:
                 output.keep(data)
             else:
-                reason, detail = dropped
-                output.reject(
-                    {"id": data["id"], "reason": reason, "detail": detail, "record": data}
-                )
-                dropped_because[reason] += 1
+                output.reject(rejection)
+                dropped_because[rejection.reason] += 1
         seen += len(row["records"])
         for rejection in row["rejections"]:
             # Details were redacted when journaled; the record is data, kept as is.
