@@ -327,7 +327,8 @@ def test_the_page_renders_in_a_headless_browser(run_folder, tmp_path):
     html = (run_folder / "report.html").read_text()
     expected = len(re.findall(r'<figure class="plot" id="', html))
     assert attrs == {"data-plots": str(expected), "data-missing": "", "data-errors": "",
-                     "data-ok": "true"}  # fmt: skip
+                     "data-ok": "true", "data-samples": attrs.get("data-samples")}  # fmt: skip
+    assert int(attrs["data-samples"]) > 0  # the sample browser loaded its rows
     assert expected >= 10
     shot = tmp_path / "report.png"
     taken = _chromium(f"--screenshot={shot}", "--window-size=1280,4000", page,

@@ -97,16 +97,32 @@ def report_command(
     run_output: Annotated[
         Path, typer.Argument(help="A run's output file, or a folder of outputs.")
     ],
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact",
+            help="Leave source document texts out of the page (RAG contexts and "
+            "documents, IN2 contexts and needles), for reports that leave the machine.",
+        ),
+    ] = False,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--docs",
+            help="The RAG documents folder, to highlight contexts in their source "
+            "(default: the rag run's own documents argument, when it still exists).",
+        ),
+    ] = None,
     as_json: bool = False,
 ) -> None:
-    """Write report.html (funnel, rejection reasons, plots, every seed's fate) and summary.md;
-    open report.html in a browser.
+    """Write report.html (funnel, rejection reasons, plots, every seed's fate, a browser
+    of every record) and summary.md; open report.html in a browser.
 
     Example: evoforge report out/
     """
     from evoforge.commands.report import report
 
-    paths = report(run_output)
+    paths = report(run_output, redact=redact, docs=docs)
     if as_json:
         print_json({name: str(path) for name, path in paths.items()})
     else:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def report(run_output: str | Path) -> dict[str, Path]:
-    """Write the report of a run's output file or folder; the paths written."""
+def report(
+    run_output: str | Path, *, redact: bool = False, docs: list[str | Path] | None = None
+) -> dict[str, Path]:
+    """Write the report of a run's output file or folder; the paths written. ``redact``
+    leaves source document texts out of the page; ``docs``: the RAG documents folder."""
     from evoforge.report import write_report
 
-    return write_report(run_output)
+    return write_report(run_output, redact=redact, docs=docs)

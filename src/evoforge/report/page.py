@@ -14,13 +14,32 @@ from pathlib import Path
 
 from evoforge.errors import InputError
 from evoforge.io.writers import atomic_text
+from evoforge.report.browser import (
+    DATA_DIR,
+    INLINE_LIMIT,
+    SEARCH_CHARS,
+    browser_data,
+    write_browser_data,
+)
 from evoforge.report.data import cluster_sizes, discover_stages
 from evoforge.report.sections import build_sections
 from evoforge.report.trace import Lineage
 
 
-def write_report(path: str | Path) -> dict[str, Path]:
+def write_report(
+    path: str | Path,
+    *,
+    redact: bool = False,
+    docs: list[str | Path] | None = None,
+    inline_limit: int = INLINE_LIMIT,
+) -> dict[str, Path]:
     """Write ``report.html`` and ``summary.md`` for a run's output file or a folder of outputs.
+
+    The page's sample browser holds every record; past ``inline_limit`` bytes of JSON
+    its data goes into sidecar ``report-data/*.js`` files beside the page. ``redact``
+    leaves the source documents' texts out (RAG contexts and source documents, IN2
+    contexts and needles); ``docs`` names the RAG documents folder when the rag run's
+    command line does not (the source texts are read from it at report time).
 
     A folder reports every output in it (the commands refresh their folder's report
     this way when they finish); a file, that output and the steps in its folder that
@@ -42,17 +61,32 @@ def write_report(path: str | Path) -> dict[str, Path]:
     lineage = Lineage(stages)
     html_path = folder / "report.html"
     summary_path = folder / "summary.md"
-    atomic_text(html_path, render_html(path, lineage, cluster_sizes(folder, stages)))
+    samples = browser_data(lineage, folder, redact=redact, docs=[Path(d) for d in docs or []])
+    script = write_browser_data(samples, folder, limit=inline_limit)
+    note = (
+        f"The records are in {DATA_DIR}/ beside this page (more than {inline_limit:,} "
+        "bytes of data): keep that folder with it."
+        if (folder / DATA_DIR).exists()
+        else ""
+    )
+    extra = {"browser_data": script, "browser_notes": samples.notes, "data_note": note}
+    if redact:
+        extra["browser_notes"] = [*samples.notes, "Redacted: source document texts left out."]
+    atomic_text(html_path, render_html(path, lineage, cluster_sizes(folder, stages), extra))
     atomic_text(summary_path, render_markdown(path, lineage))
     return {"html": html_path, "summary": summary_path}
 
 
-def render_html(subject: Path, lineage: Lineage, clusters: list[int]) -> str:
-    """The page: every section, and a line for each part left out."""
+def render_html(
+    subject: Path, lineage: Lineage, clusters: list[int], browser: dict | None = None
+) -> str:
+    """The page: every section, the sample browser, and a line for each part left out."""
     from jinja2 import Environment, select_autoescape
 
     sections, omitted = build_sections(lineage, clusters)
-    template = resources.files("evoforge.report").joinpath("template.html").read_text("utf-8")
+    package = resources.files("evoforge.report")
+    template = package.joinpath("template.html").read_text("utf-8")
+    browser = browser or {"browser_data": "evoforgeStart({chunk:0});", "browser_notes": []}
     env = Environment(autoescape=select_autoescape(default=True), keep_trailing_newline=True)
     return env.from_string(template).render(
         title=f"evoforge report: {subject.name or subject}",
@@ -60,6 +94,9 @@ def render_html(subject: Path, lineage: Lineage, clusters: list[int]) -> str:
         sections=sections,
         omitted=omitted,
         plot_ids=[plot_id for section in sections for plot_id in section.plot_ids],
+        browser_js=package.joinpath("browser.js").read_text("utf-8"),
+        search_chars=SEARCH_CHARS,
+        **{"data_note": "", **browser},
     )
 
 
