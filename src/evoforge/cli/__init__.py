@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from evoforge.cli.app import app, probe_app
+from evoforge.quiet import quiet_environment
 
 # Importing a module registers its commands, in the order `evoforge --help` lists them.
 # isort: off
@@ -26,6 +27,7 @@ _COMMANDS = (generate, sets, demo, run, tools)
 
 
 def main() -> None:
+    quiet_environment()  # other libraries' bars and warnings off (a user's setting wins)
     try:
         app()
     except KeyboardInterrupt:

@@ -84,17 +84,13 @@ class MiniLMEmbedder:
     def _load(self) -> Any:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
 
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # "Loading weights" bars, once per load
-            try:
+            from evoforge.quiet import quiet_loading
+
+            with quiet_loading():  # "Loading weights" bars, once per load
                 self._model = SentenceTransformer(
                     str(self.model_dir), device=self.device, local_files_only=True
                 )
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

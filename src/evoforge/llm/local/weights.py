@@ -119,8 +119,11 @@ def _is_complete(path: Path) -> bool:
 def _load_saved(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    from evoforge.quiet import quiet_loading
+
+    with quiet_loading():  # no "Loading weights" bar through evoforge's output
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -140,13 +143,16 @@ def _convert_into(target: Path) -> None:
     _remove_stale_siblings(target)
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+    from evoforge.quiet import quiet_loading
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, gguf_file=GGUF_FILE, local_files_only=True
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            source, gguf_file=GGUF_FILE, local_files_only=True
-        )
+        with quiet_loading(gguf=True):  # the caller says the first run converts (~30 s)
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, gguf_file=GGUF_FILE, local_files_only=True
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                source, gguf_file=GGUF_FILE, local_files_only=True
+            )
         # The weights are plain float32 tensors by now, but transformers still tags the
         # model as GGUF-quantized and refuses to save it; drop the tag.
         model.hf_quantizer = None
