@@ -1,6 +1,6 @@
 """The report's sample browser, driven in headless Chromium (Debian's) through playwright.
 
-A folder is built the way a user builds it (evolve, which writes every round, a RAG set and an
+A folder is built the way a user builds it (evolve writing every round, a RAG set and an
 IN2 set, through the engine with scripted models); its report is opened from file://,
 filtered by a rejection reason, and a record opened: the page must show its lineage
 (seed, each evolution with its prompt id and model, the final verdict), a RAG sample's
@@ -28,6 +28,11 @@ from helpers import rag_responder, read_jsonl, write_jsonl
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = ROOT / "examples" / "docs"
+# Every round's record is written (the lineage's earlier answers come from them): the
+# default once EvolveOptions has final_only, keep_all_rounds=True before.
+EVERY_ROUND = (
+    {} if "final_only" in EvolveOptions.__dataclass_fields__ else {"keep_all_rounds": True}
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def run_folder(tmp_path_factory) -> Path:
     seeds = write_jsonl(tmp / "seeds.jsonl", seed_rows())
     evolve(
         seeds, folder / "evolved.jsonl", options=OPTIONS,
-        evolution=EvolveOptions(rounds=2, answers=True),
+        evolution=EvolveOptions(rounds=2, answers=True, **EVERY_ROUND),
         model=ScriptedChatModel(evolve_responder, record=False),
     )  # fmt: skip
     rag(
