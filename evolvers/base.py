@@ -45,7 +45,9 @@ class EvolutionRounds:
     recorded (with its round) and the previous version goes into the next round
     unchanged. With ``keep_all_rounds`` every accepted version is written (the
     input as round 0, then one record per successful round: at most
-    ``rounds + 1`` per seed); otherwise only the final version is.
+    ``rounds + 1`` per seed); otherwise only the final version is. ``evoforge
+    evolve`` keeps every round by default, as the paper trains on the union of all
+    rounds (``--final-only`` writes only the last version).
     """
 
     evolver: Evolver

@@ -25,10 +25,10 @@ def rewrite_responder(request):
 def test_evolve_instructions_cli(fake_openai, seeds_file, tmp_path):
     fake_openai.responder = rewrite_responder
     out = tmp_path / "evolved.jsonl"
+    # Answers and every round's version are the defaults since issue 14.
     result = run_cli(
         "evolve", "--seeds", str(seeds_file(3)), "--out", str(out), "--rounds", "2",
-        "--answers", "--keep-all-rounds", "--quiet",
-        "--llm", f"openai:fake-model@{fake_openai.base_url}",
+        "--quiet", "--llm", f"openai:fake-model@{fake_openai.base_url}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out)

@@ -166,3 +166,118 @@ def test_select_passes_the_deita_mode_to_the_scorer(tmp_path):
         )  # fmt: skip
         kept = [json.loads(line) for line in out.read_text().splitlines()]
         assert kept[0]["meta"]["deita"]["score"] == want
+
+
+# --- Evol-Instruct: answers and the union of all rounds by default ----------------------
+
+
+def evol_reply(messages, _n):
+    """Rewrites grow by a clause; the judge says Not Equal; answers answer, but the
+    answer to a rewrite of seed 1 refuses and one of seed 2 is only stop words."""
+    system, user = messages[0]["content"], messages[-1]["content"]
+    if "prompt rewriter" in system or "prompt creator" in system:
+        given = user.split("#The Given Prompt#:")[-1].split("#Given Prompt#:")[-1].strip()
+        if "seed 3" in given and "Also" in given:
+            return "#Rewritten Prompt#: " + given.splitlines()[0]  # rule 4: prompt_leak
+        return given.splitlines()[0] + " Also explain why."
+    if "Equal" in user and "Not Equal" in user:
+        return "Equal" if "seed 4" in user else "Not Equal"  # rule 1
+    if "seed 1" in user and "Also" in user:
+        return "Sorry, I cannot help with that."  # rule 2: refusal
+    if "seed 2" in user and "Also" in user:
+        return "the of and to a ."  # rule 3: empty_answer
+    return "A complete and helpful answer with enough content words in it."
+
+
+def run_evolve(tmp_path, name: str, **kw):
+    from evoforge import EngineOptions
+    from evoforge.api import EvolveOptions, evolve
+
+    seeds = tmp_path / "seeds.jsonl"
+    rows = [{"id": f"s{i}", "instruction": f"Describe seed {i} in detail."} for i in range(5)]
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / name / "evolved.jsonl"
+    summary = evolve(
+        seeds, out, evolution=EvolveOptions(rounds=2, **kw),
+        options=EngineOptions(quiet=True, cache=False), model=ScriptedChatModel(evol_reply),
+    )  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return summary, records, out
+
+
+def test_evolve_defaults_answer_every_round_and_keep_the_union(tmp_path):
+    from evoforge.options import EvolveOptions
+
+    defaults = EvolveOptions()
+    assert defaults.answers is True and defaults.final_only is False
+    summary, records, out = run_evolve(tmp_path, "default")
+    # All four rules fire, rules 2 and 3 on the answers.
+    assert summary.rejected_by_reason == {
+        "refusal": 2, "empty_answer": 2, "prompt_leak": 1, "no_information_gain": 2,
+    }  # fmt: skip
+    # The union: each seed (round 0) and every accepted round, answered.
+    assert len(records) == 5 + 5 * 2 - 7
+    assert all(r["output"] for r in records if "/r" in r["id"])
+    manifest = json.loads(out.with_name("evolved.manifest.json").read_text())
+    assert manifest["config"]["evolve"]["keep_all_rounds"] is True
+    assert "final_only" not in manifest["config"]["evolve"]
+
+
+def test_no_answers_and_final_only_opt_out(tmp_path):
+    summary, records, _ = run_evolve(tmp_path, "opt-out", answers=False, final_only=True)
+    assert len(records) == 5  # one final version per seed
+    assert "refusal" not in summary.rejected_by_reason
+    assert "empty_answer" not in summary.rejected_by_reason
+    assert not any(r.get("output") for r in records if "/r" in r["id"])
+
+
+def test_keep_all_rounds_still_works_with_a_deprecation_warning():
+    from evoforge.options import EvolveOptions
+
+    with pytest.warns(FutureWarning, match="--final-only"):
+        kept = EvolveOptions(keep_all_rounds=True)
+    assert kept.final_only is False
+    with pytest.warns(FutureWarning, match="deprecated"):
+        final = EvolveOptions(keep_all_rounds=False)
+    assert final.final_only is True
+    with pytest.raises(ConfigError, match="contradict"):
+        EvolveOptions(keep_all_rounds=True, final_only=True)
+
+
+def test_the_cli_flags_final_only_no_answers_and_the_deprecated_one(tmp_path):
+    from helpers import run_cli
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "s0", "instruction": "Describe seed 0."}\n')
+    args = ["evolve", "--seeds", str(seeds), "--rounds", "1", "--dry-run", "--json"]
+    # (flags, records written, calls: evolve + judge [+ answer], warned)
+    for i, (extra, accepted, calls, warned) in enumerate((
+        ([], 2, 3, False),
+        (["--final-only", "--no-answers"], 1, 2, False),
+        (["--keep-all-rounds"], 2, 3, True),
+    )):  # fmt: skip
+        result = run_cli(*args, "--out", str(tmp_path / f"o{i}.jsonl"), *extra)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert (summary["accepted"], summary["calls"]) == (accepted, calls), extra
+        assert ("--keep-all-rounds is deprecated" in result.stderr) is warned, result.stderr
+
+
+def test_the_report_counts_each_of_the_four_rules(tmp_path):
+    from evoforge.report.data import discover_stages
+    from evoforge.report.sections import build_sections
+    from evoforge.report.trace import Lineage
+
+    _, _, out = run_evolve(tmp_path, "report")
+    sections, _ = build_sections(Lineage(discover_stages(out.parent)), [])
+    (section,) = [s for s in sections if s.id == "elimination"]
+    (table,) = [b for b in section.blocks if b["type"] == "table"]
+    assert [(row[0], row[1], row[3]) for row in table["rows"]] == [
+        ("1", "no_information_gain", "2"), ("2", "refusal", "2"),
+        ("3", "empty_answer", "2"), ("4", "prompt_leak", "1"),
+    ]  # fmt: skip
+    _, _, out = run_evolve(tmp_path, "no-answers", answers=False)
+    sections, _ = build_sections(Lineage(discover_stages(out.parent)), [])
+    (section,) = [s for s in sections if s.id == "elimination"]
+    rows = section.blocks[-1]["rows"]
+    assert [row[3] for row in rows[1:3]] == ["off", "off"]

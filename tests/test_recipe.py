@@ -293,10 +293,12 @@ def test_dry_run_counts_match_a_real_run_step_by_step(fake_openai, tmp_path):
     [
         # 4 seeds x 1 round x (evolve + answer), then 2 Evol-Quality rounds on the one
         # answered version of each (the seeds have no answer to rewrite).
-        ("{rounds: 1, judge: false, answers: true, quality_rounds: 2, keep_all_rounds: true}",
-         4 * 2 + 4 * 2),
+        ("{rounds: 1, judge: false, answers: true, quality_rounds: 2}", 4 * 2 + 4 * 2),
         ("{rounds: 3, judge: true, answers: false}", 4 * 3 * 2),
-        ("{rounds: 2, answers: true, quality_rounds: 1}", 4 * 2 * 3 + 4),
+        # Every round's version goes on to Evol-Quality: the union is the default since
+        # issue 14 (before: only the final version, 4 * 2 * 3 + 4).
+        ("{rounds: 2, answers: true, quality_rounds: 1}", 4 * 2 * 3 + 4 * 2),
+        ("{rounds: 2, answers: true, quality_rounds: 1, final_only: true}", 4 * 2 * 3 + 4),
     ],
 )  # fmt: skip
 def test_planned_evolve_calls_are_exact(fake_openai, tmp_path, generator, calls):

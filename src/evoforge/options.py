@@ -19,6 +19,7 @@ library and ``evoforge.errors``, so every layer can read it.
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
@@ -133,10 +134,10 @@ class EvolveOptions:
     ops: str | None = option(  # "constraints=2,breadth=1"; None = uniform
         None, "Op weights, e.g. constraints=2,breadth=1 (default uniform).", panel="Evol-Instruct"
     )
-    answers: bool = option(
-        False,
-        "Answer each evolution, so the answer rules apply.",
-        flag="--answers",
+    answers: bool = option(  # the paper's four rules need answers (issue 14)
+        True,
+        "Answer each evolution, so rules 2 and 3 (refusal, empty answer) apply.",
+        flag="--answers/--no-answers",
         panel="Evol-Instruct",
     )
     judge: bool = option(
@@ -144,9 +145,16 @@ class EvolveOptions:
     )
     quality_rounds: int = option(0, "Evol-Quality rounds on the answers (K).", panel="Evol-Quality")
     quality_ops: str | None = option(None, "Evol-Quality op weights.", panel="Evol-Quality")
-    keep_all_rounds: bool = option(
-        False, "Write every accepted version, not just the final one.", flag="--keep-all-rounds"
+    final_only: bool = option(  # the paper trains on the union of all rounds (issue 14)
+        False,
+        "Write only each seed's final version, not the union of all rounds.",
+        flag="--final-only",
     )
+    # Deprecated (issue 14): the union of all rounds is the default; read final_only.
+    keep_all_rounds: bool | None = option(
+        None, "Deprecated: the default now (--final-only for the last version only).",
+        flag="--keep-all-rounds",
+    )  # fmt: skip
     mix: str | None = option(  # qa / rag: "reasoning=0.5,conditional=0.5"
         None, "qa/rag: rewrite mix, e.g. reasoning=0.5,conditional=0.5.", panel="Question rewrites"
     )
@@ -165,6 +173,18 @@ class EvolveOptions:
             )
         if self.rounds < 0 or self.quality_rounds < 0:
             raise ConfigError("--rounds and --quality-rounds must be 0 or more")
+        if self.keep_all_rounds is not None:  # deprecated: folded into final_only
+            if self.keep_all_rounds and self.final_only:
+                raise ConfigError("--keep-all-rounds and --final-only contradict each other")
+            warnings.warn(
+                "keep_all_rounds / --keep-all-rounds is deprecated: every round's version "
+                "is written by default now; use final_only=True / --final-only to write "
+                "only the final one",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.final_only = not self.keep_all_rounds
+            self.keep_all_rounds = None
 
 
 @dataclass

@@ -163,7 +163,7 @@ def run_evolve(folder: Path) -> Path:
     evolve(
         instruction_seeds(folder / "in"),
         out,
-        evolution=EvolveOptions(rounds=2, answers=True, judge=False, keep_all_rounds=True),
+        evolution=EvolveOptions(rounds=2, answers=True, judge=False, final_only=False),
         options=EngineOptions(quiet=True, seed=7, cache=False),
         model=ScriptedChatModel(evolve_reply),
     )

@@ -42,7 +42,7 @@ def run_demo(
         evolved = evolve(
             seeds_path,
             out / "evolved.jsonl",
-            evolution=EvolveOptions(rounds=2, answers=True, keep_all_rounds=True),
+            evolution=EvolveOptions(rounds=2, answers=True, final_only=False),
             options=options,
         )
     show(evolved, "evoforge demo: evolve")

@@ -27,7 +27,7 @@ def _instruction_task(evolve: EvolveOptions) -> tuple[Task, dict[str, Any]]:
         EvolutionRounds(
             EvolInstruct(weights=weights, answers=evolve.answers, judge=evolve.judge),
             rounds=evolve.rounds,
-            keep_all_rounds=evolve.keep_all_rounds,
+            keep_all_rounds=not evolve.final_only,
         )
     ]
     prompts = [f"evol_{op}" for op in OPS] + ["evol_equal", "answer"]
@@ -38,7 +38,7 @@ def _instruction_task(evolve: EvolveOptions) -> tuple[Task, dict[str, Any]]:
             EvolutionRounds(
                 EvolQuality(weights=quality),
                 rounds=evolve.quality_rounds,
-                keep_all_rounds=evolve.keep_all_rounds,
+                keep_all_rounds=not evolve.final_only,
             )
         )
         prompts += [f"evol_quality_{op}" for op in QUALITY_OPS]
@@ -77,6 +77,8 @@ async def evolve_async(
     else:
         task, task_config = _question_task(evolve, total, options.seed)
     settings = asdict(evolve)
+    # The manifest keeps its key since 0.1.0: whether every round's version is written.
+    settings["keep_all_rounds"] = not settings.pop("final_only")
     settings.update(task_config)
     items = read_records(seeds, kind=evolve.kind, field_map=field_map, **SEED_FIELDS[evolve.kind])
     return await run_task_async(

@@ -24,6 +24,14 @@ from typing import Any
 from evoforge.errors import EvoforgeError, InputError
 
 GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
+# Evol-Instruct's four elimination rules (Xu et al., 2023): (rule, reason code, what it
+# catches, whether it judges the answer -- rules 2 and 3 apply only with answers on).
+EVOL_INSTRUCT_RULES = (
+    ("1", "no_information_gain", "no information gain: the same as the original", False),
+    ("2", "refusal", 'the answer refuses ("sorry", under 80 words)', True),
+    ("3", "empty_answer", "the answer is only punctuation and stop words", True),
+    ("4", "prompt_leak", "copies words of the evolving prompt", False),
+)
 OUT_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 SIDE_FILES = (".manifest.json", ".rejects.jsonl", ".journal.db")  # beside each output
 RECORD_FORMATS = (None, "jsonl", "json", "csv", "parquet")  # the others drop ids and meta

@@ -22,7 +22,7 @@ from evoforge.report.charts import (
     histograms_svg,
     stacked_svg,
 )
-from evoforge.report.data import Item
+from evoforge.report.data import EVOL_INSTRUCT_RULES, Item
 from evoforge.report.trace import Lineage
 
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
@@ -77,6 +77,7 @@ class _SectionBuilder:
             self._overview,
             self._funnels,
             self._reasons,
+            self._elimination,
             self._lengths,
             self._operators,
             self._scores,
@@ -138,6 +139,31 @@ class _SectionBuilder:
         if len(counts) > TOP_REASONS:
             section.add_note(f"The {TOP_REASONS} most common of {len(counts)} reasons.")
         section.add_plot("plot-reasons", barh_svg(counts.most_common(TOP_REASONS), "records"))
+        return section
+
+    def _elimination(self) -> Section | None:
+        """Per ``evolve`` output of instructions: the count of each of the four rules."""
+        tables = []
+        for stage in self.stages:
+            settings = (stage.manifest.get("config") or {}).get("evolve") or {}
+            if stage.command != "evolve" or settings.get("kind", "instruction") != "instruction":
+                continue
+            counts = Counter(drop.reason for drop in stage.dropped)
+            answers = settings.get("answers", False)
+            rows = [
+                [rule, reason, what, str(counts[reason]) if answers or not needs else "off"]
+                for rule, reason, what, needs in EVOL_INSTRUCT_RULES
+            ]
+            tables.append((stage.name, rows))
+        if not tables:
+            return None
+        section = Section(
+            "elimination", "Evol-Instruct elimination rules",
+            "Evolutions each of the paper's four rules rejected (Xu et al., 2023). Rules 2 "
+            "and 3 judge the answer: they are off under --no-answers.",
+        )  # fmt: skip
+        for name, rows in tables:
+            section.add_table(name, ["rule", "reason", "what it catches", "rejected"], rows)
         return section
 
     def _lengths(self) -> Section | None:
