@@ -89,6 +89,13 @@ def _copy(run_folder: Path, where: Path) -> Path:
     return where
 
 
+def _screenshot(page, name: str) -> None:
+    """The sample browser as shown, into build/ (make test keeps it for a look)."""
+    (ROOT / "build").mkdir(exist_ok=True)
+    page.locator("#samples").screenshot(path=str(ROOT / "build" / name))
+    assert (ROOT / "build" / name).stat().st_size > 20_000
+
+
 def _search_and_open(page, record_id: str) -> None:
     """Search for an id (a duplicate that lost to it matches too) and open its row."""
     page.fill("#sb-search", record_id)
@@ -128,6 +135,7 @@ def _check_browser(browser, folder: Path, shot: str) -> None:
     assert steps[2] == "final\nrejected: prompt_leak"
     verdicts = page.inner_text("#sb-detail table.sb-verdicts")
     assert f"{leak['step']}\tprompt_leak: {leak['detail']}" in verdicts
+    _screenshot(page, shot.replace(".png", "-reason.png"))
 
     # a kept round-2 record: each evolution's instruction, and round 1's answer (its record
     # is in the folder: every round is written), then the parent link opens that record
@@ -159,6 +167,7 @@ def _check_browser(browser, folder: Path, shot: str) -> None:
     assert len(source) > sum(len(c) for c in sample["reference_contexts"])  # the document
     verdicts = page.inner_text("#sb-detail table.sb-verdicts")
     assert all(name in verdicts for name in sample["meta"]["critics"]["passed"])
+    _screenshot(page, shot.replace(".png", "-rag.png"))
 
     # an IN2 sample: its needles are marked inside its context
     page.fill("#sb-search", "")
@@ -172,9 +181,7 @@ def _check_browser(browser, folder: Path, shot: str) -> None:
     page.wait_for_selector("#sb-detail .sb-source mark")
     marks = page.locator("#sb-detail .sb-source mark").all_inner_texts()
     assert marks == [n["text"] for n in first["needles"]]
-    (ROOT / "build").mkdir(exist_ok=True)
-    page.locator("#samples").screenshot(path=str(ROOT / "build" / shot))
-    assert (ROOT / "build" / shot).stat().st_size > 20_000
+    _screenshot(page, shot)
     assert errors == []
     page.close()
 

@@ -203,6 +203,7 @@ def _lineage(
     steps.append({"label": "seed", "text": seed})
     entries = [e for e in record.get("lineage") or [] if isinstance(e, dict)]
     answers = [i for i, e in enumerate(entries) if e.get("op") == "answer"]
+    rewrites = [i for i, e in enumerate(entries) if str(e.get("op")).startswith("rewrite_")]
     for number, entry in enumerate(entries):
         op = str(entry.get("op") or "?")
         text = None
@@ -214,7 +215,9 @@ def _lineage(
             text = record.get("output")
         elif op == "rag_seed":
             text = meta.get("seed_question")
-        elif op.startswith("rewrite_") or (kind == "in2" and number == len(entries) - 1):
+        elif (op.startswith("rewrite_") and number == rewrites[-1]) or (
+            kind == "in2" and number == len(entries) - 1
+        ):  # an earlier rewrite's question is not kept: only the last one's
             text = record.get("user_input") or meta.get("question")
         text = text if isinstance(text, str) else None
         step = {"label": op, "round": entry.get("round"), "prompt_id": entry.get("prompt_id"),
