@@ -9,7 +9,6 @@ var COLS = ["id", "output", "step", "operator", "reason", "kind"];
 function evoforgeLoad(part, n, items) {
   if (part === "rows") { EF.rowChunks[n] = items; }
   else if (part === "details") { EF.details[n] = items; }
-  else if (part === "docs") { items.forEach(function (t, i) { EF.docs[i] = t; }); }
   else if (part === "doc") { EF.docs[n] = items; }
   var key = part + ":" + n;
   (EF.waiting[key] || []).forEach(function (done) { done(); });
@@ -34,7 +33,7 @@ function efNeed(part, n, done) {
 
 function evoforgeStart(cfg) {
   EF.cfg = cfg;
-  var pending = cfg.chunk ? cfg.chunks : 1;
+  var pending = Math.max(1, cfg.chunks);
   var ready = function () {
     if (--pending > 0) { return; }
     EF.rowChunks.forEach(function (chunk) { EF.rows = EF.rows.concat(chunk); });
@@ -42,7 +41,8 @@ function evoforgeStart(cfg) {
     efApply();
     document.body.setAttribute("data-samples", String(EF.rows.length));
   };
-  if (!cfg.chunk) { ready(); return; }
+  if (!cfg.chunks) { ready(); return; }
+  // Inlined chunks are here already; sidecar ones come through <script> tags.
   for (var i = 0; i < cfg.chunks; i++) { efNeed("rows", i, ready); }
 }
 
@@ -128,8 +128,8 @@ function efEl(parent, tag, text, cls) {
 }
 
 function efOpen(i) {
-  var size = EF.cfg.chunk || EF.rows.length || 1, n = EF.cfg.chunk ? Math.floor(i / size) : 0;
-  efNeed("details", n, function () { efShow(i, EF.details[n][EF.cfg.chunk ? i % size : i]); });
+  var n = Math.floor(i / EF.cfg.chunk);
+  efNeed("details", n, function () { efShow(i, EF.details[n][i % EF.cfg.chunk]); });
 }
 
 function efShow(i, d) {

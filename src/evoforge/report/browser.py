@@ -18,8 +18,10 @@ when it needs it: browsers refuse ``fetch`` from a ``file://`` page, not scripts
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,7 +338,9 @@ def _read_documents(
 
 def write_browser_data(data: BrowserData, folder: Path, *, limit: int = INLINE_LIMIT) -> str:
     """The ``<script>`` text the page inlines: the data itself when its JSON is at most
-    ``limit`` bytes, else the list of sidecar files written under ``report-data/``."""
+    ``limit`` bytes, else the call that loads the sidecar files written under
+    ``report-data/``. Chunks are encoded one at a time: a big run's JSON is never held
+    whole."""
     sidecar = folder / DATA_DIR
     docs = sorted(data.docs)
     doc_index = {name: number for number, name in enumerate(docs)}
@@ -344,36 +348,44 @@ def write_browser_data(data: BrowserData, folder: Path, *, limit: int = INLINE_L
         for mark in detail["marks"]:
             if mark.get("doc") in doc_index:
                 mark["doc_no"] = doc_index[mark["doc"]]
-    rows = json.dumps(data.rows, ensure_ascii=False, separators=(",", ":"))
-    details = json.dumps(data.details, ensure_ascii=False, separators=(",", ":"))
-    texts = json.dumps([data.docs[d] for d in docs], ensure_ascii=False, separators=(",", ":"))
-    if len(rows) + len(details) + len(texts) <= limit:
+    texts = [_safe(f"evoforgeLoad('doc',{n},{_json(data.docs[name])});") for n, name in
+             enumerate(docs)]  # fmt: skip
+    n_chunks = -(-len(data.rows) // ROWS_PER_CHUNK)
+    start = f"evoforgeStart({{chunk:{ROWS_PER_CHUNK},chunks:{n_chunks},docs:{len(docs)}}});"
+    held, size = list(texts), sum(map(len, texts))
+    chunks = _chunks(data)
+    for script in chunks:
+        held.append(script)
+        size += len(script)
+        if size > limit:
+            break
+    else:  # small enough: inline, and no sidecar folder left from an earlier report
         if sidecar.exists():
             shutil.rmtree(sidecar)
-        return _safe(
-            f"evoforgeLoad('rows',0,{rows});evoforgeLoad('details',0,{details});"
-            f"evoforgeLoad('docs',0,{texts});evoforgeStart({{chunk:0,docs:0}});"
-        )
+        return "\n".join([*held, start])
     tmp = folder / f".{DATA_DIR}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    n_chunks = 0
-    for start in range(0, len(data.rows), ROWS_PER_CHUNK):
-        for part, items in (("rows", data.rows), ("details", data.details)):
-            chunk = json.dumps(
-                items[start : start + ROWS_PER_CHUNK], ensure_ascii=False, separators=(",", ":")
-            )
-            text = _safe(f"evoforgeLoad('{part}',{n_chunks},{chunk});\n")
-            (tmp / f"{part}-{n_chunks:04d}.js").write_text(text, "utf-8")
-        n_chunks += 1
-    for number, name in enumerate(docs):
-        text = _safe(f"evoforgeLoad('doc',{number},{json.dumps(data.docs[name])});\n")
-        (tmp / f"doc-{number:04d}.js").write_text(text, "utf-8")
+    for script in itertools.chain(held, chunks):
+        part, number = script[len("evoforgeLoad('") :].split(",", 2)[:2]
+        (tmp / f"{part.rstrip(chr(39))}-{int(number):04d}.js").write_text(script + "\n", "utf-8")
     if sidecar.exists():
         shutil.rmtree(sidecar)
     tmp.rename(sidecar)
-    return f"evoforgeStart({{chunk:{ROWS_PER_CHUNK},chunks:{n_chunks},docs:{len(docs)}}});"
+    return start
+
+
+def _chunks(data: BrowserData) -> Iterator[str]:
+    """``evoforgeLoad`` calls: each chunk's rows, then its details."""
+    for number, first in enumerate(range(0, len(data.rows), ROWS_PER_CHUNK)):
+        for part, items in (("rows", data.rows), ("details", data.details)):
+            chunk = _json(items[first : first + ROWS_PER_CHUNK])
+            yield _safe(f"evoforgeLoad('{part}',{number},{chunk});")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _safe(script: str) -> str:

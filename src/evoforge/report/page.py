@@ -86,7 +86,7 @@ def render_html(
     sections, omitted = build_sections(lineage, clusters)
     package = resources.files("evoforge.report")
     template = package.joinpath("template.html").read_text("utf-8")
-    browser = browser or {"browser_data": "evoforgeStart({chunk:0});", "browser_notes": []}
+    browser = browser or {"browser_data": "evoforgeStart({chunk:1,chunks:0});", "browser_notes": []}
     env = Environment(autoescape=select_autoescape(default=True), keep_trailing_newline=True)
     return env.from_string(template).render(
         title=f"evoforge report: {subject.name or subject}",
