@@ -76,6 +76,7 @@ generator:
   rounds: 2
   ops: {{constraints: 1, deepen: 1}}
   answers: true
+  final_only: true
 validators:
   checks: [schema, empty, refusal]
 dedup:
@@ -322,7 +323,8 @@ def test_plan_follows_answers_through_the_steps(fake_openai, tmp_path):
     recipe = write_recipe(
         tmp_path / "r.yaml",
         f"llm: openai:m@{fake_openai.base_url}\nsource: {{seeds: seeds.jsonl}}\n"
-        "generator: {type: answer}\nevolvers: {rounds: 1, quality_rounds: 1}\n"
+        "generator: {type: answer}\nevolvers: {rounds: 1, quality_rounds: 1, answers: false, "
+        "final_only: true}\n"
         "selection: {method: alpagasus}\nengine: {quiet: true}\n",
     )
     plan = plan_recipe(recipe)
@@ -467,7 +469,7 @@ def write_seeds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "generator",
-    ["{type: answer}", "{type: evolve, rounds: 1, judge: false}"],
+    ["{type: answer}", "{type: evolve, rounds: 1, judge: false, answers: false}"],
 )
 def test_plan_calls_and_prompt_tokens_equal_the_run(fake_openai, tmp_path, generator):
     """The prompts of answer and of one Evol-Instruct round quote only the seeds: the dry
