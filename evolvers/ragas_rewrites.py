@@ -9,10 +9,19 @@ own prompt, ``prompts/rewrite_{op}.yaml``, and the model writes the new answer:
   record's second context, or one the caller supplies);
 - ``conditional``: a condition or scenario changes or complicates what is asked;
 - ``conversational``: a two-turn exchange on sub-aspects (user asks, assistant
-  answers briefly, user follows up); the question becomes a list of
-  ``{role, content}`` turns ending with the user's follow-up, which the answer
-  answers;
+  answers briefly, user follows up); the reply names its parts
+  (``first_question``, ``assistant_reply``, ``follow_up``: an object whose
+  properties are all required, ``additionalProperties: false``), so any model that
+  follows the schema writes the turns in order; the question becomes the list of
+  ``{role, content}`` turns user, assistant, user, and the answer answers the
+  follow-up;
 - ``compress``: shorter and more indirect, same intent, same answer.
+
+Ragas v0.1 (``ComplexEvolution``) compresses every reasoning, multi_context and
+conditional question (``COMPRESSED_OPS``) and runs its evolution filter on the seed
+versus the compressed question: :func:`compress_question` is that step (``evoforge
+rag`` runs it unless ``--no-compress``; the critics' ``InformationGain`` is the
+evolution filter).
 
 Every new question must be answerable from its contexts alone, in the seed's
 language, without "based on the context" phrasing.
@@ -24,11 +33,13 @@ counted by ``heuristics.word_count`` (a CJK character is a word).
 
 Reason codes of the rejections (each carries the candidate record):
 ``no_context``, ``no_second_context`` (before any call), ``bad_turns``
-(conversational turns that do not alternate user/assistant and end with the
-user), ``no_information_gain`` (same question up to case, spacing and
-punctuation), ``empty_answer`` (no word in it), ``context_reference``,
-``prompt_leak``, ``language_drift``, ``too_long``; ``over_plan`` from
-``RewriteMix`` for a seed past the requested count; the engine adds
+(turns that do not alternate user/assistant and end with the user: only from a
+plugin template that still answers with a ``turns`` list, or a written record
+under ``validate``; the built-in prompt cannot produce them),
+``no_information_gain`` (same question up to case, spacing and punctuation),
+``empty_answer`` (no word in it), ``context_reference``, ``prompt_leak``,
+``language_drift``, ``too_long``; ``over_plan`` from ``RewriteMix`` for a seed
+past the requested count; the engine adds
 ``invalid_json`` and ``schema_mismatch`` for unusable replies.
 
 Each op is a ``RewriteOp`` registered as ``rewrite_<op>`` (kind ``evolver``,
@@ -71,6 +82,12 @@ DEFAULT_MAX_WORDS = {
     "compress": 15,
 }
 
+# Ragas v0.1's ComplexEvolution: these questions are compressed after the rewrite.
+COMPRESSED_OPS = ("reasoning", "multi_context", "conditional")
+# The named parts of a conversational reply, in the order of the turns they become.
+CONVERSATION_PARTS = (("first_question", "user"), ("assistant_reply", "assistant"),
+                      ("follow_up", "user"))  # fmt: skip
+
 SecondContext = Callable[[Record], str | None]
 Question = str | list[dict[str, str]]
 
@@ -81,8 +98,9 @@ class RewriteOp:
 
     ``template``: a ``PromptTemplate`` or the path of a prompt YAML file (variables
     ``question``, ``answer``, ``context``, ``max_words`` and, for two contexts,
-    ``second_context``; an ``output_schema`` of ``{"question", "answer"}`` or
-    ``{"turns", "answer"}``); ``None`` is ``prompts/rewrite_<name>.yaml``. A plugin
+    ``second_context``; an ``output_schema`` of ``{"question", "answer"}``,
+    ``{"first_question", "assistant_reply", "follow_up", "answer"}`` or, read as
+    before, ``{"turns", "answer"}``); ``None`` is ``prompts/rewrite_<name>.yaml``. A plugin
     registers it under its ``name``; ``--mix NAME=w`` then plans it, in ``evolve``
     for qa/rag seeds and as a scenario of ``evoforge rag``."""
 
@@ -156,8 +174,14 @@ def _user_texts(question: Question) -> list[str]:
 
 
 def _read_reply(reply: dict[str, Any]) -> tuple[Question, str]:
-    """(question or turns, answer) from a reply that passed the template's schema."""
+    """(question or turns, answer) from a reply that passed the template's schema: a
+    question, the named parts of a conversation, or (a plugin's template) turns."""
     answer = str(reply.get("answer", "")).strip()
+    if all(part in reply for part, _ in CONVERSATION_PARTS):
+        turns = [
+            {"role": role, "content": str(reply[part]).strip()} for part, role in CONVERSATION_PARTS
+        ]
+        return turns, answer
     if "turns" in reply:
         turns = [{"role": t["role"], "content": t["content"].strip()} for t in reply["turns"]]
         return turns, answer
@@ -224,10 +248,16 @@ class QuestionRewrite:
         if self.template.output_schema is None:
             raise ConfigError(
                 f"{self.template.source}: a rewrite template needs an output_schema "
-                '({"question", "answer"} or {"turns", "answer"})'
+                '({"question", "answer"} or {"first_question", "assistant_reply", '
+                '"follow_up", "answer"})'
             )
 
-    async def evolve(self, record: Record, ctx: RecordContext, round_: int) -> Record | Rejection:
+    async def evolve(
+        self, record: Record, ctx: RecordContext, round_: int, *, baseline: Question | None = None
+    ) -> Record | Rejection:
+        """The rewrite of ``record``'s question, or a rejection. The rules that compare
+        with the question before the rewrite (information gain, language drift) compare
+        with ``baseline`` when it is given (the seed, for :func:`compress_question`)."""
         template = self.template
         assert template is not None and self.max_words is not None
         fields = _fields_of(record)
@@ -281,9 +311,8 @@ class QuestionRewrite:
         candidate.meta["rewrite"] = {"op": self.op, "max_words": self.max_words}
         self._keep_context_ids(candidate, fields)
 
-        failed = next(
-            (v for v in self._verdicts(_as_text(original), question, answer) if not v.ok), None
-        )
+        compared = _as_text(original if baseline is None else baseline)
+        failed = next((v for v in self._verdicts(compared, question, answer) if not v.ok), None)
         if failed is not None:
             where = fields.answer if failed.reason == "empty_answer" else fields.question
             return Rejection(
@@ -362,6 +391,30 @@ class RewriteMix:
         if isinstance(outcome, Rejection):
             return Result(rejections=[outcome])
         return Result.accept(outcome)
+
+
+async def compress_question(
+    record: Record, ctx: RecordContext, *, seed: Question, round_: int = 1
+) -> Record | Rejection:
+    """Ragas v0.1's ``compress_question`` step on an evolved question (``ComplexEvolution``:
+    reasoning, multi_context and conditional; ``COMPRESSED_OPS``): shorter and more
+    indirect, same intent (``prompts/rewrite_compress.yaml``), within the evolved op's
+    word limit (``meta.rewrite.max_words``). The rules compare with the ``seed``
+    question, not the evolved one, as v0.1's evolution filter does: a compression that
+    leaves the evolved question as it was is kept; one that gives the seed back is
+    ``no_information_gain``. The child (id ``<id>/compress``) keeps the evolved op as
+    its ``synthesizer_name`` and ``meta.rewrite`` (with ``compressed: true``)."""
+    fields = _fields_of(record)
+    rewrite = dict(record.meta.get("rewrite") or {})
+    outcome = await QuestionRewrite("compress", max_words=rewrite.get("max_words")).evolve(
+        record, ctx, round_, baseline=seed
+    )
+    if isinstance(outcome, Rejection):
+        return outcome
+    if fields.synthesizer and fields.synthesizer in record.fields:
+        outcome.fields[fields.synthesizer] = record.fields[fields.synthesizer]
+    outcome.meta["rewrite"] = {**rewrite, "compressed": True}
+    return outcome
 
 
 def mix_from_spec(spec: str, n: int, seed: int = 0) -> MixPlan:

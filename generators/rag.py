@@ -11,11 +11,16 @@ knowledge-graph scenarios) and fixes what its users complain about:
    0.4, reasoning 0.2, multi_context 0.2, conditional 0.1, conversational 0.1,
    largest-remainder counts) and spreads them over the documents round-robin.
    A multi-context scenario takes two chunks connected in the graph.
-3. Each scenario asks a seed question and reference answer from its chunk
-   around one of its keyphrases (``prompts/rag_seed_question.yaml``), rewrites
-   it for its type with the evolvers' ``QuestionRewrite``, and passes the
-   critics (self-contained, grounded, answerable, information gain), with one
-   rewrite from the critics' feedback before a rejection.
+3. Each scenario first scores its contexts (Ragas v0.1's node filter,
+   ``rag_nodes.NodeFilter``: clarity, depth, structure, relevance 1-3, kept at a
+   mean >= 1.5; ``low_quality_context`` otherwise), then asks a seed question and
+   reference answer from its chunk around one of its keyphrases (TF-IDF, or the
+   model's with ``keyphrases="llm"``; ``prompts/rag_seed_question.yaml``),
+   rewrites it for its type with the evolvers' ``QuestionRewrite``, compresses a
+   reasoning, multi_context or conditional question (v0.1's ``compress_question``),
+   and passes the critics (self-contained, grounded, answerable, and the evolution
+   filter: information gain of the seed versus the final, compressed question),
+   with one rewrite from the critics' feedback before a rejection.
 4. Samples that fail are replaced in further passes from unused chunks, until
    each type has its count or the corpus has nothing left; duplicates and any
    surplus are dropped at the end with their reasons. The output has exactly N
@@ -38,8 +43,9 @@ from typing import Any
 from evoforge.engine.final_write import RecordSelector
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.evolvers.base import OpNames, exact_mix, parse_weights
-from evoforge.evolvers.ragas_rewrites import QuestionRewrite
-from evoforge.generators.knowledge_graph import CHUNK_PREFIX, KnowledgeGraph
+from evoforge.evolvers.ragas_rewrites import COMPRESSED_OPS, QuestionRewrite, compress_question
+from evoforge.generators.knowledge_graph import KnowledgeGraph
+from evoforge.generators.rag_nodes import ChunkKeyphrases, NodeFilter
 from evoforge.io.documents import Chunk
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
@@ -101,7 +107,8 @@ class ScenarioPlanner:
     chunk not yet used for that scenario type. A multi-context scenario pairs
     the chunk with its strongest ``similar`` or ``keyphrase`` neighbour (``next``
     as a fallback) whose pair is unused. The planner remembers what it gave out,
-    so a later pass (to replace failed samples) only uses fresh material.
+    so a later pass (to replace failed samples) only uses fresh material, and
+    never a chunk in ``excluded`` (the node filter's rejects, filled as it runs).
     """
 
     def __init__(
@@ -111,8 +118,10 @@ class ScenarioPlanner:
         seed: int = 0,
         personas: Sequence[str] = (),
         styles: Sequence[str] = (),
+        excluded: set[str] | None = None,
     ) -> None:
         self.graph = graph
+        self.excluded = excluded if excluded is not None else set()
         self.rng = random.Random(seed)
         docs = list(graph.documents())
         self.rng.shuffle(docs)
@@ -158,19 +167,19 @@ class ScenarioPlanner:
 
     def _pick(self, kind: str, chunk: Chunk) -> tuple[str, ...] | None:
         used = self._used[kind]
+        if chunk.id in self.excluded:
+            return None
         if kind != "multi_context":
             key = (chunk.id,)
             return None if key in used else key
         for kinds in (("similar", "keyphrase"), ("next",)):
             for other, _, _ in self.graph.neighbours(chunk.id, kinds=kinds):
                 key = (chunk.id, other)
+                if other in self.excluded:
+                    continue
                 if key not in used and (other, chunk.id) not in used:
                     return key
         return None
-
-
-def _keyphrases(graph: KnowledgeGraph, chunk_id: str) -> list[str]:
-    return list(graph.graph.nodes[CHUNK_PREFIX + chunk_id].get("keyphrases") or [])
 
 
 def _provenance(chunk: Chunk) -> dict[str, Any]:
@@ -182,8 +191,10 @@ class RagSampleTask:
     """Turns one scenario into one sample, or a rejection with its reason (a Task).
 
     Reason codes of its own: ``no_chunks`` (the graph lost the scenario's chunk),
-    ``language_drift`` (the question is not in the language of its source); the
-    rewrite's and the critics' codes pass through.
+    ``low_quality_context`` (the node filter), ``language_drift`` (the question is
+    not in the language of its source); the rewrite's and the critics' codes pass
+    through. ``node_filter`` ``None`` and ``compress`` False turn those Ragas v0.1
+    steps off; ``keyphrases`` is ``"tfidf"`` (the graph's) or ``"llm"``.
     """
 
     graph: KnowledgeGraph
@@ -192,11 +203,25 @@ class RagSampleTask:
     seed_template: PromptTemplate = field(
         default_factory=lambda: builtin_template("rag_seed_question")
     )
+    node_filter: NodeFilter | None = field(default_factory=NodeFilter)
+    compress: bool = True
+    keyphrases: str = "tfidf"
+    _keyphrases: ChunkKeyphrases = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._keyphrases = ChunkKeyphrases(self.graph, self.keyphrases)
 
     async def __call__(self, scenario: Record, ctx: RecordContext) -> Result:
         chunks = [self.graph.chunk(cid) for cid in scenario["chunk_ids"]]
         kind = scenario["scenario"]
-        keyphrases = _keyphrases(self.graph, chunks[0].id)
+        if self.node_filter is not None:
+            verdict = await self.node_filter.review(chunks, ctx)
+            if not verdict.ok:
+                return Result.reject(
+                    scenario, str(verdict.reason), verdict.detail, step="generator.rag",
+                    field="$.chunk_ids",
+                )  # fmt: skip
+        keyphrases, fallback = await self._keyphrases.of(chunks[0], ctx)
         keyphrase = ctx.rng(0).choice(keyphrases) if keyphrases else ""
         persona = scenario.get("persona", "")
         style_name = scenario.get("style", "")
@@ -221,12 +246,15 @@ class RagSampleTask:
             fields["persona"] = persona
         if style_name:
             fields["style"] = style_name
+        meta: dict[str, Any] = {"seed_question": question, "keyphrase": keyphrase}
+        if fallback:
+            meta["keyphrase_fallback"] = fallback
         sample = Record(
             kind="rag",
             fields=fields,
             id=scenario.id,
             lineage=[ctx.step("rag_seed", self.seed_template)],
-            meta={"seed_question": question, "keyphrase": keyphrase},
+            meta=meta,
         )
         drift = language_drift(chunks[0].text, question)
         if not drift.ok:
@@ -238,6 +266,10 @@ class RagSampleTask:
             outcome = await QuestionRewrite(kind, max_words=limit).evolve(sample, ctx, 1)
             if isinstance(outcome, Rejection):
                 return Result(rejections=[outcome])
+            if self.compress and kind in COMPRESSED_OPS:
+                outcome = await compress_question(outcome, ctx, seed=question)
+                if isinstance(outcome, Rejection):
+                    return Result(rejections=[outcome])
             sample = outcome
             sample.meta["seed_question"] = question
         if self.critics is not None:

@@ -47,7 +47,9 @@ def _is_chinese(text: str) -> bool:
 
 def rag_responder(messages: list[dict], n: int) -> str:
     """A scripted model that plays every role of the RAG pipeline plausibly: seed
-    questions grounded in the passage, rewrites, yes-verdicts, Not Equal."""
+    questions grounded in the passage, rewrites (conversations by named parts, or
+    turns for a prompt that asks for them), compressions, yes-verdicts, Not Equal,
+    context scores (low for a passage under 25 words) and keyphrases."""
     import re
 
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
@@ -59,11 +61,34 @@ def rag_responder(messages: list[dict], n: int) -> str:
             return json.dumps({"question": f"{answer[:10]}是怎么回事？", "answer": answer})
         words = re.findall(r"[A-Za-z']+", answer)[:7]
         return json.dumps({"question": f"What is known about {' '.join(words)}?", "answer": answer})
+    if "You assess passages" in system:  # the node filter: a short passage scores low
+        passage = user.split("Passage:", 1)[1]
+        low = len(re.findall(r"\w+", passage)) < 25 and not _is_chinese(passage)
+        scores = [1, 1, 2, 1] if low else [3, 2, 3, 3]
+        criteria = ["clarity", "depth", "structure", "relevance"]
+        return json.dumps(dict(zip(criteria, scores, strict=True)))
+    if "You extract keyphrases" in system:
+        passage = user.split("Passage:", 1)[1]
+        names = list(dict.fromkeys(re.findall(r"\b[A-Z][a-z]{3,}\b", passage)))
+        return json.dumps({"keyphrases": (names + ["topic", "detail", "fact"])[:3]})
     if "You rewrite questions" in system:
         question = re.search(r"question: (.*)", user).group(1).strip()
         answer = re.search(r"answer: (.*)", user).group(1).strip()
         chinese = _is_chinese(question)
         stem = question.rstrip("?？")
+        if "shorter and more indirect" in system:  # compress
+            core = " ".join(stem.split()[-5:]) if not chinese else stem[-8:]
+            new = f"{core}, briefly?" if not chinese else f"简言之，{core}？"
+            return json.dumps({"question": new, "answer": answer})
+        if "first_question" in system:  # conversational, by named parts
+            return json.dumps(
+                {
+                    "first_question": f"{stem}?" if not chinese else f"{stem}？",
+                    "assistant_reply": answer[:60],
+                    "follow_up": "And why does it matter?" if not chinese else "为什么重要？",
+                    "answer": answer,
+                }
+            )
         if "turns" in system:
             turns = [
                 {"role": "user", "content": f"{stem}?" if not chinese else f"{stem}？"},

@@ -61,13 +61,10 @@ def test_evolve_reports_rejections_with_round_and_op(fake_openai, seeds_file, tm
 
 def test_rewrite_questions_with_an_exact_mix(fake_openai, tmp_path):
     def responder(request):
-        if "turns" in request.messages[0]["content"]:
-            turns = [
-                {"role": "user", "content": "Which river is it?"},
-                {"role": "assistant", "content": "The Nile."},
-                {"role": "user", "content": "How long is it?"},
-            ]
-            return json.dumps({"turns": turns, "answer": "About 6,650 km."})
+        if "first_question" in request.messages[0]["content"]:  # a conversation, by parts
+            parts = {"first_question": "Which river is it?", "assistant_reply": "The Nile.",
+                     "follow_up": "How long is it?"}  # fmt: skip
+            return json.dumps({**parts, "answer": "About 6,650 km."})
         return json.dumps(
             {"question": "How long is the river that flows north?", "answer": "6,650 km."}
         )

@@ -161,6 +161,87 @@ def test_other_shapes_are_not_guided(schema):
     assert _JsonScaffold.for_schema(schema, max_tokens=100) is None
 
 
+def filled_any(scaffold: _JsonScaffold, text: str) -> str:
+    """As ``filled``, with a number enum's first option written bare."""
+    parts = [scaffold.prefix]
+    for piece in scaffold.pieces:
+        if isinstance(piece, str):
+            parts.append(piece)
+        elif isinstance(piece, _TextSlot):
+            parts.append(_json_string_tail(text))
+        elif piece.bare:
+            parts.append(piece.options[0])
+        else:
+            parts.append(_json_string_tail(piece.options[0]))
+    return "".join(parts)
+
+
+# Issue 14: the prompts whose reply shape the schema fixes (named, required, closed), and
+# every other built-in rewrite and RAG prompt: each one is guided on the embedded model.
+GUIDED_PROMPTS = (
+    "rewrite_conversational", "rag_context_score", "rag_keyphrases", "rewrite_reasoning",
+    "rewrite_multi_context", "rewrite_conditional", "rewrite_compress", "rag_seed_question",
+    "rag_fix", "critic_answerable", "critic_grounded", "in2_fine_grained",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("prompt", GUIDED_PROMPTS)
+def test_built_in_reply_schemas_are_guided_and_fill_to_valid_json(prompt):
+    from evoforge.prompting import builtin_template
+
+    schema = builtin_template(prompt).output_schema
+    scaffold = _JsonScaffold.for_schema(schema, max_tokens=200)
+    assert scaffold is not None, f"{prompt}: a keyword of its schema is not guided"
+    value = json.loads(filled_any(scaffold, "some words"))
+    assert Draft202012Validator(schema).is_valid(value), value
+    if schema.get("additionalProperties") is False:
+        assert list(value) == schema["required"]  # every property, in the order named
+
+
+def test_a_closed_object_is_guided_and_writes_every_required_key_in_order():
+    closed = {
+        "type": "object",
+        "required": ["first_question", "assistant_reply", "follow_up"],
+        "additionalProperties": False,
+        "properties": {
+            "follow_up": {"type": "string", "minLength": 1},
+            "first_question": {"type": "string", "minLength": 1},
+            "assistant_reply": {"type": "string", "minLength": 1},
+        },
+    }
+    scaffold = _JsonScaffold.for_schema(closed, max_tokens=120)
+    assert scaffold is not None
+    assert scaffold.prefix == '{"first_question": "'
+    # A string slot ends with its closing quote; the literals hold the rest.
+    assert scaffold.pieces == (
+        _TextSlot(),
+        ', "assistant_reply": "',
+        _TextSlot(),
+        ', "follow_up": "',
+        _TextSlot(),
+        "}",
+    )
+    # Closed items of an array, and integer scores, are guided too.
+    scores = {
+        "type": "object",
+        "required": ["clarity", "items"],
+        "additionalProperties": False,
+        "properties": {
+            "clarity": {"type": "integer", "enum": [1, 2, 3]},
+            "items": {
+                "type": "array", "minItems": 2, "maxItems": 2,
+                "items": {"type": "object", "required": ["k"], "additionalProperties": False,
+                          "properties": {"k": {"type": "string"}}},
+            },
+        },
+    }  # fmt: skip
+    scaffold = _JsonScaffold.for_schema(scores, max_tokens=120)
+    assert scaffold is not None
+    value = json.loads(filled_any(scaffold, "x"))
+    assert value == {"clarity": 1, "items": [{"k": "x"}, {"k": "x"}]}
+    assert Draft202012Validator(scores).is_valid(value)
+
+
 # -- the real model --------------------------------------------------------------------
 
 

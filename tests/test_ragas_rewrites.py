@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 
@@ -11,6 +12,7 @@ import pytest
 from evoforge import ConfigError, Record
 from evoforge.engine.client import LLMClient
 from evoforge.engine.runner import RecordContext, Rejection, Run
+from evoforge.errors import RequestRejected
 from evoforge.evolvers.base import MixPlan
 from evoforge.evolvers.ragas_rewrites import (
     DEFAULT_MAX_WORDS,
@@ -98,12 +100,43 @@ def test_mix_spec_errors_name_the_flag_and_suggest():
         mix_from_spec("reasonin=1", 10)
 
 
+# The conversational reply names its parts; the schema allows no other key.
+NAMED = {
+    "first_question": TURNS[0]["content"],
+    "assistant_reply": TURNS[1]["content"],
+    "follow_up": TURNS[2]["content"],
+}
+# The schema the conversational prompt had before issue 14: a list of role-tagged turns
+# (a plugin's template may still answer so; the turn order is then checked after the call).
+TURNS_SCHEMA = {
+    "type": "object",
+    "required": ["turns", "answer"],
+    "properties": {
+        "turns": {
+            "type": "array",
+            "minItems": 3,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"enum": ["user", "assistant"]},
+                    "content": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+        "answer": {"type": "string"},
+    },
+}
+
+
 def success_reply(messages, _n):
-    # Satisfies both reply schemas (extra keys are allowed), so every op accepts it.
+    # The reply each op's schema asks for: named parts for a conversation, else a question.
+    system = messages[0]["content"] if messages else ""
+    if "first_question" in system:
+        return json.dumps({**NAMED, "answer": "Brazil holds most of it."})
     return json.dumps(
         {
             "question": "Which country holds most of the largest rainforest on Earth?",
-            "turns": TURNS,
             "answer": "Brazil holds most of it.",
         }
     )
@@ -150,7 +183,15 @@ def test_rewrite_mix_applies_per_op_word_limits():
 
 
 def conversational_reply(answer="It covers about 5.5 million square kilometres."):
-    return json.dumps({"turns": TURNS, "answer": answer})
+    return json.dumps({**NAMED, "answer": answer})
+
+
+def turns_rewrite() -> QuestionRewrite:
+    """The conversational op with a template that answers with role-tagged turns."""
+    template = dataclasses.replace(
+        builtin_template("rewrite_conversational"), output_schema=TURNS_SCHEMA
+    )
+    return QuestionRewrite("conversational", template=template)
 
 
 def test_conversational_output_is_a_valid_qa_record():
@@ -185,18 +226,27 @@ def test_conversational_output_is_a_valid_rag_record():
     assert data["synthesizer_name"] == "conversational"
 
 
-def test_conversational_turns_that_do_not_end_with_the_user_are_rejected():
+def test_turns_from_a_template_that_asks_for_them_that_do_not_end_with_the_user_are_rejected():
     turns = [*TURNS, {"role": "assistant", "content": "About 5.5 million km²."}]
     text = json.dumps({"turns": turns, "answer": "About 5.5 million square kilometres."})
-    out, _ = evolve(QuestionRewrite("conversational"), qa(), text)
+    out, _ = evolve(turns_rewrite(), qa(), text)
     assert isinstance(out, Rejection) and out.reason == "bad_turns"
     assert out.record["question"] == turns  # the candidate is kept for inspection
 
 
+def test_the_built_in_conversational_schema_rejects_a_list_of_turns():
+    # Before issue 14 the schema asked for role-tagged turns and any order passed it.
+    text = json.dumps({"turns": TURNS, "answer": "About 5.5 million square kilometres."})
+    with pytest.raises(RequestRejected) as error:
+        evolve(QuestionRewrite("conversational"), qa(), text)
+    assert error.value.reason == "schema_mismatch"
+
+
 def test_conversational_limit_applies_to_each_user_turn():
     long_follow_up = "and " + " ".join(["then"] * 10) + "?"
-    turns = [*TURNS[:2], {"role": "user", "content": long_follow_up}]
-    text = json.dumps({"turns": turns, "answer": "About 5.5 million square kilometres."})
+    text = json.dumps(
+        {**NAMED, "follow_up": long_follow_up, "answer": "About 5.5 million square kilometres."}
+    )
     out, _ = evolve(QuestionRewrite("conversational", max_words=10), qa(), text)
     assert isinstance(out, Rejection) and out.reason == "too_long"
     assert out.detail.startswith("user turn 2: 11 words")
@@ -327,18 +377,28 @@ def test_defaults_keep_the_ragas_limits():
         QuestionRewrite("reasonng")
 
 
+VALUES = {"question": "q", "answer": "a", "context": "c", "second_context": "d", "max_words": 9}
+
+
+def prompt_of(op: str) -> list[dict]:
+    template = builtin_template(f"rewrite_{op}")
+    return template.render(**{k: v for k, v in VALUES.items() if k in template.variables})
+
+
 @pytest.mark.parametrize("op", REWRITE_OPS)
 def test_each_op_asks_with_its_json_schema_and_records_its_prompt(op):
     out, model = evolve(
-        QuestionRewrite(op), qa(contexts=[CONTEXT_1, CONTEXT_2]), success_reply([], 1)
+        QuestionRewrite(op),
+        qa(contexts=[CONTEXT_1, CONTEXT_2]),
+        success_reply(prompt_of(op), 1),
     )
     template = builtin_template(f"rewrite_{op}")
     schema = model.calls[0]["schema"]
     assert schema == template.output_schema
     assert "answer" in schema["required"]
-    assert ("turns" if op == "conversational" else "question") in schema["required"]
+    assert ("first_question" if op == "conversational" else "question") in schema["required"]
     assert isinstance(out, Record)
-    assert out.lineage[-1]["prompt_id"] == f"rewrite_{op}@v1"
+    assert out.lineage[-1]["prompt_id"] == f"rewrite_{op}@v{template.version}"
     assert out.lineage[-1]["prompt_hash"] == template.content_hash
     # One short few-shot example sits between the system message and the request.
     roles = [m["role"] for m in model.calls[0]["messages"]]

@@ -5,6 +5,10 @@ in scikit-learn), over unigrams and bigrams of words that are not English stop w
 Chinese, Japanese and Korean text gives character bigrams
 (:func:`evoforge.embeddings.word_tokens`). Overlaps are counted from an inverted
 index in bounded blocks, so nothing is quadratic in memory.
+
+:func:`ask_keyphrases` asks the model instead, as Ragas v0.1 does
+(``evoforge rag --keyphrases llm``); TF-IDF stays the default and always makes the
+graph's ``keyphrase`` edges.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from evoforge.embeddings import (
     is_cjk,
     word_tokens,
 )
+from evoforge.engine.runner import RecordContext
+from evoforge.prompting import PromptTemplate, builtin_template
 
 _PAIR_BUDGET = 1 << 22  # keyphrase co-occurrences counted per block
 
@@ -167,3 +173,26 @@ def _block_links(
     return list(
         zip(source[keep].tolist(), target[keep].tolist(), shared[keep].tolist(), strict=True)
     )
+
+
+# ----------------------------------------------------------------------------- by the model
+
+KEYPHRASE_SOURCES = ("tfidf", "llm")
+KEYPHRASE_PARAMS = {"max_tokens": 96, "temperature": 0.0}
+
+
+async def ask_keyphrases(
+    ctx: RecordContext, text: str, *, template: PromptTemplate | None = None, seed: int = 0
+) -> list[str]:
+    """The 3 to 5 keyphrases the model finds in ``text`` (Ragas v0.1 extracts every node's
+    keyphrases with its ``keyphrase_extraction`` prompt; ``prompts/rag_keyphrases.yaml``,
+    op ``keyphrases``), in the order given, blanks and repeats dropped. Greedy; ``seed``
+    makes the call the same whichever record asks it. A failed call raises the engine's
+    ``RequestRejected``."""
+    template = template or builtin_template("rag_keyphrases")
+    reply = await ctx.ask(
+        template, op="keyphrases", params={**KEYPHRASE_PARAMS, "seed": seed}, context=text
+    )
+    parsed = reply.parsed if isinstance(reply.parsed, dict) else {}
+    phrases = [str(p).strip() for p in parsed.get("keyphrases") or [] if str(p).strip()]
+    return list(dict.fromkeys(phrases))

@@ -223,6 +223,23 @@ class RagOptions:
     max_words: dict[str, int] | None = option(
         None, "Word limit per rewrite, e.g. reasoning=20.", flag="--max-words"
     )
+    # Ragas v0.1 (issue 14): compress_question after reasoning, multi_context, conditional
+    compress: bool = option(
+        True,
+        "Do not compress reasoning, multi_context and conditional questions (Ragas v0.1 does).",
+        flag="--no-compress",
+        negate=True,
+    )
+    # Ragas v0.1's node filter: clarity, depth, structure, relevance 1-3, kept at a mean >= 1.5
+    node_filter: bool = option(
+        True,
+        "Do not score contexts before seeding (Ragas v0.1's node filter keeps a mean >= 1.5).",
+        flag="--no-node-filter",
+        negate=True,
+    )
+    keyphrases: str = option(  # the seed question's keyphrase; graph edges are always TF-IDF
+        "tfidf", "tfidf | llm (Ragas v0.1: the model extracts them; one call per chunk)."
+    )
     max_passes: int = option(4, "Passes that replace failed samples.")
     text_field: str = option("text", "Text field of .jsonl documents.", panel="Documents")
     format: str | None = option(  # jsonl, json, csv, parquet, ragas, deepeval
@@ -236,6 +253,8 @@ class RagOptions:
             raise ConfigError("--n must be at least 1")
         if self.max_passes < 1:
             raise ConfigError("--max-passes must be at least 1")
+        if self.keyphrases not in ("tfidf", "llm"):
+            raise ConfigError(f"--keyphrases: {self.keyphrases!r}; give tfidf or llm")
 
 
 @dataclass

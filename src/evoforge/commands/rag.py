@@ -76,7 +76,7 @@ async def rag_async(
 ) -> RunSummary:
     """Documents -> knowledge graph -> exactly ``rag.n`` evaluation samples with provenance."""
     from evoforge.engine.runner import update_manifest
-    from evoforge.evolvers.ragas_rewrites import rewrite_prompt_hashes
+    from evoforge.evolvers.ragas_rewrites import COMPRESSED_OPS, rewrite_prompt_hashes
     from evoforge.generators.rag import (
         PERSONAS,
         STYLES,
@@ -86,6 +86,7 @@ async def rag_async(
         parse_mix,
         plan_counts,
     )
+    from evoforge.generators.rag_nodes import NodeFilter
     from evoforge.io.documents import load_documents
     from evoforge.validators.critics import CriticPanel
 
@@ -108,13 +109,22 @@ async def rag_async(
             raise ConfigError(f"--styles: unknown style {style!r}; styles: {', '.join(STYLES)}")
     graph = _rag_graph(report, rag, options)
     counts = plan_counts(rag.n, parse_mix(rag.mix), options.seed)
+    node_filter = NodeFilter() if rag.node_filter else None
     planner = ScenarioPlanner(
-        graph, seed=options.seed, personas=PERSONAS[: rag.personas], styles=styles
-    )
+        graph, seed=options.seed, personas=PERSONAS[: rag.personas], styles=styles,
+        excluded=node_filter.rejected if node_filter else None,
+    )  # fmt: skip
     critics = CriticPanel() if rag.critics else None
-    task = RagSampleTask(graph, critics=critics, max_words=rag.max_words)
+    task = RagSampleTask(
+        graph, critics=critics, max_words=rag.max_words, node_filter=node_filter,
+        compress=rag.compress, keyphrases=rag.keyphrases,
+    )  # fmt: skip
     prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]
+    prompts += ["rag_context_score"] if rag.node_filter else []
+    prompts += ["rag_keyphrases"] if rag.keyphrases == "llm" else []
     rewrites = [kind for kind in counts if kind != "simple"]  # a plugin's scenario included
+    if rag.compress and any(kind in COMPRESSED_OPS for kind in rewrites):
+        rewrites.append("compress")
     config = {
         "seed": options.seed,
         "rag": {**asdict(rag), "plan": counts, "format": None, "graph": None},
