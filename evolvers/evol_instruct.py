@@ -34,7 +34,14 @@ from evoforge.prompting import PromptTemplate, builtin_template, load_template
 from evoforge.records import Record
 from evoforge.validators.base import PASS, Check, Verdict
 from evoforge.validators.critics import EQUAL_JUDGE_PARAMS, ask_equal_judge
-from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
+from evoforge.validators.heuristics import (
+    answer_not_instruction,
+    empty_answer,
+    language_drift,
+    meta_comment,
+    prompt_leak,
+    refusal,
+)
 
 IN_DEPTH_OPS = ("constraints", "deepen", "concretize", "reasoning", "complicate_input")
 IN_BREADTH_OPS = ("breadth",)
@@ -101,6 +108,9 @@ class EvolInstruct:
     - ``empty_instruction``: the model returned nothing;
     - ``prompt_leak`` (rule 4): the instruction copies words of the evolving
       prompt ("#Rewritten Prompt#", "given prompt", ...);
+    - ``answer_not_instruction`` / ``meta_comment``: a weak model's "evolution" that
+      is an answer ("Here's a solution: ...") or a comment on the task ("This task
+      requires ..."), not an instruction (``validators.heuristics``);
     - ``language_drift``: the instruction left the seed's script (a Chinese seed
       must evolve into Chinese);
     - ``no_information_gain`` (rule 1): old and new are the same text (case and
@@ -249,6 +259,8 @@ def instruction_rules(old: str, new: str) -> Iterator[Verdict]:
     """Rule 4 (``prompt_leak``), ``language_drift`` and the exact half of rule 1
     (``no_information_gain``), in the order a rejection reports them."""
     yield prompt_leak(new)
+    yield answer_not_instruction(new)  # a weak model's answer or comment (issue 14)
+    yield meta_comment(new)
     yield language_drift(old, new)
     if same_text(old, new):
         yield Verdict.failed("no_information_gain", "the evolved instruction is the original one")
@@ -272,7 +284,11 @@ def _eliminated(record: dict[str, Any], settings: Any = None) -> Verdict:
         )
     chain = (record.get("meta") or {}).get("instruction_chain")
     old = chain[-1] if isinstance(chain, list) and chain else None
-    rules = instruction_rules(old, new) if isinstance(old, str) else iter([prompt_leak(new)])
+    rules = (
+        instruction_rules(old, new)
+        if isinstance(old, str)
+        else iter([prompt_leak(new), answer_not_instruction(new), meta_comment(new)])
+    )
     for verdict in rules:
         if not verdict.ok:
             return Verdict.failed(

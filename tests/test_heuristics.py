@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from evoforge.validators.heuristics import (
+    answer_not_instruction,
     context_reference,
     empty_answer,
     language_drift,
+    meta_comment,
     prompt_leak,
     refusal,
     too_long,
@@ -64,3 +69,54 @@ def test_language_drift_compares_scripts():
     assert language_drift(chinese, "请用 Python 写一个函数 autumn_poem() 生成关于秋天的诗。").ok
     assert language_drift("Name a planet.", "Назовите планету.").reason == "language_drift"
     assert language_drift("2 + 2?", "4").ok  # too few letters to judge
+
+
+# Issue 14, item 9: evolution sanity on weak models.
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _fixture(name):
+    lines = (FIXTURES / name).read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _rejected(text):
+    for rule in (answer_not_instruction, meta_comment):
+        verdict = rule(text)
+        if not verdict.ok:
+            return verdict.reason
+    return None
+
+
+def test_answer_and_meta_comment_rules_are_precise_on_legitimate_instructions():
+    legit, bad = _fixture("instructions_legit.jsonl"), _fixture("instructions_bad.jsonl")
+    assert len(legit) >= 30
+    assert sum(row["instruction"].startswith("Here's a table") for row in legit) >= 3
+    false_positives = [row["id"] for row in legit if _rejected(row["instruction"])]
+    true_positives = [row for row in bad if _rejected(row["instruction"]) == row["expected"]]
+    flagged = len(false_positives) + len(true_positives)
+    precision = len(true_positives) / flagged
+    recall = len(true_positives) / len(bad)
+    assert precision >= 0.95, false_positives
+    assert recall >= 0.9, [row["id"] for row in bad if row not in true_positives]
+
+
+def test_an_evolution_that_is_an_answer_or_a_comment_is_eliminated():
+    from evoforge.evolvers.evol_instruct import ELIMINATION
+
+    answer = "Here's a solution:\n```python\nprint(sum(range(10)))\n```\nIt adds the numbers."
+    record = {"instruction": answer, "meta": {"instruction_chain": ["Add 0 to 9 in Python."]}}
+    assert ELIMINATION.verdict(record).reason == "answer_not_instruction"
+    record["instruction"] = "This task requires knowledge of loops and of Python's sum."
+    assert ELIMINATION.verdict(record).reason == "meta_comment"
+    record["instruction"] = "Here's a table of sales. Which month sold the most units?"
+    assert ELIMINATION.verdict(record).ok
+
+
+def test_the_two_rules_are_registered_checks():
+    from evoforge.validators.checks import check_step, parse_checks
+
+    assert parse_checks("schema,answer_not_instruction,meta_comment")
+    verdict = check_step("meta_comment").verdict({"instruction": "I have added a constraint."})
+    assert verdict.reason == "meta_comment"

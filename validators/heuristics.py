@@ -27,7 +27,7 @@ import unicodedata
 from collections import Counter
 from functools import cache
 
-from evoforge.validators.base import PASS, Verdict
+from evoforge.validators.base import PASS, Check, Verdict
 
 _WORDS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+", re.UNICODE)
 
@@ -255,3 +255,84 @@ def language_drift(source: str, output: str, *, min_share: float = 0.3) -> Verdi
     return Verdict.failed(
         "language_drift", f"the seed is written in {script}, the output in {found} ({share:.0%})"
     )
+
+
+# Evolution sanity (issue 14): a weak model's "evolved instruction" that is an answer
+# ("Here's a solution: ...") or a comment on the task ("This task requires ...").
+# An answer opens like one and goes on to give it: a code block, numbered steps, or
+# some length. "Here's a table of ..." and "Here is a function ..." open many real
+# instructions, so only answer-like nouns count after "here is".
+_ANSWER_OPENING = re.compile(
+    r"^\W*(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[\s,!.:-]*)?"
+    r"(?:here(?:'s|’s| is| are)|below is|the following is)\s+"
+    r"(?:a|an|the|my|one|your)?\s*"
+    r"(?:(?:possible|complete|full|detailed|simple|sample|working|correct|step-by-step|"
+    r"python|javascript|java|c\+\+|sql|revised|improved|updated|final|corrected|concise|"
+    r"brief|short|comprehensive|potential|suggested)\s+){0,3}"
+    r"(?:solution|solutions|answer|answers|implementation|response|explanation|"
+    r"rewritten|revised version|approach to solv|way to solve)",
+    re.IGNORECASE,
+)
+_COURTESY_OPENING = re.compile(
+    r"^\W*(?:sure|certainly|of course|absolutely)\b[\s,!.]+(?:here|i|below|let)", re.IGNORECASE
+)
+_STEPS = re.compile(r"(?m)^\s*(?:step\s*)?\d+[.):]\s+\S")
+
+_META_OPENING = re.compile(
+    r"^\W*(?:"
+    r"(?:this|the|that|the given|the above|the original|the new|the rewritten|the evolved)\s+"
+    r"(?:task|prompt|instruction|question|request|problem|exercise|rewrite)\s+"
+    r"(?:requires|involves|asks|is asking|wants|demands|tests|calls for|would require|"
+    r"aims|is designed|has been|was|focuses|now requires|is about|adds|increases)"
+    r"(?!\s+(?:you|your)\b)"
+    r"|(?:i|we)\s*(?:have|'ve|’ve)?\s*(?:rewritten|added|made|increased|modified|changed|"
+    r"created|revised|replaced|introduced|complicated)\b"
+    r"|to (?:make|increase) (?:this|the) (?:task|prompt|instruction|question)\b"
+    r"|(?:note|explanation|rationale)\s*:"
+    r")",
+    re.IGNORECASE,
+)
+
+
+def answer_not_instruction(text: str, *, min_words: int = 30) -> Verdict:
+    """Fails when an evolved "instruction" is an answer: it opens like one ("Here's a
+    solution", "Sure! Here is ...") and gives it (a code block, numbered steps, or at
+    least ``min_words`` words)."""
+    stripped = text.strip()
+    opening = _ANSWER_OPENING.match(stripped) or _COURTESY_OPENING.match(stripped)
+    if opening is None:
+        return PASS
+    body = "```" in stripped or len(_STEPS.findall(stripped)) >= 2
+    if not body and word_count(stripped) < min_words:
+        return PASS
+    return Verdict.failed(
+        "answer_not_instruction",
+        f"opens like an answer ({opening.group(0).strip()!r}) and gives one: {stripped[:80]!r}",
+    )
+
+
+def meta_comment(text: str) -> Verdict:
+    """Fails when an evolved "instruction" comments on the task instead of setting it
+    ("This task requires ...", "I have added a constraint ...")."""
+    match = _META_OPENING.match(text.strip())
+    if match is None:
+        return PASS
+    return Verdict.failed(
+        "meta_comment", f"comments on the task ({match.group(0).strip()!r}): {text.strip()[:80]!r}"
+    )
+
+
+def _instruction_text(record: dict, _settings: object = None) -> str:
+    return str(record.get("instruction") or record.get("question") or "")
+
+
+ANSWER_NOT_INSTRUCTION = Check(
+    "answer_not_instruction",
+    lambda record, settings=None: answer_not_instruction(_instruction_text(record)),
+    "$.instruction",
+)
+META_COMMENT = Check(
+    "meta_comment",
+    lambda record, settings=None: meta_comment(_instruction_text(record)),
+    "$.instruction",
+)

@@ -81,6 +81,8 @@ BUILTINS: dict[str, dict[str, str]] = {
             )
         },  # fmt: skip
         "evol_instruct": f"{_EVOL}:ELIMINATION",
+        "answer_not_instruction": "evoforge.validators.heuristics:ANSWER_NOT_INSTRUCTION",
+        "meta_comment": "evoforge.validators.heuristics:META_COMMENT",
         "evol_quality": f"{_QUALITY}:ELIMINATION",
         "rewrite": f"{_REWRITES}:ELIMINATION",
         **{
