@@ -2,7 +2,10 @@
 
 IN2 (An et al., 2024, arXiv 2404.16811) drops a training document that shares a
 10-gram with the evaluation data, so that a long-context score measures the use of
-the context, not a memorised answer.
+the context, not a memorised answer. ``evolve``, ``rag`` and ``validate`` apply the
+same test to the records they write (``--decontaminate FILE...``, :class:`Benchmarks`):
+a record whose text shares a 10-gram with a benchmark question is rejected as
+``contaminated``, naming the n-gram and the benchmark file.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evoforge.engine.runner import RecordContext, Task
 from evoforge.errors import ConfigError, InputError
 from evoforge.generators.tokenizers import CJK_CHARACTERS
 from evoforge.io.readers import iter_rows
+from evoforge.records import Record
+from evoforge.steps import Rejection, Result
+from evoforge.validators.base import PASS, Check, Verdict
 
 # The paper's setting.
 DEFAULT_NGRAM = 10
@@ -71,14 +79,17 @@ class Decontaminator:
         :class:`InputError` naming the line for a bad row or one with none of ``fields``.
         """
         path = Path(path)
+        if path.is_dir():  # a datasets folder (save_to_disk)
+            return cls(_eval_texts(path, fields), n=n)
         if not path.is_file():
             raise InputError("no such file", path=str(path))
         suffix = path.suffix.lower()
         if suffix == ".txt":
             return cls([path.read_text(encoding="utf-8")], n=n)
-        if suffix not in (".jsonl", ".json"):
+        if suffix not in _ROW_SUFFIXES:
             raise InputError(
-                f"unsupported evaluation file type {suffix or '(none)'}; use .jsonl, .json or .txt",
+                f"unsupported evaluation file type {suffix or '(none)'}; use .jsonl, .json, "
+                ".csv, .parquet, .txt or a datasets folder",
                 path=str(path),
             )
         return cls(_eval_texts(path, fields), n=n)
@@ -99,6 +110,93 @@ class Decontaminator:
             return False
         self.dropped += 1
         return True
+
+
+_ROW_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+# Record fields that are not text the record teaches or asks: ids, provenance, and the
+# retrieved contexts of a RAG sample (documents, which IN2 checks as documents).
+_NOT_TEXT = frozenset(
+    {
+        "id", "kind", "parent_id", "lineage", "meta", "contexts", "chunk_ids", "needles",
+        "provenance", "reference_contexts", "reference_context_ids", "retrieved_contexts",
+        "synthesizer_name",
+    }
+)  # fmt: skip
+
+
+def record_text(record: dict[str, Any]) -> str:
+    """The text of a record to test: every string of its fields but ids, provenance,
+    metadata and retrieved contexts (instruction, input, output, question, answer,
+    messages ...), one per line."""
+    return "\n".join(
+        text for key, value in record.items() if key not in _NOT_TEXT for text in _strings(value)
+    )
+
+
+class Benchmarks:
+    """Benchmark files (``--decontaminate FILE...``): which one shares an n-gram with a
+    record. Each file is a :class:`Decontaminator` of its own, so a match names it."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, n: int = DEFAULT_NGRAM) -> None:
+        if not paths:
+            raise ConfigError("--decontaminate needs at least one benchmark file")
+        self.files = [(str(path), Decontaminator.from_file(path, n=n)) for path in paths]
+        self.n = n
+        self.rejected = 0
+
+    def match(self, text: str) -> tuple[str, str] | None:
+        """``(n-gram, file)`` of the first benchmark file sharing an n-gram, or ``None``."""
+        for path, decontaminator in self.files:
+            gram = decontaminator.overlap(text)
+            if gram is not None:
+                return gram, path
+        return None
+
+    def verdict(self, record: dict[str, Any], _settings: Any = None) -> Verdict:
+        """``contaminated`` (the n-gram and the file in the detail) or a pass."""
+        found = self.match(record_text(record))
+        if found is None:
+            return PASS
+        self.rejected += 1
+        gram, path = found
+        return Verdict.failed(
+            "contaminated", f"shares the {self.n}-gram {gram!r} with the benchmark {path}"
+        )
+
+    def check(self) -> Check:
+        """This test as a named check (``validate`` runs it after the others)."""
+        return Check("contaminated", self.verdict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": [path for path, _ in self.files], "n": self.n, "rejected": self.rejected}
+
+
+@dataclass
+class Decontaminated:
+    """A record step that drops what ``task`` made when it shares an n-gram with a
+    benchmark (``contaminated``); the rest of its result passes through."""
+
+    task: Task
+    benchmarks: Benchmarks
+
+    async def __call__(self, item: Record, ctx: RecordContext) -> Result:
+        result = await self.task(item, ctx)
+        kept: list[Record] = []
+        for record in result.records:
+            verdict = self.benchmarks.verdict(record.to_json())
+            if verdict.ok:
+                kept.append(record)
+                continue
+            result.rejections.append(
+                Rejection.of(record, "contaminated", verdict.detail, step="check.contaminated")
+            )
+        result.records = kept
+        return result
+
+
+def decontaminated(task: Task, paths: Sequence[str | os.PathLike[str]] | None) -> Task:
+    """``task`` behind the benchmark check when ``paths`` names benchmark files."""
+    return Decontaminated(task, Benchmarks(paths)) if paths else task
 
 
 def _eval_texts(path: Path, fields: Sequence[str] | None) -> Iterator[str]:

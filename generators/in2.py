@@ -11,9 +11,12 @@ example are dropped (decontamination, ``decontamination.Decontaminator``).
 - ``fine_grained``: one random segment -> one QA that needs only it
   (``prompts/in2_fine_grained.yaml``); context = that segment + fillers from
   other documents.
-- ``integration``: a document's segments shown as "# Piece k:" -> one QA that
-  needs at least two pieces (``prompts/in2_integration.yaml``); the pieces the
-  answer needs are its needles; they and the fillers are shuffled jointly.
+- ``integration``: a run of a document's segments (at most ``MAX_PIECES``) shown
+  as "# Piece k:" -> one QA that needs at least two pieces
+  (``prompts/in2_integration.yaml``); every piece shown is a needle, so the
+  context holds all the evidence the answer may have used (the paper places the
+  whole document; the model's list of pieces is kept in ``meta["pieces"]``); the
+  needles and the fillers are shuffled jointly.
 - ``short``: a fine-grained QA whose context is only its original document.
 - ``general``: instruction data passed through (``--general FILE``).
 
@@ -241,7 +244,9 @@ class In2Task:
         ):
             if not verdict.ok:
                 return Result.reject(item, verdict.reason or "rejected", verdict.detail)
+        # Every segment shown is placed: the answer may use any of them, named or not.
         needles = segments
+        named: dict[str, Any] = {}
         if kind == "integration":
             numbers = sorted({n for n in reply.parsed["pieces"] if 1 <= n <= len(segments)})
             if len(numbers) < 2:
@@ -251,7 +256,7 @@ class In2Task:
                     f"the answer names pieces {reply.parsed['pieces']} of {len(segments)}; "
                     "integration needs two or more",
                 )
-            needles = [segments[n - 1] for n in numbers]
+            named = {"pieces": numbers}
         step = ctx.step(f"in2_{kind}", template)
         if kind == "short":
             return Result.accept(self._short(item, segments[0], question, answer, step))
@@ -267,7 +272,7 @@ class In2Task:
         return Result.accept(
             self._record(item, assembled.context, assembled.context_tokens, needle_data,
                          question, answer, step, meta={"target_tokens": target,
-                         "filler_docs": len(set(assembled.filler_docs))})
+                         "filler_docs": len(set(assembled.filler_docs)), **named})
         )  # fmt: skip
 
     def _short(

@@ -149,6 +149,7 @@ def smollm2_dir() -> Path:
     return path
 
 
+@pytest.mark.requires_local
 def test_hf_tokenizer_spans_and_counts_match_the_tokenizer(smollm2_dir):
     from transformers import AutoTokenizer
 
@@ -170,6 +171,7 @@ def test_hf_tokenizer_spans_and_counts_match_the_tokenizer(smollm2_dir):
     assert load_tokenizer(str(smollm2_dir)).count("hello world") == 2
 
 
+@pytest.mark.requires_local
 def test_hf_segments_cover_the_document(smollm2_dir):
     tokenizer = HFTokenizer(smollm2_dir)
     for text in (ENGLISH, CHINESE, "😀🎉" * 40):
@@ -178,6 +180,7 @@ def test_hf_segments_cover_the_document(smollm2_dir):
             check_cover(text, segments, tokenizer, limit)
 
 
+@pytest.mark.requires_local
 def test_hf_token_accounting_matches_a_count_of_the_context(smollm2_dir):
     tokenizer = HFTokenizer(smollm2_dir)
     rng = random.Random(4)
@@ -205,6 +208,7 @@ def test_hf_token_accounting_matches_a_count_of_the_context(smollm2_dir):
             assert abs(prefix - needle.token_end) <= max(2, prefix // 200)
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_default_tokenizer_reads_the_gguf_without_a_converted_model(tmp_path, monkeypatch):
     pytest.importorskip("gguf")
@@ -404,9 +408,12 @@ def test_decontaminator_from_files(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"q": "fine"}\n{oops\n', "utf-8")
     with pytest.raises(InputError, match="bad.jsonl line 2: is not valid JSON"):
         Decontaminator.from_file(tmp_path / "bad.jsonl")
-    with pytest.raises(InputError, match="unsupported evaluation file type .csv"):
-        (tmp_path / "eval.csv").write_text("q\nx\n", "utf-8")
-        Decontaminator.from_file(tmp_path / "eval.csv")
+    with pytest.raises(InputError, match="unsupported evaluation file type .xml"):
+        (tmp_path / "eval.xml").write_text("<q>x</q>\n", "utf-8")
+        Decontaminator.from_file(tmp_path / "eval.xml")
+    # CSV rows and datasets folders are benchmark files too (issue 14)
+    (tmp_path / "eval.csv").write_text("q\n" + " ".join(f"w{i}" for i in range(12)) + "\n")
+    assert len(Decontaminator.from_file(tmp_path / "eval.csv")) == 3
 
 
 # ---------------------------------------------------------------------------- filler

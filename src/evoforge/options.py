@@ -164,6 +164,12 @@ class EvolveOptions:
         flag="--max-words",
         panel="Question rewrites",
     )
+    decontaminate: list[str] | None = option(  # benchmark questions (issue 14)
+        None,
+        "Benchmark file (JSONL, JSON, text or a datasets folder); reject records sharing a "
+        "10-gram with it as contaminated. Repeat for more.",
+        flag="--decontaminate",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in EVOLVE_KINDS:
@@ -240,8 +246,17 @@ class RagOptions:
     keyphrases: str = option(  # the seed question's keyphrase; graph edges are always TF-IDF
         "tfidf", "tfidf | llm (Ragas v0.1: the model extracts them; one call per chunk)."
     )
-    max_passes: int = option(4, "Passes that replace failed samples.")
+    # Deprecated: passes adapt to the acceptance rate until N or the budget (issue 14).
+    max_passes: int | None = option(
+        None, "Deprecated: passes now adapt until N, the budget or the material runs out."
+    )
     text_field: str = option("text", "Text field of .jsonl documents.", panel="Documents")
+    decontaminate: list[str] | None = option(  # benchmark questions (issue 14)
+        None,
+        "Benchmark file (JSONL, JSON, text or a datasets folder); reject records sharing a "
+        "10-gram with it as contaminated. Repeat for more.",
+        flag="--decontaminate",
+    )
     format: str | None = option(  # jsonl, json, csv, parquet, ragas, deepeval
         None,
         "jsonl | json | csv | parquet | ragas | deepeval (default: from --out).",
@@ -251,7 +266,7 @@ class RagOptions:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ConfigError("--n must be at least 1")
-        if self.max_passes < 1:
+        if self.max_passes is not None and self.max_passes < 1:
             raise ConfigError("--max-passes must be at least 1")
         if self.keyphrases not in ("tfidf", "llm"):
             raise ConfigError(f"--keyphrases: {self.keyphrases!r}; give tfidf or llm")
@@ -280,7 +295,8 @@ class In2Options:
     )
     text_field: str = option("text", "Text field of .jsonl / datasets rows.")
     pool_capacity: int = option(20000, "Needle sources held in memory.", cli=False)
-    max_passes: int = option(3, "Passes that replace failed samples.", cli=False)
+    # Deprecated (issue 14): passes adapt until N, the budget or the sources run out.
+    max_passes: int | None = option(None, "Deprecated: a cap on the passes.", cli=False)
     format: str | None = option(  # jsonl (default), json, csv, parquet, plain
         None, "jsonl | json | csv | parquet | plain (context/question/answer).", flag="--format"
     )
@@ -374,6 +390,12 @@ class ValidateOptions:
         None,
         "rubric: the rubric as text, or YAML {rubric, scale: [1, 5], threshold: 4, reason}.",
         path=True,
+    )
+    decontaminate: list[str] | None = option(  # benchmark questions (issue 14)
+        None,
+        "Benchmark file (JSONL, JSON, text or a datasets folder); reject records sharing a "
+        "10-gram with it as contaminated. Repeat for more.",
+        flag="--decontaminate",
     )
 
 

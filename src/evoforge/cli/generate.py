@@ -121,6 +121,11 @@ def rag(
     """
     from evoforge.commands.rag import rag as run_rag
 
+    if settings.max_passes is not None:
+        typer.echo("evoforge: --max-passes is deprecated: passes now adapt to the acceptance "
+                   "rate until N, --max-calls / --max-tokens or the material runs out",
+                   err=True)  # fmt: skip
+
     summary = dry_runner(run_rag, dry_run, as_json)(docs, out, rag=settings, options=options)
     if summary is None:
         return

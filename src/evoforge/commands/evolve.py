@@ -76,9 +76,15 @@ async def evolve_async(
         task, task_config = _instruction_task(evolve)
     else:
         task, task_config = _question_task(evolve, total, options.seed)
+    if evolve.decontaminate:
+        from evoforge.generators.decontamination import decontaminated
+
+        task = decontaminated(task, evolve.decontaminate)
     settings = asdict(evolve)
     # The manifest keeps its key since 0.1.0: whether every round's version is written.
     settings["keep_all_rounds"] = not settings.pop("final_only")
+    if not evolve.decontaminate:
+        settings.pop("decontaminate")  # manifests of runs without it stay as they were
     settings.update(task_config)
     items = read_records(seeds, kind=evolve.kind, field_map=field_map, **SEED_FIELDS[evolve.kind])
     return await run_task_async(

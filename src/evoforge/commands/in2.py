@@ -15,7 +15,7 @@ from evoforge.commands.common import (
     prompt_hashes,
     source_paths,
 )
-from evoforge.commands.exact_n import run_passes, shortfall
+from evoforge.commands.exact_n import mark_shortfall, run_passes, shortfall
 from evoforge.engine.runner import RunSummary
 from evoforge.errors import InputError
 from evoforge.io.readers import SEED_FIELDS, read_records
@@ -93,7 +93,10 @@ async def in2_async(
     finally:
         await close_client(client)
     summary.extra.pop("selector")
+    stopped = summary.stop_reason if summary.status != "complete" else None
+    gaps = shortfall(counts, kept, planner.exhausted, passes, "sources", stopped=stopped)
     extras = {
+        **mark_shortfall(summary, gaps),
         "plan": counts,
         "kept": dict(kept),
         "passes": passes,
@@ -103,7 +106,7 @@ async def in2_async(
             "documents_dropped": decontaminator.dropped if decontaminator else 0,
         },
         "tokenizer": tokenizer.name,
-        "shortfall": shortfall(counts, kept, planner.exhausted, passes, "sources"),
+        "shortfall": gaps,
     }
     update_manifest(summary.manifest, extras)
     summary.extra = extras

@@ -18,7 +18,7 @@ from evoforge.commands.common import (
     prompt_hashes,
     source_paths,
 )
-from evoforge.commands.exact_n import run_passes, shortfall
+from evoforge.commands.exact_n import mark_shortfall, run_passes, shortfall
 from evoforge.engine.runner import RunSummary
 from evoforge.errors import ConfigError, InputError
 from evoforge.options import EngineOptions, RagOptions
@@ -119,6 +119,13 @@ async def rag_async(
         graph, critics=critics, max_words=rag.max_words, node_filter=node_filter,
         compress=rag.compress, keyphrases=rag.keyphrases,
     )  # fmt: skip
+    settings = asdict(rag)
+    if rag.decontaminate:  # benchmark questions (issue 14)
+        from evoforge.generators.decontamination import decontaminated
+
+        task = decontaminated(task, rag.decontaminate)
+    else:
+        settings.pop("decontaminate")  # manifests of runs without it stay as they were
     prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]
     prompts += ["rag_context_score"] if rag.node_filter else []
     prompts += ["rag_keyphrases"] if rag.keyphrases == "llm" else []
@@ -127,7 +134,7 @@ async def rag_async(
         rewrites.append("compress")
     config = {
         "seed": options.seed,
-        "rag": {**asdict(rag), "plan": counts, "format": None, "graph": None},
+        "rag": {**settings, "plan": counts, "format": None, "graph": None},
         "graph": {
             "chunks": graph.stats().get("chunks"),
             "embedder": graph.embedder_identity,
@@ -146,8 +153,10 @@ async def rag_async(
         )  # fmt: skip
     finally:
         await close_client(client)
-    gaps = shortfall(counts, kept, planner.exhausted, passes, "chunks")
+    stopped = summary.stop_reason if summary.status != "complete" else None
+    gaps = shortfall(counts, kept, planner.exhausted, passes, "chunks", stopped=stopped)
     extras = {
+        **mark_shortfall(summary, gaps),
         "documents": {"loaded": len(report.documents), "skipped": skipped},
         "graph": graph.stats(),
         "plan": counts,

@@ -139,6 +139,11 @@ async def validate_async(
     )  # fmt: skip
     chain = ValidatorChain(parse_checks(spec.checks), check_settings)
     critic = rubric_critic(spec.rubric) if chain.judged else None
+    benchmarks = None
+    if spec.decontaminate:
+        from evoforge.generators.decontamination import Benchmarks
+
+        benchmarks = Benchmarks(spec.decontaminate)
     if spec.rubric is not None and critic is None:
         raise ConfigError("--rubric is for the rubric check: add it, e.g. --checks schema,rubric")
     name = str(source) if isinstance(source, str | os.PathLike) else "<rows>"
@@ -181,6 +186,9 @@ async def validate_async(
             say(f'{name} line {line}: field "kind" is {data.get("kind")!r}; pass --kind')
             continue
         verdict = chain.check(data)
+        if verdict.ok and benchmarks is not None:  # after the checks, before the judge
+            verdict = benchmarks.verdict(data)
+            chain.count_judged(verdict)
         if verdict.ok and critic is not None:
             judge_later.append((line, data))
         else:

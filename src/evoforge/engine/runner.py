@@ -78,9 +78,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 complete; 130 interrupted; 4 out of quota; 3 any other early stop."""
+        """0 complete; 130 interrupted; 4 out of quota; 3 any other early stop, or a
+        complete exact-N run (``rag``, ``in2``) that fell short of its count."""
         if self.status == "complete":
-            return 0
+            return 3 if self.extra.get("shortfall") else 0
         return STOP_EXIT_CODES.get(self.stop_reason or "", 3)
 
     def to_dataset(self, to: str | None = None) -> Any:

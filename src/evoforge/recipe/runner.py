@@ -294,7 +294,9 @@ def with_paths(options: Any, recipe: Recipe, run_dir: Path) -> Any:
     """Copy of rag / in2 options with file options read from the recipe's folder."""
     values = asdict(options)
     for key in ("general", "decontaminate"):
-        if values.get(key):
+        if isinstance(values.get(key), list):  # rag's benchmark files (issue 14)
+            values[key] = [str(recipe.resolve(item)) for item in values[key]]
+        elif values.get(key):
             values[key] = str(recipe.resolve(values[key]))
     tokenizer = values.get("tokenizer")
     if tokenizer and tokenizer not in ("regex", "default"):
