@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoforge.report.data import Stage, _journal_records, _read_rows, operator_of
+from evoforge.report.data import (
+    RECORD_FORMATS,
+    Stage,
+    _journal_records,
+    _read_rows,
+    operator_of,
+)
 from evoforge.report.trace import Lineage
 
 INLINE_LIMIT = 5_000_000  # bytes of JSON inlined in the page; past it, sidecar chunks
@@ -61,6 +67,7 @@ def browser_data(
     data = BrowserData()
     seen: set[str] = set()
     in_chains: set[str] = set()
+    read: dict[str, dict[str, Any]] = {}
     for chain in lineage.chains:
         source = chain.source
         in_chains.update(s.name for s in chain.later)
@@ -72,7 +79,7 @@ def browser_data(
                 _add(data, record, source.name, last, None, redact)
             else:
                 stage, drop = fate
-                _add(data, record, source.name, stage.name, _reject_of(stage, rid), redact)
+                _add(data, record, source.name, stage.name, _reject_of(stage, rid, read), redact)
             seen.add(rid)
         for reject in _rejects(source):
             _add(data, reject.get("record") or {"id": reject.get("id")}, source.name,
@@ -94,11 +101,11 @@ def browser_data(
 
 def _records(stage: Stage) -> list[dict[str, Any]]:
     journal = stage.out.with_name(f"{stage.name}.journal.db")
-    if stage.role == "generate" and stage.manifest.get("format") not in (
-        None, "jsonl", "json", "csv", "parquet",
-    ) and journal.exists():  # fmt: skip
+    if stage.role == "generate" and stage.manifest.get("format") not in RECORD_FORMATS:
+        # an export format (ragas, deepeval, plain) drops ids: the journal has the records
         left_out = {d.id for d in stage.dropped}
-        return [r for r in _journal_records(journal) if r.get("id") not in left_out]
+        if journal.exists():
+            return [r for r in _journal_records(journal) if r.get("id") not in left_out]
     return [r for r in _read_rows(stage.out) if isinstance(r, dict)]
 
 
@@ -107,12 +114,12 @@ def _rejects(stage: Stage) -> list[dict[str, Any]]:
     return [r for r in _read_rows(path) if isinstance(r, dict)] if path.exists() else []
 
 
-def _reject_of(stage: Stage, record_id: str) -> dict[str, Any]:
+def _reject_of(stage: Stage, record_id: str, read: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The reject line of ``record_id`` at a later stage (``read``: each stage's, by id)."""
+    if stage.name not in read:
+        read[stage.name] = {str(r.get("id")): r for r in _rejects(stage)}
     drop = stage.drops_by_id[record_id]
-    cache = stage.__dict__.setdefault("_browser_rejects", {})
-    if not cache:
-        cache.update({str(r.get("id")): r for r in _rejects(stage)})
-    return cache.get(record_id) or {"reason": drop.reason, "detail": drop.detail}
+    return read[stage.name].get(record_id) or {"reason": drop.reason, "detail": drop.detail}
 
 
 def _add(
