@@ -102,3 +102,18 @@ def test_python_api_page_snippets_run(fake_openai, tmp_path, monkeypatch):
     assert exported and all(r["messages"][-1]["role"] == "assistant" for r in exported)
     assert (tmp_path / "train" / "README.md").read_text("utf-8").startswith("---\n")
     assert read_jsonl(tmp_path / "out" / "shout.jsonl")
+
+
+def test_the_guarantees_name_tests_that_exist():
+    import re
+
+    text = (DOCS / "how-it-works.md").read_text("utf-8")
+    sources = {p.stem: p.read_text("utf-8") for p in (ROOT / "tests").rglob("test_*.py")}
+    named = re.findall(r"`(test_[a-z0-9_]+)::(test_[a-z0-9_]+)", text)
+    assert len(named) > 20
+    for module, test in named:
+        assert f"def {test}(" in sources.get(module, ""), f"no test {module}::{test}"
+    for test in re.findall(r"\| `(test_[a-z0-9_]+)", text):  # the Bad input table
+        assert f"def {test}(" in sources["test_bad_input"], f"no test test_bad_input::{test}"
+    for path in re.findall(r"`(tests/[\w/]+\.py)`", text):
+        assert (ROOT / path).is_file(), path
