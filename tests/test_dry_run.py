@@ -58,7 +58,12 @@ def test_answer_plan_is_the_run_per_operator(fake_openai, seeds, tmp_path):
 def test_one_evolve_round_without_the_judge_is_the_run_per_operator(fake_openai, seeds, tmp_path):
     fake_openai.responder = rewrite_responder
     options = EngineOptions(llm=f"openai:m@{fake_openai.base_url}", quiet=True, cache=False)
-    evolution = EvolveOptions(rounds=1, judge=False, ops="constraints=1,deepen=1,breadth=1")
+    # Without answers (an answer prompt quotes the evolved instruction, which the dry
+    # run cannot know) and the final version only: the defaults before issue 14.
+    evolution = EvolveOptions(
+        rounds=1, judge=False, answers=False, final_only=True,
+        ops="constraints=1,deepen=1,breadth=1",
+    )  # fmt: skip
     out = tmp_path / "evolved.jsonl"
     plan = simulate(evolve, seeds, out, evolution=evolution, options=options)
     assert fake_openai.hits == 0
