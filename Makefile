@@ -33,7 +33,7 @@ demo: $(STAMP)
 # deepeval's and pytest-asyncio's pytest plugins are switched off: they warn at load.
 test-exports: $(EVAL_STAMP)
 	DEEPEVAL_TELEMETRY_OPT_OUT=YES $(EVAL_VENV)/bin/python -m pytest -q -p no:plugins \
-		-p no:asyncio -p no:cacheprovider tests/test_writers.py
+		-p no:asyncio -p no:cacheprovider tests/test_writers.py tests/test_docs_evaltools.py
 
 # tests/test_report.py renders the HTML report in headless Chromium (Debian's package);
 # here it must run, not skip.
