@@ -4,7 +4,11 @@
   prompt ``score_context``). The model scores a context from 1 (low) to 3 (high) on
   clarity, depth, structure and relevance (``prompts/rag_context_score.yaml``; the
   schema fixes the four keys and the scale); the context is kept when the mean is at
-  least ``threshold`` (1.5, as v0.1). A scenario whose context fails is rejected
+  least ``threshold`` (1.5, as v0.1). When the reply has token logprobs (asked for;
+  the embedded model gives its odds of each option), a score is the expectation
+  sum p(k)·k over 1..3, as DEITA reads its scores, rather than the top option alone: a
+  small model whose first choice is always "1" is not read as finding every context
+  poor. A scenario whose context fails is rejected
   ``low_quality_context``, with the four scores in the detail, and the planner uses the
   chunk no more (v0.1 draws another node).
 - :class:`ChunkKeyphrases`: a chunk's keyphrases from the model (Ragas v0.1 extracts
@@ -17,6 +21,7 @@ call seed derived from the chunk, so the reply does not depend on which record a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -29,12 +34,13 @@ from evoforge.generators.knowledge_graph.keyphrases import KEYPHRASE_SOURCES, as
 from evoforge.io.documents import Chunk
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.validators.base import PASS, Verdict
+from evoforge.validators.select.replies import expected_score
 
 T = TypeVar("T")
 
 NODE_FILTER_THRESHOLD = 1.5  # Ragas v0.1: NodeFilter.threshold, on the mean of the four
 CRITERIA = ("clarity", "depth", "structure", "relevance")
-NODE_FILTER_PARAMS = {"max_tokens": 64, "temperature": 0.0}
+NODE_FILTER_PARAMS = {"max_tokens": 64, "temperature": 0.0, "logprobs": True, "top_logprobs": 5}
 
 
 class PerChunk(Generic[T]):
@@ -71,7 +77,7 @@ class NodeFilter:
     threshold: float = NODE_FILTER_THRESHOLD
     template: PromptTemplate = field(default_factory=lambda: builtin_template("rag_context_score"))
     rejected: set[str] = field(default_factory=set, init=False, repr=False)
-    _scores: PerChunk[dict[str, int]] = field(default_factory=PerChunk, init=False, repr=False)
+    _scores: PerChunk[dict[str, float]] = field(default_factory=PerChunk, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.threshold <= 3.0:
@@ -79,10 +85,11 @@ class NodeFilter:
                 f"node filter: the threshold is on the 1-3 scale, got {self.threshold}"
             )
 
-    async def scores(self, chunk: Chunk, ctx: RecordContext) -> dict[str, int]:
-        """``{criterion: 1..3}`` of ``chunk``, asked once per run."""
+    async def scores(self, chunk: Chunk, ctx: RecordContext) -> dict[str, float]:
+        """``{criterion: 1..3}`` of ``chunk`` (expected scores with logprobs), asked once
+        per run."""
 
-        async def ask() -> dict[str, int]:
+        async def ask() -> dict[str, float]:
             seed = chunk_seed(ctx, "node_filter", chunk.id)
             reply = await ctx.ask(
                 self.template, op="node_filter", params={**NODE_FILTER_PARAMS, "seed": seed},
@@ -90,11 +97,18 @@ class NodeFilter:
             )  # fmt: skip
             parsed = reply.parsed if isinstance(reply.parsed, dict) else {}
             try:
-                return {name: int(parsed[name]) for name in CRITERIA}
+                chosen = {name: int(parsed[name]) for name in CRITERIA}
             except (KeyError, TypeError, ValueError):
                 raise RequestRejected(
                     "schema_mismatch", f"{self.template.id}: no score for each of {CRITERIA}"
                 ) from None
+            scores = {}
+            for name, value in chosen.items():
+                at = re.search(rf'"{name}"\s*:\s*"?(\d)', reply.text)
+                offset = at.start(1) if at else None
+                expected = expected_score(reply.logprobs, reply.text, offset, float(value))
+                scores[name] = round(min(3.0, max(1.0, expected)), 2)
+            return scores
 
         return await self._scores.get(chunk.id, ask)
 
@@ -104,7 +118,7 @@ class NodeFilter:
             mean = sum(scores.values()) / len(scores)
             if mean < self.threshold:
                 self.rejected.add(chunk.id)
-                shown = ", ".join(f"{name} {value}" for name, value in scores.items())
+                shown = ", ".join(f"{name} {value:g}" for name, value in scores.items())
                 where = f"{chunk.path}:{chunk.start}-{chunk.end}"
                 return Verdict.failed(
                     "low_quality_context",
