@@ -296,7 +296,8 @@ def test_answer_and_evolve_take_a_dataset_and_give_one(tmp_path):
         options=options,
         model=ScriptedChatModel("Name a warm colour and say why, in one sentence."),
     )
-    assert evolved.accepted == 3 and evolved.to_dataset().num_rows == 3
+    # each seed and its evolution: every round's version is kept by default (issue 14)
+    assert evolved.accepted == 6 and evolved.to_dataset().num_rows == 6
 
 
 def test_dedup_from_python_matches_the_cli(tmp_path):

@@ -85,7 +85,7 @@ def test_an_evolution_op_joins_the_ops_mix(tmp_path, registered):
     summary = evolve(
         seeds,
         tmp_path / "out.jsonl",
-        evolution=EvolveOptions(ops="shorten=1", rounds=1),
+        evolution=EvolveOptions(ops="shorten=1", rounds=1, answers=False, final_only=True),
         options=EngineOptions(quiet=True),
         model=model,
     )
@@ -155,8 +155,8 @@ def test_an_op_plugin_is_used_by_name_from_the_cli(tmp_path, fake_openai, seeds_
     path = os.pathsep.join([str(PLUGINS), str(EXAMPLES), os.environ.get("PYTHONPATH", "")])
     result = run_cli(
         "evolve", "--seeds", str(seeds_file(2)), "--out", str(out), "--rounds", "1",
-        "--ops", "shorten=1", "--quiet", "--llm", f"openai:fake-model@{fake_openai.base_url}",
-        env={"PYTHONPATH": path},
+        "--ops", "shorten=1", "--final-only", "--quiet",
+        "--llm", f"openai:fake-model@{fake_openai.base_url}", env={"PYTHONPATH": path},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out)
