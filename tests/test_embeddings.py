@@ -119,6 +119,7 @@ needs_minilm = pytest.mark.skipif(
 )
 
 
+@pytest.mark.requires_local
 @needs_minilm
 def test_minilm_loads_from_the_shipped_package_and_embeds():
     embedder = MiniLMEmbedder(batch_size=2)
@@ -140,6 +141,7 @@ def test_minilm_loads_from_the_shipped_package_and_embeds():
     }
 
 
+@pytest.mark.requires_local
 @needs_minilm
 def test_minilm_rejects_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ConfigError, match="modules.json"):
@@ -364,6 +366,7 @@ def test_load_embedder_specs(fake_openai):
     )
 
 
+@pytest.mark.requires_local
 @needs_minilm
 def test_load_embedder_default_is_minilm_and_lazy():
     embedder = load_embedder()

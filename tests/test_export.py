@@ -67,6 +67,7 @@ def chat_tokenizer():
     return tokenizer
 
 
+@pytest.mark.requires_local
 def test_messages_keeps_every_turn_and_loads_in_datasets_and_trl(records, tmp_path):
     import datasets
 
@@ -114,6 +115,7 @@ def test_alpaca_rows_and_history_of_conversations(records, tmp_path):
     assert loaded[1]["history"] == [["Which city adopted printing early?", "Venice."]]
 
 
+@pytest.mark.requires_local
 def test_sharegpt_is_what_trl_reads_from_value(records, tmp_path):
     messages = export(records, to="messages", out=tmp_path / "m.jsonl")
     result = export(records, to="sharegpt", out=tmp_path / "s.jsonl")

@@ -118,6 +118,7 @@ def test_load_tokenizer_specs(tmp_path):
         load_tokenizer(str(tmp_path))  # a folder with no tokenizer in it
 
 
+@pytest.mark.requires_local
 def test_default_tokenizer_falls_back_to_regex_with_the_reason(tmp_path, monkeypatch):
     from evoforge.llm import local
 

@@ -62,6 +62,7 @@ def test_missing_library_names_the_extra(tmp_path, monkeypatch):
         load_local_model(tmp_path)
 
 
+@pytest.mark.requires_local
 def test_missing_model_package_says_how_to_install_it(tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
 
@@ -122,6 +123,7 @@ def test_publish_keeps_a_complete_cache_and_replaces_a_broken_one(tmp_path):
 # -- the real model --------------------------------------------------------------------
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_first_completion_converts_and_answers(first_load, model_root):
     completion, _ = first_load
@@ -134,6 +136,7 @@ def test_first_completion_converts_and_answers(first_load, model_root):
     assert [p.name for p in model_root.iterdir()] == [CACHE_SUBDIR], "no temp dirs left"
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_cached_load_is_fast_and_answers_the_same(first_load, model_root):
     first, first_seconds = first_load
@@ -146,6 +149,7 @@ def test_cached_load_is_fast_and_answers_the_same(first_load, model_root):
     assert seconds < first_seconds / 3, (seconds, first_seconds)
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_concurrent_requests_share_generate_calls(first_load, model_root):
     questions = {  # different lengths, so each reply's usage shows which prompt it read
@@ -175,6 +179,7 @@ def test_concurrent_requests_share_generate_calls(first_load, model_root):
         assert expected in reply.text, (expected, reply.text)
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_stop_strings_cut_the_text(first_load, model_root):
     model = LocalChatModel(model_root)
@@ -184,6 +189,7 @@ def test_stop_strings_cut_the_text(first_load, model_root):
     assert completion.finish_reason == "stop"
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_too_long_prompt_is_rejected_without_failing_its_batch(first_load, model_root):
     model = LocalChatModel(model_root)
@@ -206,6 +212,7 @@ def test_too_long_prompt_is_rejected_without_failing_its_batch(first_load, model
     assert answered.text == first_load[0].text
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(first_load, model_root, tmp_path):
     cached = tmp_path / CACHE_SUBDIR

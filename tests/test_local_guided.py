@@ -11,7 +11,6 @@ import asyncio
 import json
 
 import pytest
-import torch
 from jsonschema import Draft202012Validator
 
 from evoforge.llm.base import Completion
@@ -19,6 +18,9 @@ from evoforge.llm.local import CACHE_SUBDIR, LocalChatModel, default_cache_dir
 from evoforge.llm.local.guided_decoding import _ScaffoldCursor, _TokenClasses
 from evoforge.llm.local.guided_json import _ChoiceSlot, _json_string_tail, _JsonScaffold, _TextSlot
 from evoforge.llm.local.weights import _is_complete
+
+pytestmark = pytest.mark.requires_local
+torch = pytest.importorskip("torch")  # used throughout: without it, the module skips whole
 
 QUESTION_ANSWER = {
     "type": "object",

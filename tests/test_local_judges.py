@@ -130,6 +130,7 @@ def score_all(model, task, records):
     return asyncio.run(go())
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_deita_on_the_local_model_always_gives_scores_in_one_to_six(model):
     results = score_all(model, DeitaScorer(mode="chain"), RECORDS)
@@ -147,6 +148,7 @@ def test_deita_on_the_local_model_always_gives_scores_in_one_to_six(model):
     assert any(score != round(score) for score in scores), scores
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_a_guided_reply_carries_the_odds_of_its_choices():
     model = local.LocalChatModel()
@@ -168,6 +170,7 @@ def test_a_guided_reply_carries_the_odds_of_its_choices():
     assert choice.logprob == max(choice.top.values()) < 0.0
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_alpagasus_on_the_local_model_gives_a_score_in_zero_to_five(model):
     rater = AlpagasusRater(params={"max_tokens": 48, "temperature": 0.0})

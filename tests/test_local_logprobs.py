@@ -10,7 +10,7 @@ import pytest
 
 from evoforge.llm.local import LocalChatModel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.requires_local]
 
 PROMPT = [{"role": "user", "content": "Rate the difficulty of 2 + 2 from 1 to 6. Reply: N"}]
 

@@ -616,6 +616,7 @@ def test_example_recipes_load_and_dry_run(name):
     assert plan.calls > 0 and plan.prompt_tokens > 0 and plan.cost > 0
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_in2_example_dry_runs_with_the_embedded_tokenizer():
     plan = plan_recipe(RECIPES / "in2.yaml")
@@ -625,6 +626,7 @@ def test_in2_example_dry_runs_with_the_embedded_tokenizer():
     assert "no_filler 1" in plan.steps[0].note
 
 
+@pytest.mark.requires_local
 @pytest.mark.slow
 def test_rag_example_runs_offline_on_the_embedded_model(tmp_path):
     """The recipe as shipped, on the 135M model: it finishes, and every planned sample is
@@ -659,7 +661,10 @@ def test_instructions_example_runs_on_any_model(fake_openai, tmp_path):
 
 
 def test_examples_are_package_data():
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib  # the `test` extra installs it below 3.11
 
     config = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["evoforge.examples"]
