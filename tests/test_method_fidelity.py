@@ -281,3 +281,16 @@ def test_the_report_counts_each_of_the_four_rules(tmp_path):
     (section,) = [s for s in sections if s.id == "elimination"]
     rows = section.blocks[-1]["rows"]
     assert [row[3] for row in rows[1:3]] == ["off", "off"]
+
+
+def test_a_recipe_with_the_deprecated_key_still_loads(tmp_path):
+    from evoforge.recipe.loader import load_recipe
+
+    (tmp_path / "s.jsonl").write_text('{"instruction": "x"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "source: {seeds: s.jsonl}\ngenerator: {type: evolve, keep_all_rounds: false}\n"
+    )
+    with pytest.warns(FutureWarning, match="final_only"):
+        loaded = load_recipe(recipe)
+    assert loaded.generator.final_only is True and loaded.generator.answers is True
