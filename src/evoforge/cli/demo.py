@@ -44,4 +44,7 @@ def demo(
     )
     if as_json:
         print_json([run_summary_json(summary) for summary in summaries])
-    raise typer.Exit(max(summary.exit_code for summary in summaries))
+    # A demo step that writes fewer samples than it shows is not an error (issue 14's
+    # shortfall exit code 3 is for rag and in2 runs): the demo exits as it always has.
+    codes = [0 if summary.status == "complete" else summary.exit_code for summary in summaries]
+    raise typer.Exit(max(codes))
