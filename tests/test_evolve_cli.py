@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from evoforge import EngineOptions
 from evoforge.api import EvolveOptions, evolve
 from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
@@ -103,6 +105,7 @@ def demo_responder(request):
     return rag_responder(request.messages, request.n)
 
 
+@pytest.mark.requires_local  # the demo's RAG step embeds with MiniLM
 def test_demo_runs_end_to_end_against_any_model(fake_openai, tmp_path):
     fake_openai.responder = demo_responder
     result = run_cli(

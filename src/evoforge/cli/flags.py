@@ -131,9 +131,23 @@ def typer_parameters(fn: Any) -> list[inspect.Parameter]:
     so that typer reads the options through a wrapper."""
     hints = typing.get_type_hints(fn, include_extras=True)
     return [
-        p.replace(annotation=hints.get(name, p.annotation), kind=inspect.Parameter.KEYWORD_ONLY)
+        p.replace(
+            annotation=_no_implicit_optional(hints.get(name, p.annotation)),
+            kind=inspect.Parameter.KEYWORD_ONLY,
+        )
         for name, p in inspect.signature(fn).parameters.items()
     ]
+
+
+def _no_implicit_optional(hint: Any) -> Any:
+    """Python 3.10's get_type_hints wraps the hint of a parameter whose default is None in
+    Optional[...], which hides an Annotated[...] (its typer.Option: flag name, metavar, help)
+    from typer; 3.11 stopped doing so."""
+    if typing.get_origin(hint) is typing.Union:
+        rest = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(rest) == 1 and typing.get_origin(rest[0]) is typing.Annotated:
+            return rest[0]
+    return hint
 
 
 def with_parameters(wrapper: Any, params: list[inspect.Parameter]) -> Any:
