@@ -23,9 +23,9 @@ import asyncio
 import dataclasses
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -41,6 +41,8 @@ from evoforge.engine.structured import ReplyError, check_reply, reask_messages
 from evoforge.errors import QuotaExhausted, RequestRejected, RunStopped, TransientError
 from evoforge.llm.base import ChatModel, Completion, Message
 from evoforge.options import EngineOptions as _Defaults  # the one home of engine defaults
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -173,25 +175,17 @@ class LLMClient:
         params: dict[str, Any],
         stats: OpStats,
     ) -> Completion:
+        def retried() -> None:
+            stats.retries += 1
+
         try:
-            try:
-                # Most calls succeed at once: the first attempt skips tenacity's set-up.
-                return await self._attempt(messages, schema, params, stats)
-            except TransientError as first:
-                if self.retry.max_attempts <= 1:
-                    raise
-                await self.clock.sleep(self._backoff(1, first))
-            retrying = AsyncRetrying(
-                sleep=self.clock.sleep,
-                stop=stop_after_attempt(self.retry.max_attempts - 1),
-                wait=self._wait,
-                retry=retry_if_exception_type(TransientError),
-                reraise=True,
+            return await with_retries(
+                lambda: self._attempt(messages, schema, params, stats),
+                self.retry,
+                self.clock,
+                self._jitter,
+                retried,
             )
-            async for attempt in retrying:
-                with attempt:
-                    stats.retries += 1
-                    return await self._attempt(messages, schema, params, stats)
         except TransientError as exc:
             raise RequestRejected(
                 "retries_exhausted",
@@ -231,26 +225,15 @@ class LLMClient:
                 self.before_send()
             self.calls_sent += 1
             stats.calls += 1
-            try:
-                call = self.model.complete(messages, schema=schema, **params)
-                if self.retry.request_timeout is None:
-                    completion = await call
-                else:
-                    completion = await asyncio.wait_for(call, self.retry.request_timeout)
-            except asyncio.TimeoutError:
-                raise TransientError(
-                    f"no reply within {self.retry.request_timeout:g} s (timeout)"
-                ) from None
-            except TransientError as exc:
-                if exc.is_rate_limit:
-                    self.concurrency.on_rate_limit(exc.retry_after)
-                if exc.retry_after is not None and exc.retry_after > self.retry.max_retry_after:
-                    raise RunStopped(
-                        "retry_after_too_long",
-                        f"the server asked to wait {exc.retry_after:g} s (cap "
-                        f"{self.retry.max_retry_after:g} s). Re-run later to resume.",
-                    ) from None
-                raise
+            completion = await send_once(
+                lambda: self.model.complete(messages, schema=schema, **params),
+                self.retry,
+                self.concurrency,
+                lambda wait: (
+                    f"the server asked to wait {wait:g} s (cap "
+                    f"{self.retry.max_retry_after:g} s). Re-run later to resume."
+                ),
+            )
         self.concurrency.on_success()
         used = completion.usage
         stats.prompt_tokens += used.prompt_tokens
@@ -259,11 +242,6 @@ class LLMClient:
         if self._tpm is not None and used.total_tokens:
             self._tpm.adjust(used.total_tokens - estimate)
         return completion
-
-    def _wait(self, state: RetryCallState) -> float:
-        # Tenacity counts from the second attempt (the first ran outside it).
-        exc = state.outcome.exception() if state.outcome else None
-        return self._backoff(state.attempt_number + 1, exc)
 
     def _backoff(self, attempt_number: int, exc: BaseException | None) -> float:
         return retry_wait(self.retry, attempt_number, exc, self._jitter)
@@ -282,6 +260,68 @@ def retry_wait(
         return exc.retry_after + jitter.uniform(0, 0.05)
     backoff = policy.backoff_base * 2 ** (attempt_number - 1)
     return min(policy.backoff_max, backoff) * jitter.uniform(0.5, 1.0)
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    clock: Clock,
+    jitter: random.Random,
+    on_retry: Callable[[], None],
+) -> T:
+    """Run ``attempt`` until it returns, retrying ``TransientError`` up to
+    ``policy.max_attempts`` in all, waiting :func:`retry_wait` on ``clock`` between tries;
+    ``on_retry`` is called before each retry. The last ``TransientError`` (and anything
+    else) propagates. Chat and embedding calls both retry through here."""
+    try:
+        # Most calls succeed at once: the first attempt skips tenacity's set-up.
+        return await attempt()
+    except TransientError as first:
+        if policy.max_attempts <= 1:
+            raise
+        await clock.sleep(retry_wait(policy, 1, first, jitter))
+
+    def wait(state: RetryCallState) -> float:
+        # Tenacity counts from the second attempt (the first ran outside it).
+        exc = state.outcome.exception() if state.outcome else None
+        return retry_wait(policy, state.attempt_number + 1, exc, jitter)
+
+    retrying = AsyncRetrying(
+        sleep=clock.sleep,
+        stop=stop_after_attempt(policy.max_attempts - 1),
+        wait=wait,
+        retry=retry_if_exception_type(TransientError),
+        reraise=True,
+    )
+    async for tried in retrying:
+        with tried:
+            on_retry()
+            return await attempt()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def send_once(
+    send: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    concurrency: AdaptiveConcurrency,
+    too_long: Callable[[float], str],
+) -> T:
+    """Await one request, ``send()``, within ``policy.request_timeout`` (a timeout becomes a
+    ``TransientError``); a rate limit shrinks ``concurrency``, and a server's
+    ``Retry-After`` over ``policy.max_retry_after`` stops the run with the message
+    ``too_long(retry_after)``. Chat and embedding calls both send through here."""
+    try:
+        if policy.request_timeout is None:
+            return await send()
+        return await asyncio.wait_for(send(), policy.request_timeout)
+    except asyncio.TimeoutError:
+        raise TransientError(f"no reply within {policy.request_timeout:g} s (timeout)") from None
+    except TransientError as exc:
+        if exc.is_rate_limit:
+            concurrency.on_rate_limit(exc.retry_after)
+        if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:
+            raise RunStopped("retry_after_too_long", too_long(exc.retry_after)) from None
+        raise
 
 
 def _with_parsed(completion: Completion, parsed: Any) -> Completion:

@@ -23,7 +23,6 @@ rejected alone.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -31,9 +30,8 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from evoforge.engine.client import Limits, OpStats, RetryPolicy, retry_wait
+from evoforge.engine.client import Limits, OpStats, RetryPolicy, send_once, with_retries
 from evoforge.engine.clock import Clock
 from evoforge.engine.limits import AdaptiveConcurrency, TokenBucket
 from evoforge.errors import QuotaExhausted, RunStopped, TransientError
@@ -156,25 +154,13 @@ class EmbeddingClient:
         return np.concatenate(rows)
 
     async def _with_retries(self, batch: list[str]) -> np.ndarray:
+        def retried() -> None:
+            self.stats.retries += 1
+
         try:
-            try:
-                # Most calls succeed at once: the first attempt skips tenacity's set-up.
-                return await self._attempt(batch)
-            except TransientError as first:
-                if self.retry.max_attempts <= 1:
-                    raise
-                await self.clock.sleep(retry_wait(self.retry, 1, first, self._jitter))
-            retrying = AsyncRetrying(
-                sleep=self.clock.sleep,
-                stop=stop_after_attempt(self.retry.max_attempts - 1),
-                wait=self._wait,
-                retry=retry_if_exception_type(TransientError),
-                reraise=True,
+            return await with_retries(
+                lambda: self._attempt(batch), self.retry, self.clock, self._jitter, retried
             )
-            async for attempt in retrying:
-                with attempt:
-                    self.stats.retries += 1
-                    return await self._attempt(batch)
         except TransientError as exc:
             raise TransientError(
                 f"{self.backend.endpoint}: gave up after {self.retry.max_attempts} attempts: {exc}",
@@ -189,11 +175,6 @@ class EmbeddingClient:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
-        # Tenacity counts from the second attempt (the first ran outside it).
-        exc = state.outcome.exception() if state.outcome else None
-        return retry_wait(self.retry, state.attempt_number + 1, exc, self._jitter)
-
     async def _attempt(self, batch: list[str]) -> np.ndarray:
         async with self.concurrency:
             if self._rpm is not None:
@@ -201,26 +182,14 @@ class EmbeddingClient:
             if self._tpm is not None:
                 await self._tpm.acquire(sum(len(text) for text in batch) // 4 + 1)
             self.stats.calls += 1
-            try:
-                call = self.backend.embed_batch(batch)
-                if self.retry.request_timeout is None:
-                    vectors = await call
-                else:
-                    vectors = await asyncio.wait_for(call, self.retry.request_timeout)
-            except asyncio.TimeoutError:
-                raise TransientError(
-                    f"no reply within {self.retry.request_timeout:g} s (timeout)"
-                ) from None
-            except TransientError as exc:
-                if exc.is_rate_limit:
-                    self.concurrency.on_rate_limit(exc.retry_after)
-                if exc.retry_after is not None and exc.retry_after > self.retry.max_retry_after:
-                    raise RunStopped(
-                        "retry_after_too_long",
-                        f"{self.backend.endpoint}: the server asked to wait "
-                        f"{exc.retry_after:g} s (cap {self.retry.max_retry_after:g} s). "
-                        "Re-run later.",
-                    ) from None
-                raise
+            vectors = await send_once(
+                lambda: self.backend.embed_batch(batch),
+                self.retry,
+                self.concurrency,
+                lambda wait: (
+                    f"{self.backend.endpoint}: the server asked to wait {wait:g} s "
+                    f"(cap {self.retry.max_retry_after:g} s). Re-run later."
+                ),
+            )
         self.concurrency.on_success()
         return vectors
