@@ -27,7 +27,7 @@ from evoforge.engine.client import Limits, RetryPolicy
 from evoforge.engine.clock import Clock
 from evoforge.engine.embedding_client import EmbeddingClient, VectorStore
 from evoforge.errors import ConfigError, LLMError, TransientError
-from evoforge.llm.openai_backend import classify_status, resolve_endpoint
+from evoforge.llm.openai_backend import classify_status, error_fields, resolve_endpoint
 
 T = TypeVar("T")
 
@@ -236,7 +236,7 @@ class OpenAIEmbeddingTransport:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
-            code, message = _error_fields(raw, exc.code)
+            code, message = error_fields(raw, exc.code)
             if exc.code in (401, 403):
                 raise ConfigError(
                     f"{url}: HTTP {exc.code}: {message} (check OPENAI_API_KEY)"
@@ -255,21 +255,6 @@ class OpenAIEmbeddingTransport:
             return json.loads(raw)
         except ValueError:
             raise TransientError(f"{url}: HTTP 200 with a body that is not JSON") from None
-
-
-def _error_fields(raw: bytes, status: int) -> tuple[str, str]:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, str):
-        error = {"message": error}
-    if not isinstance(error, dict):
-        return "", raw[:200].decode("utf-8", "replace") or f"HTTP {status}"
-    return str(error.get("code") or error.get("type") or ""), str(
-        error.get("message") or f"HTTP {status}"
-    )
 
 
 def _vectors_from(payload: Any, expected: int, base_url: str) -> np.ndarray:

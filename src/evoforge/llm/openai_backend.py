@@ -237,6 +237,13 @@ def _mentions_response_format(text: str) -> bool:
 
 
 def _http_error(status: int, raw: bytes, headers: Mapping[str, str]) -> Exception:
+    code, message = error_fields(raw, status)
+    return classify_status(status, code=code, message=message, headers=headers)
+
+
+def error_fields(raw: bytes, status: int) -> tuple[str, str]:
+    """(code, message) of an OpenAI-style error body; the raw text (or ``HTTP <status>``)
+    when it has no ``error`` object. Chat and embedding errors are read by this one."""
     try:
         payload = json.loads(raw)
     except ValueError:
@@ -245,12 +252,9 @@ def _http_error(status: int, raw: bytes, headers: Mapping[str, str]) -> Exceptio
     if isinstance(error, str):
         error = {"message": error}
     if not isinstance(error, dict):
-        error = {"message": raw[:200].decode("utf-8", "replace") or f"HTTP {status}"}
-    return classify_status(
-        status,
-        code=str(error.get("code") or error.get("type") or ""),
-        message=str(error.get("message") or f"HTTP {status}"),
-        headers=headers,
+        return "", raw[:200].decode("utf-8", "replace") or f"HTTP {status}"
+    return str(error.get("code") or error.get("type") or ""), str(
+        error.get("message") or f"HTTP {status}"
     )
 
 
