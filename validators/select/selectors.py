@@ -217,9 +217,18 @@ def greedy_kcenter(vectors: np.ndarray, m: int, *, first: int = 0) -> list[int]:
     n = len(vectors)
     if n == 0 or m <= 0:
         return []
-    picked = [first]
-    gap = np.sqrt(((vectors - vectors[first]) ** 2).sum(axis=1))
-    gap[first] = -1.0
+    return _farthest_points(vectors, [first], m)
+
+
+def _farthest_points(vectors: np.ndarray, picked: list[int], m: int) -> list[int]:
+    """Extend ``picked`` (in place) by farthest-point greedy until it holds
+    ``min(m, len(vectors))`` indexes; :func:`greedy_kcenter` and :func:`_global_kcenter`
+    both grow their picks here."""
+    n = len(vectors)
+    gap = np.full(n, np.inf)
+    for s in picked:
+        gap = np.minimum(gap, np.sqrt(((vectors - vectors[s]) ** 2).sum(axis=1)))
+    gap[picked] = -1.0
     while len(picked) < min(m, n):
         nxt = int(np.argmax(gap))
         picked.append(nxt)
@@ -270,21 +279,10 @@ def _nearest_to_centroids(
 def _global_kcenter(vectors: np.ndarray, seeds: list[int], m: int) -> list[int]:
     """Farthest-point greedy over the whole set, started from every index in ``seeds``
     (when ``m`` is smaller than the seeds, the greedy picks ``m`` of the seeds)."""
-    n = len(vectors)
     if len(seeds) >= m:
         sub = vectors[seeds]
         return [seeds[p] for p in greedy_kcenter(sub, m)]
-    picked = list(seeds)
-    gap = np.full(n, np.inf)
-    for s in picked:
-        gap = np.minimum(gap, np.sqrt(((vectors - vectors[s]) ** 2).sum(axis=1)))
-    gap[picked] = -1.0
-    while len(picked) < min(m, n):
-        nxt = int(np.argmax(gap))
-        picked.append(nxt)
-        gap = np.minimum(gap, np.sqrt(((vectors - vectors[nxt]) ** 2).sum(axis=1)))
-        gap[picked] = -1.0
-    return picked
+    return _farthest_points(vectors, list(seeds), m)
 
 
 def select_kcenter(
