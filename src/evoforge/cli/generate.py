@@ -21,6 +21,10 @@ FieldMap = Annotated[
     ),
 ]
 OUT_HELP = "Output .jsonl; rejects and manifest go beside it."
+# the --out of rag and in2 (the same option, written once)
+SideOut = Annotated[
+    Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
+]
 
 
 @app.command()
@@ -107,9 +111,7 @@ def rag(
             metavar="PATH",
         ),
     ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
-    ],
+    out: SideOut,
     settings: Any = None,
     options: Any = None,
     as_json: bool = False,
@@ -148,9 +150,7 @@ def in2(
             metavar="PATH",
         ),
     ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Output file; rejects and manifest go beside it.")
-    ],
+    out: SideOut,
     settings: Any = None,
     options: Any = None,
     as_json: bool = False,
