@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.errors import ConfigError, RequestRejected
 from evoforge.evolvers.base import OpNames, choose_op, family_op, parse_weights
-from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.prompting import PromptTemplate, builtin_template, resolve_template
 from evoforge.records import Record
 from evoforge.validators.base import PASS, Check, Verdict
 from evoforge.validators.critics import EQUAL_JUDGE_PARAMS, ask_equal_judge
@@ -73,11 +73,7 @@ class InstructionOp:
             raise ConfigError(f"op {self.name!r}: depth must be in-depth or in-breadth")
 
     def prompt(self) -> PromptTemplate:
-        if isinstance(self.template, PromptTemplate):
-            return self.template
-        if self.template is None:
-            return builtin_template(f"evol_{self.name}")
-        return load_template(self.template)
+        return resolve_template(self.template, f"evol_{self.name}")
 
 
 CONSTRAINTS = InstructionOp("constraints")

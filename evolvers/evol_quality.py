@@ -31,7 +31,7 @@ from evoforge.evolvers.evol_instruct import (
     resolve_weights,
     same_text,
 )
-from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.prompting import PromptTemplate, builtin_template, resolve_template
 from evoforge.records import Record
 from evoforge.validators.base import PASS, Check, Verdict
 from evoforge.validators.heuristics import empty_answer, language_drift, prompt_leak, refusal
@@ -57,11 +57,7 @@ class QualityOp:
     family: ClassVar[str] = "evol_quality"
 
     def prompt(self) -> PromptTemplate:
-        if isinstance(self.template, PromptTemplate):
-            return self.template
-        if self.template is None:
-            return builtin_template(f"evol_quality_{self.name}")
-        return load_template(self.template)
+        return resolve_template(self.template, f"evol_quality_{self.name}")
 
 
 HELPFULNESS = QualityOp("helpfulness")

@@ -64,7 +64,7 @@ from typing import Any, ClassVar
 from evoforge.engine.runner import RecordContext, Rejection, Result
 from evoforge.errors import ConfigError
 from evoforge.evolvers.base import MixPlan, OpNames, family_op, family_ops, parse_weights
-from evoforge.prompting import PromptTemplate, builtin_template, load_template
+from evoforge.prompting import PromptTemplate, builtin_template, resolve_template
 from evoforge.records import SAMPLE_FIELDS, Record, SampleFields, sample_fields
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Check, Verdict
@@ -110,11 +110,7 @@ class RewriteOp:
     family: ClassVar[str] = "rewrite"
 
     def prompt(self) -> PromptTemplate:
-        if isinstance(self.template, PromptTemplate):
-            return self.template
-        if self.template is None:
-            return builtin_template(f"rewrite_{self.name}")
-        return load_template(self.template)
+        return resolve_template(self.template, f"rewrite_{self.name}")
 
 
 REASONING = RewriteOp("reasoning", DEFAULT_MAX_WORDS["reasoning"])

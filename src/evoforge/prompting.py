@@ -230,3 +230,15 @@ def builtin_template(template_id: str) -> PromptTemplate:
         known = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
         raise ConfigError(f"no built-in prompt {template_id!r}; known: {', '.join(known)}")
     return parse_template(resource.read_text("utf-8"), source=f"prompts/{template_id}.yaml")
+
+
+def resolve_template(
+    template: PromptTemplate | str | Path | None, builtin_id: str
+) -> PromptTemplate:
+    """``template`` itself, the file it names, or (when ``None``) the built-in
+    ``builtin_id``: how every evolution op finds its prompt."""
+    if isinstance(template, PromptTemplate):
+        return template
+    if template is None:
+        return builtin_template(builtin_id)
+    return load_template(template)
