@@ -172,7 +172,7 @@ def test_the_output_writer_writes_kept_rejects_and_manifest_or_nothing(tmp_path)
 
 
 def test_step_counts_add_up_and_old_journal_rows_are_counted_the_same():
-    from evoforge.engine.final_write import row_counts, seed_counts
+    from evoforge.engine.final_write import derivable, seed_counts, tally_row
     from evoforge.io.outputs import StepCounts
 
     counts = StepCounts(["input"])
@@ -186,11 +186,21 @@ def test_step_counts_add_up_and_old_journal_rows_are_counted_the_same():
     }  # fmt: skip
     live = seed_counts("evolve", made=3, task_reasons=["refusal"],
                        schema_reasons=["schema_invalid"])  # fmt: skip
-    old_row = {
+    row = {  # a row without counts: the runner's usual one, or an older evoforge's
         "records": [{"id": "a/1"}, {"id": "a/2"}],
         "rejections": [{"reason": "refusal"}, {"reason": "schema_invalid"}],
     }
-    assert row_counts(old_row, "evolve") == live
-    bad = {"records": [], "rejections": [{"reason": "bad_seed"}]}
-    assert row_counts(bad, "evolve") == seed_counts("evolve", input_reason="bad_seed")
-    assert row_counts({**old_row, "steps": {"x": 1}}, "evolve") == {"x": 1}
+    tallied = StepCounts()
+    tally_row(tallied, row, "evolve")
+    assert tallied.to_json() == live.to_json()
+    tallied = StepCounts()
+    tally_row(tallied, {"records": [], "rejections": [{"reason": "bad_seed"}]}, "evolve")
+    assert tallied.to_json() == {
+        "input": {"in": 1, "kept": 0, "rejected": 1, "rejected_by_reason": {"bad_seed": 1}}
+    }
+    tallied = StepCounts()
+    tally_row(tallied, {**row, "steps": live.to_json()}, "evolve")  # kept counts win
+    assert tallied.to_json() == live.to_json()
+    # The runner journals counts only where the row cannot tell them.
+    assert derivable(["refusal"]) and not derivable(["bad_seed"])
+    assert not derivable(["schema_invalid"])

@@ -68,48 +68,48 @@ def _rejection(record: dict[str, Any], dropped: tuple[str, str] | None) -> Rejec
     return None if dropped is None else Rejection(record["id"], *dropped, record)
 
 
+def derivable(task_reasons: Iterable[str]) -> bool:
+    """Whether a seed's counts follow from its journal row alone (see :func:`tally_row`):
+    true unless the task itself used a reason the row reads as the input's or the schema
+    check's. Such rows, and rows whose task counted steps of its own, keep their counts."""
+    return not any(r in INPUT_REASONS or r == "schema_invalid" for r in task_reasons)
+
+
 def seed_counts(
     task_step: str,
     *,
-    input_reason: str | None = None,
     made: int = 0,
     task_reasons: Iterable[str] = (),
     schema_reasons: Iterable[str] = (),
-) -> dict[str, Any]:
-    """One seed's counts at the runner's own steps, in :meth:`StepCounts.to_json`'s
-    shape: read (or rejected as ``input_reason``), run through the task (``made``
-    records, ``task_reasons`` rejections), and the schema check of what it made. Built
-    as plain dicts: it runs once per seed, on the scheduler's hot path."""
-    if input_reason is not None:
-        return {INPUT_STEP: _entry(1, 0, [input_reason])}
+) -> StepCounts:
+    """One seed's counts at the runner's own steps: read, run through the task (``made``
+    records, ``task_reasons`` rejections), and the schema check of what it made."""
     schema_reasons = list(schema_reasons)
-    return {
-        INPUT_STEP: _entry(1, 1, []),
-        task_step: _entry(1, made, list(task_reasons)),
-        SCHEMA_STEP: _entry(made, made - len(schema_reasons), schema_reasons),
-    }
+    counts = StepCounts()
+    counts.count(INPUT_STEP, seen=1, kept=1)
+    counts.count(task_step, seen=1, kept=made, rejected=task_reasons)
+    counts.count(SCHEMA_STEP, seen=made, kept=made - len(schema_reasons), rejected=schema_reasons)
+    return counts
 
 
-def _entry(seen: int, kept: int, reasons: list[str]) -> dict[str, Any]:
-    by_reason = dict(Counter(reasons).most_common()) if reasons else {}
-    return {"in": seen, "kept": kept, "rejected": len(reasons), "rejected_by_reason": by_reason}
-
-
-def row_counts(row: dict[str, Any], task_step: str) -> dict[str, Any]:
-    """A journal row's step counts; for a row an older evoforge wrote (no ``steps``), the
-    same counts derived from its records and rejections."""
+def tally_row(steps: StepCounts, row: dict[str, Any], task_step: str) -> None:
+    """Add a journal row's step counts to ``steps``: the ``steps`` it kept, or the counts
+    its records and rejections imply (most rows: the runner journals counts only where
+    they cannot be derived, which keeps them off the scheduler's hot path; rows an older
+    evoforge wrote have none either)."""
     if "steps" in row:
-        return row["steps"]
-    reasons = [str(r["reason"]) for r in row["rejections"]]
-    if not row["records"] and len(reasons) == 1 and reasons[0] in INPUT_REASONS:
-        return seed_counts(task_step, input_reason=reasons[0])
-    schema = [r for r in reasons if r == "schema_invalid"]
-    return seed_counts(
-        task_step,
-        made=len(row["records"]) + len(schema),
-        task_reasons=[r for r in reasons if r != "schema_invalid"],
-        schema_reasons=schema,
-    )
+        steps.add(row["steps"])
+        return
+    records, rejections = row["records"], row["rejections"]
+    if not records and len(rejections) == 1 and rejections[0]["reason"] in INPUT_REASONS:
+        steps.count(INPUT_STEP, seen=1, rejected=(str(rejections[0]["reason"]),))
+        return
+    task_reasons = [str(r["reason"]) for r in rejections if r["reason"] != "schema_invalid"]
+    schema = len(rejections) - len(task_reasons)
+    made = len(records) + schema
+    steps.count(INPUT_STEP, seen=1, kept=1)
+    steps.count(task_step, seen=1, kept=made, rejected=task_reasons)
+    steps.count(SCHEMA_STEP, seen=made, kept=len(records), rejected=["schema_invalid"] * schema)
 
 
 @dataclass
@@ -135,7 +135,7 @@ def write_journal(
     seen = 0
     dropped_because: Counter[str] = Counter()  # not a list: memory stays flat
     for row in rows:
-        steps.add(row_counts(row, task_step))
+        tally_row(steps, row, task_step)
         for data in row["records"]:
             rejection = _rejection(data, selector.drop(data)) if selector is not None else None
             if rejection is None:

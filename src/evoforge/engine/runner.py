@@ -31,12 +31,12 @@ from typing import Any
 
 from evoforge.engine.client import LLMClient
 from evoforge.engine.context import RecordContext, derive_rng
-from evoforge.engine.final_write import Selector, seed_counts, write_journal
+from evoforge.engine.final_write import Selector, derivable, seed_counts, write_journal
 from evoforge.engine.signals import DEFAULT_DRAIN_SECONDS, install_stop_handlers
 from evoforge.engine.store import Journal
 from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
 from evoforge.io.layout import output_paths
-from evoforge.io.outputs import OutputWriter, StepCounts, update_manifest, write_manifest
+from evoforge.io.outputs import OutputWriter, update_manifest, write_manifest
 from evoforge.io.writers import format_for
 from evoforge.records import Record, schema_error
 from evoforge.steps import Rejection, Result
@@ -259,8 +259,7 @@ class Run:
             seed_id, "duplicate_id", f"seed id {seed_id!r} appears again (input item {seq + 1})"
             "; the first one is kept", record,
         )  # fmt: skip
-        counts = seed_counts(self.command, input_reason=rejection.reason)
-        self._journal.add(seq, key, [], [rejection.to_json()], final=True, steps=counts)
+        self._journal.add(seq, key, [], [rejection.to_json()], final=True)
         self.counts["rejected"] += 1
         self._dirty.set()
 
@@ -268,7 +267,7 @@ class Run:
         if isinstance(item, InputError):
             records: list[dict[str, Any]] = []
             problems = [Rejection(_item_id(item), "bad_seed", str(item))]
-            counts = seed_counts(self.command, input_reason="bad_seed")
+            counts = None  # the final write derives them from the row
         else:
             records, problems, counts = await self._run_seed(item, seq)
         rejections = [r.to_json() for r in problems]
@@ -297,17 +296,15 @@ class Run:
                 records.append(data)
             else:
                 rejections.append(Rejection(record.id, "schema_invalid", problem, data))
+        task_reasons = [r.reason for r in result.rejections]
+        if not ctx.counts and derivable(task_reasons):
+            return records, rejections, None  # the final write derives them from the row
         counts = seed_counts(
-            self.command, made=len(result.records),
-            task_reasons=[r.reason for r in result.rejections],
+            self.command, made=len(result.records), task_reasons=task_reasons,
             schema_reasons=["schema_invalid"] * (len(result.records) - len(records)),
         )  # fmt: skip
-        if ctx.counts:  # what the steps inside the task counted
-            merged = StepCounts()
-            merged.add(counts)
-            merged.add(ctx.counts.to_json())
-            counts = merged.to_json()
-        return records, rejections, counts
+        counts.add(ctx.counts.to_json())  # what the steps inside the task counted
+        return records, rejections, counts.to_json()
 
     async def _run_task(self, record: Record, ctx: RecordContext) -> Result:
         try:

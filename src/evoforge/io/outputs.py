@@ -69,19 +69,20 @@ def update_manifest(path: Path, extra: dict[str, Any]) -> None:
 
 class StepCounts:
     """Per step, in the order the steps were first counted: records in, kept, and
-    rejected by reason. Adds up across seeds, runs and journal rows (:meth:`add`)."""
+    rejected by reason. Adds up across seeds, runs and journal rows (:meth:`add`).
+    Plain dicts, not Counters: the final write adds every journal row."""
 
     def __init__(self, steps: Iterable[str] = ()) -> None:
         self._seen: dict[str, int] = {}
         self._kept: dict[str, int] = {}
-        self._rejected: dict[str, Counter[str]] = {}
+        self._rejected: dict[str, dict[str, int]] = {}
         for step in steps:
             self._step(step)
 
     def _step(self, step: str) -> None:
         if step not in self._seen:
             self._seen[step] = self._kept[step] = 0
-            self._rejected[step] = Counter()
+            self._rejected[step] = {}
 
     def count(
         self, step: str, *, seen: int = 0, kept: int = 0, rejected: Iterable[str] = ()
@@ -90,24 +91,31 @@ class StepCounts:
         self._step(step)
         self._seen[step] += seen
         self._kept[step] += kept
-        self._rejected[step].update(rejected)
+        by_reason = self._rejected[step]
+        for reason in rejected:
+            by_reason[reason] = by_reason.get(reason, 0) + 1
 
     def add(self, counts: dict[str, Any]) -> None:
         """Add counts in :meth:`to_json`'s shape (a journal row's, another run's)."""
         for step, entry in counts.items():
             self.count(step, seen=entry["in"], kept=entry["kept"])
-            self._rejected[step].update(entry["rejected_by_reason"])
+            by_reason = self._rejected[step]
+            for reason, n in entry["rejected_by_reason"].items():
+                by_reason[reason] = by_reason.get(reason, 0) + n
 
     def __bool__(self) -> bool:
         return bool(self._seen)
 
     def to_json(self) -> dict[str, dict[str, Any]]:
+        # Most frequent reason first, ties in first-seen order (as Counter.most_common).
         return {
             step: {
                 "in": self._seen[step],
                 "kept": self._kept[step],
                 "rejected": sum(self._rejected[step].values()),
-                "rejected_by_reason": dict(self._rejected[step].most_common()),
+                "rejected_by_reason": dict(
+                    sorted(self._rejected[step].items(), key=lambda item: -item[1])
+                ),
             }
             for step in self._seen
         }
