@@ -213,7 +213,10 @@ def dedup_steps(method: str) -> list[Any]:
     from evoforge.validators.dedup import DedupStep
 
     names = [m.strip() for m in method.split(",") if m.strip()]
-    found = [(name, lookup("dedup", name, flag="--method")) for name in names]
+    try:
+        found = [(name, lookup("dedup", name, flag="--method")) for name in names]
+    except ConfigError as exc:  # the API's dedup errors all start "dedup: "
+        raise ConfigError(f"dedup: {exc}") from None
     built_in = [step for _, step in found if isinstance(step, DedupStep)]
     graph = DedupStep.combine(built_in) if built_in or not names else None
     return [graph, *((n, s) for n, s in found if not isinstance(s, DedupStep))]
