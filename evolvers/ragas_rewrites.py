@@ -20,8 +20,9 @@ own prompt, ``prompts/rewrite_{op}.yaml``, and the model writes the new answer:
 Ragas v0.1 (``ComplexEvolution``) compresses every reasoning, multi_context and
 conditional question (``COMPRESSED_OPS``) and runs its evolution filter on the seed
 versus the compressed question: :func:`compress_question` is that step (``evoforge
-rag`` runs it unless ``--no-compress``; the critics' ``InformationGain`` is the
-evolution filter).
+rag`` and ``RewriteMix``, so ``evoforge evolve --kind qa|rag``, run it unless
+``--no-compress``; in ``rag`` the critics' ``InformationGain`` is the evolution
+filter, and the step's own rules compare with the seed in both).
 
 Every new question must be answerable from its contexts alone, in the seed's
 language, without "based on the context" phrasing.
@@ -345,12 +346,16 @@ class RewriteMix:
     used exactly its planned number of times; seeds past the plan are rejected
     ``over_plan`` rather than rewritten, so the output never exceeds the
     request. Each seed is rewritten once (round 1). ``max_words`` overrides
-    ``DEFAULT_MAX_WORDS`` per op.
+    ``DEFAULT_MAX_WORDS`` per op. ``compress`` (default, as Ragas v0.1): a
+    reasoning, multi_context or conditional rewrite then goes through
+    :func:`compress_question`, the same step as ``evoforge rag``'s, whose rules
+    compare with the seed (the evolution filter without critics).
     """
 
     plan: MixPlan
     max_words: dict[str, int] | None = None
     second_context: SecondContext | None = None
+    compress: bool = True
     rewrites: dict[str, QuestionRewrite] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -370,6 +375,7 @@ class RewriteMix:
         return {
             "mix": dict(self.plan.counts),
             "max_words": {op: rewrite.max_words for op, rewrite in self.rewrites.items()},
+            "compress": self.compress,
             "prompts": {
                 rewrite.template.id: rewrite.template.content_hash
                 for rewrite in self.rewrites.values()
@@ -384,6 +390,9 @@ class RewriteMix:
                 record, "over_plan", f"seed #{ctx.seq + 1} is past the {self.plan.n} planned"
             )
         outcome = await self.rewrites[op].evolve(record, ctx, 1)
+        if self.compress and op in COMPRESSED_OPS and not isinstance(outcome, Rejection):
+            seed = record[_fields_of(record).question]
+            outcome = await compress_question(outcome, ctx, seed=seed)
         if isinstance(outcome, Rejection):
             return Result(rejections=[outcome])
         return Result.accept(outcome)

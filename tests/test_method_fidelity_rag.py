@@ -84,6 +84,75 @@ def test_no_compress_turns_the_step_off(tmp_path):
     assert all(r["id"].endswith("/reasoning") for r in records)
 
 
+QA_SEEDS = [
+    {"question": f"What is known about the river number {i} in the north?",
+     "answer": "It flows north.", "contexts": ["The river flows north for 6,650 km.",
+                                               "It floods every summer."]}
+    for i in range(6)
+]  # fmt: skip
+
+
+def run_evolve_qa(tmp_path, mix, **settings):
+    from evoforge.api import EvolveOptions, evolve
+
+    seeds = tmp_path / "qa.jsonl"
+    seeds.write_text("".join(json.dumps(row) + "\n" for row in QA_SEEDS))
+    model = ScriptedChatModel(rag_responder)
+    evolve(
+        seeds, tmp_path / "out.jsonl", evolution=EvolveOptions(kind="qa", mix=mix, **settings),
+        options=EngineOptions(quiet=True, cache=False), model=model,
+    )  # fmt: skip
+    manifest = json.loads((tmp_path / "out.manifest.json").read_text())
+    return read_jsonl(tmp_path / "out.jsonl"), model, manifest
+
+
+def test_evolve_compresses_complex_rewrites_against_the_seed(tmp_path):
+    mix = "reasoning=2,multi_context=1,conditional=1,conversational=2"
+    records, model, manifest = run_evolve_qa(tmp_path, mix)
+    assert len(records) == 6 and manifest["config"]["evolve"]["compress"] is True
+    compressed = [r for r in records if r["meta"]["rewrite"]["op"] != "conversational"]
+    assert len(compressed) == 4 and len(calls_to(model, "shorter and more indirect")) == 4
+    seeds = {row["question"] for row in QA_SEEDS}
+    for record in compressed:
+        op = record["meta"]["rewrite"]["op"]
+        assert [s["op"] for s in record["lineage"]] == [f"rewrite_{op}", "rewrite_compress"]
+        assert record["meta"]["rewrite"]["compressed"] is True
+        assert record["id"].endswith(f"/{op}/compress") and record["question"].endswith("briefly?")
+    for call in calls_to(model, "shorter and more indirect"):  # the evolved question goes in
+        assert not any(seed in call["messages"][-1]["content"] for seed in seeds)
+
+    # The step's rules compare with the seed: a compression that gives it back is rejected.
+    def seed_back(messages, n):
+        if "shorter and more indirect" in messages[0]["content"]:
+            number = re.search(r"river number (\d+)", messages[-1]["content"]).group(1)
+            seed = QA_SEEDS[int(number)]["question"]
+            return json.dumps({"question": seed, "answer": "It flows north."})
+        return rag_responder(messages, n)
+
+    from evoforge.api import EvolveOptions, evolve
+
+    summary = evolve(
+        tmp_path / "qa.jsonl", tmp_path / "back.jsonl",
+        evolution=EvolveOptions(kind="qa", mix="reasoning=1"),
+        options=EngineOptions(quiet=True, cache=False), model=ScriptedChatModel(seed_back),
+    )  # fmt: skip
+    assert summary.rejected_by_reason == {"no_information_gain": 6}
+
+
+def test_evolve_no_compress_keeps_the_rewrite(tmp_path):
+    records, model, manifest = run_evolve_qa(tmp_path, "reasoning=1", compress=False)
+    assert len(records) == 6 and not calls_to(model, "shorter and more indirect")
+    assert all(r["id"].endswith("/reasoning") for r in records)
+    assert all("compressed" not in r["meta"]["rewrite"] for r in records)
+    assert manifest["config"]["evolve"]["compress"] is False
+    assert "--no-compress" in run_cli("evolve", "--help").stdout
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "source: {seeds: qa.jsonl}\nevolvers: {kind: qa, mix: {reasoning: 1}, compress: false}\n"
+    )
+    assert load_recipe(recipe).evolvers.compress is False
+
+
 # --- item 1: the node filter -----------------------------------------------------------
 
 

@@ -164,6 +164,15 @@ class EvolveOptions:
         flag="--max-words",
         panel="Question rewrites",
     )
+    # Ragas v0.1 (issue 14): compress_question after reasoning, multi_context, conditional
+    compress: bool = option(
+        True,
+        "qa/rag: do not compress reasoning, multi_context and conditional rewrites "
+        "(Ragas v0.1 does).",
+        flag="--no-compress",
+        negate=True,
+        panel="Question rewrites",
+    )
     decontaminate: list[str] | None = option(  # benchmark questions (issue 14)
         None,
         "Benchmark file (JSONL, JSON, text or a datasets folder); reject records sharing a "

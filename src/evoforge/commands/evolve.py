@@ -51,7 +51,7 @@ def _question_task(evolve: EvolveOptions, n: int, seed: int) -> tuple[Task, dict
     from evoforge.evolvers.ragas_rewrites import REWRITE_OPS, RewriteMix, mix_from_spec
 
     plan = mix_from_spec(evolve.mix or DEFAULT_REWRITE_MIX, n, seed)
-    task = RewriteMix(plan, max_words=evolve.max_words)
+    task = RewriteMix(plan, max_words=evolve.max_words, compress=evolve.compress)
     config = {
         "mix": plan.counts,
         "prompts": prompt_hashes(f"rewrite_{op}" for op in REWRITE_OPS),
@@ -85,6 +85,8 @@ async def evolve_async(
     settings["keep_all_rounds"] = not settings.pop("final_only")
     if not evolve.decontaminate:
         settings.pop("decontaminate")  # manifests of runs without it stay as they were
+    if evolve.kind == "instruction":
+        settings.pop("compress")  # question rewrites only; instruction manifests unchanged
     settings.update(task_config)
     items = read_records(seeds, kind=evolve.kind, field_map=field_map, **SEED_FIELDS[evolve.kind])
     return await run_task_async(
