@@ -38,9 +38,6 @@ from helpers import rag_responder, read_jsonl, write_jsonl
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = EngineOptions(quiet=True, cache=False)
-# The funnel below counts each seed's final version only: evolve's default before
-# EvolveOptions gained final_only (issue 14 writes every round by default).
-FINAL_ONLY = {"final_only": True} if "final_only" in EvolveOptions.__dataclass_fields__ else {}
 
 WORDS = (
     "harbour glacier orchard comet bridge violin desert forest river canyon meadow "
@@ -88,7 +85,7 @@ def run_folder(tmp_path_factory) -> Path:
     seeds = write_jsonl(tmp / "seeds.jsonl", seed_rows())
     evolve(
         seeds, folder / "evolved.jsonl", options=OPTIONS,
-        evolution=EvolveOptions(rounds=2, answers=True, **FINAL_ONLY),
+        evolution=EvolveOptions(rounds=2, answers=True, final_only=True),  # funnel: finals
         model=ScriptedChatModel(evolve_responder, record=False),
     )  # fmt: skip
     done = CliRunner().invoke(app, [

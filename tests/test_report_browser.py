@@ -28,11 +28,6 @@ from helpers import rag_responder, read_jsonl, write_jsonl
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = ROOT / "examples" / "docs"
-# Every round's record is written (the lineage's earlier answers come from them): the
-# default once EvolveOptions has final_only, keep_all_rounds=True before.
-EVERY_ROUND = (
-    {} if "final_only" in EvolveOptions.__dataclass_fields__ else {"keep_all_rounds": True}
-)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +37,7 @@ def run_folder(tmp_path_factory) -> Path:
     seeds = write_jsonl(tmp / "seeds.jsonl", seed_rows())
     evolve(
         seeds, folder / "evolved.jsonl", options=OPTIONS,
-        evolution=EvolveOptions(rounds=2, answers=True, **EVERY_ROUND),
+        evolution=EvolveOptions(rounds=2, answers=True),  # every round: lineage answers
         model=ScriptedChatModel(evolve_responder, record=False),
     )  # fmt: skip
     rag(
