@@ -9,7 +9,7 @@ import typer
 
 from evoforge.cli.app import app
 from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
-from evoforge.cli.show import dry_runner, print_summary, rag_report
+from evoforge.cli.show import dry_runner, print_summary, rag_report, shortfall_report
 from evoforge.options import AnswerOptions, EvolveOptions, In2Options, RagOptions
 
 FieldMap = Annotated[
@@ -171,6 +171,5 @@ def in2(
         typer.echo(f"plan {extra['plan']}; kept {extra['kept']}; documents used "
                    f"{extra['documents']['used']}; decontamination dropped "
                    f"{extra['decontamination']['documents_dropped']}")  # fmt: skip
-    for kind, gap in extra.get("shortfall", {}).items():
-        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
+    shortfall_report(extra)
     raise typer.Exit(summary.exit_code)

@@ -107,10 +107,15 @@ def rag_report(extra: dict, n: int, *, as_json: bool = False) -> None:
     for item in skipped:
         typer.echo(f"  skipped {item['path']}: {item['reason']} ({item['detail']})", err=True)
     kept = sum(extra.get("kept", {}).values())
-    for kind, gap in extra.get("shortfall", {}).items():
-        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
+    shortfall_report(extra)
     if kept < n:
         typer.echo(f"evoforge: wrote {kept} of the {n} samples asked for", err=True)
+
+
+def shortfall_report(extra: dict) -> None:
+    """What an exact-N run (rag, in2) fell short of, per type, and why (stderr)."""
+    for kind, gap in extra.get("shortfall", {}).items():
+        typer.echo(f"evoforge: {kind}: {gap['missing']} short: {gap['why']}", err=True)
 
 
 def print_plan(plan: Any, *, as_json: bool = False) -> None:
