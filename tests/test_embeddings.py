@@ -439,3 +439,16 @@ def test_embed_cached_without_a_cache_is_embed():
     vectors = embed_cached(counting, [CAT, CAT], None)
     assert vectors.shape == (2, 16)
     assert counting.embedded == [CAT, CAT]
+
+
+def test_a_runs_http_embedder_retries_by_the_runs_policy():
+    """rag and select build their --embedder with the run's retry settings, as their chat
+    calls get them; the no-weights and local embedders take no policy."""
+    from evoforge import EngineOptions
+    from evoforge.commands.common import load_run_embedder
+
+    options = EngineOptions(max_attempts=2, backoff_base=0.25, max_retry_wait=30.0)
+    remote = load_run_embedder("openai:text-embedding-3-small@http://127.0.0.1:9/v1", options)
+    assert (remote.max_attempts, remote.retry_base_s) == (2, 0.25)
+    assert remote.client.retry.max_retry_after == 30.0
+    assert load_run_embedder("hashing", options).identity["backend"] == "hashing"

@@ -60,16 +60,32 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
             max_calls=options.max_calls,
             max_tokens=options.max_tokens,
         ),
-        retry=RetryPolicy(
-            max_attempts=options.max_attempts,
-            backoff_base=options.backoff_base,
-            max_retry_after=options.max_retry_wait,
-            request_timeout=None if is_local(chat_model) else options.timeout,
-        ),
+        retry=retry_policy(options, timeout=not is_local(chat_model)),
         cache=cache,
         params=params,
         jitter_seed=options.seed,
     )
+
+
+def retry_policy(options: EngineOptions, *, timeout: bool = True) -> RetryPolicy:
+    """The run's retry policy: attempts, backoff, the longest Retry-After to honour and
+    (for a remote model, ``timeout``) the per-attempt timeout."""
+    return RetryPolicy(
+        max_attempts=options.max_attempts,
+        backoff_base=options.backoff_base,
+        max_retry_after=options.max_retry_wait,
+        request_timeout=options.timeout if timeout else None,
+    )
+
+
+def load_run_embedder(spec: str, options: EngineOptions) -> Any:
+    """The ``--embedder`` of a run that has engine options: an HTTP one (``openai:...``)
+    retries by the run's policy, as its chat calls do; the others take no policy."""
+    from evoforge.embeddings import load_embedder
+
+    if spec.partition(":")[0].strip() == "openai":
+        return load_embedder(spec, retry=retry_policy(options))
+    return load_embedder(spec)
 
 
 async def close_client(client: LLMClient) -> None:

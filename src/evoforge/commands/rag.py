@@ -15,6 +15,7 @@ from evoforge.commands.common import (
     build_client,
     close_client,
     default_cache_dir,
+    load_run_embedder,
     prompt_hashes,
     source_paths,
 )
@@ -26,13 +27,13 @@ from evoforge.options import EngineOptions, RagOptions
 
 def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
     """Load the graph from ``rag.graph`` when it exists and matches, else build (and save) it."""
-    from evoforge.embeddings import EmbeddingCache, load_embedder
+    from evoforge.embeddings import EmbeddingCache
     from evoforge.generators.knowledge_graph import KnowledgeGraph
     from evoforge.io.documents import chunk_documents
 
     doc_ids = sorted(doc.id for doc in report.documents)
     chunking = {"size": rag.chunk_size, "overlap": rag.chunk_overlap, "unit": rag.chunk_unit}
-    embedder = load_embedder(rag.embedder)
+    embedder = load_run_embedder(rag.embedder, options)
     if rag.graph and Path(rag.graph).exists():
         graph = KnowledgeGraph.load(rag.graph)
         built_with = graph.graph.graph.get("chunking")

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evoforge.commands.common import Source, run_task_async, source_path
+from evoforge.commands.common import Source, load_run_embedder, run_task_async, source_path
 from evoforge.errors import InputError
 from evoforge.io.readers import load_jsonl
 from evoforge.io.readers import read_evoforge_records as _read_evoforge_records
@@ -83,9 +83,7 @@ async def select_async(
     if selection.method in ("deita", "kcenter") and not (
         selection.method == "deita" and selection.tau >= 1
     ):
-        from evoforge.embeddings import load_embedder
-
-        kwargs["embedder"] = load_embedder(selection.embedder)
+        kwargs["embedder"] = load_run_embedder(selection.embedder, options)
     step = selection_module.selector_step(selection.method, selection.budget, **kwargs)
     chosen = step.run(records)  # a set step: selected records, a Rejection for each other
     output = write_outputs(paths["out"], chosen.kept, chosen.rejected)
