@@ -12,8 +12,10 @@ import pytest
 from evoforge.quiet import ENVIRONMENT, quiet_environment, quiet_loading
 
 
+@pytest.mark.requires_local
 def test_quiet_loading_restores_the_libraries_settings():
-    hf_logging = pytest.importorskip("transformers.utils.logging")
+    from transformers.utils import logging as hf_logging
+
     hf_logging.enable_progress_bar()
     before = hf_logging.get_verbosity()
     with quiet_loading():
@@ -23,8 +25,10 @@ def test_quiet_loading_restores_the_libraries_settings():
     assert hf_logging.get_verbosity() == before
 
 
+@pytest.mark.requires_local
 def test_quiet_loading_silences_the_gguf_conversion_bar():
-    gguf = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    from transformers import modeling_gguf_pytorch_utils as gguf
+
     original = gguf.tqdm
     with quiet_loading(gguf=True):
         assert gguf.tqdm is not original
@@ -42,10 +46,10 @@ def test_quiet_environment_keeps_what_the_user_set(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.requires_local
 def test_the_embedded_model_loads_without_third_party_bars(seeds_file, tmp_path):
     """One run of the CLI on the embedded model (one load: tens of seconds; the first on
     a machine also converts the GGUF): stderr carries nothing but evoforge's own lines."""
-    pytest.importorskip("transformers")
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     result = subprocess.run(
         [sys.executable, "-m", "evoforge.cli", "answer", "--seeds", str(seeds_file(1)),
