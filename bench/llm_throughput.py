@@ -12,6 +12,7 @@ ratio of the two, and client CPU ms per request. Targets: <= 1.3x ideal at 64,
 <= 2 ms client CPU per request.
 
     .venv/bin/python bench/llm_throughput.py [--n 5000] [--latency 0.05] [--concurrency 64 256]
+        [--servers 3]   # spread over 3 fake servers (the server pool of issue 20)
 """
 
 from __future__ import annotations
@@ -82,11 +83,16 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument(
+        "--servers", type=int, default=1,
+        help="fake servers to spread over (openai:MODEL@URL1,URL2,...; default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--transport", nargs="+", default=["http", "sdk"], choices=["http", "sdk"],
         help="openai backend transports to measure (default: both)",
     )  # fmt: skip
     args = parser.parse_args()
-    server, base_url = start_server(args.latency)
+    started = [start_server(args.latency) for _ in range(max(1, args.servers))]
+    base_url = ",".join(url for _, url in started)
     results = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +103,8 @@ def main() -> None:
                     )
                     results.append(result)
                     print(
-                        f"{transport:>4} transport, concurrency {concurrency:>4}: "
+                        f"{transport:>4} transport, {args.servers} server(s), "
+                        f"concurrency {concurrency:>4}: "
                         f"{result['wall_s']:.2f} s wall, ideal "
                         f"{result['ideal_s']:.2f} s -> {result['ratio']:.2f}x ideal; "
                         f"client CPU {result['cpu_ms_per_request']:.3f} ms/request; "
@@ -105,8 +112,9 @@ def main() -> None:
                         flush=True,
                     )
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for server, _ in started:
+            server.terminate()
+            server.wait(timeout=10)
     print(json.dumps({"cpus": os.cpu_count(), "results": results}))
 
 

@@ -176,6 +176,10 @@ class Run:
             )
         self._dirty = asyncio.Event()
         self.client.before_send = self._before_send
+        attach = getattr(self.client.model, "attach", None)  # --batch: store beside journal
+        if attach is not None:
+            attach(self.paths["journal"], overwrite=self.overwrite)
+            self.client.model.on_state = self._report
         flusher = asyncio.create_task(self._flush_loop())
         pending: set[asyncio.Task[None]] = set()
         self._pending = pending
@@ -344,6 +348,8 @@ class Run:
             stats = dict(self.counts)
             stats["calls"] = self.client.calls_sent
             stats["tokens"] = self.client.tokens_used
+            if hasattr(self.client.model, "batch_state"):
+                stats["batch"] = self.client.model.batch_state  # the bar shows it
             self.progress(stats)
 
     async def _flush_loop(self) -> None:
@@ -413,6 +419,8 @@ class Run:
             "seed": self.seed,
             "kind": self.kind,
             "model": self.client.model.identity,
+            **_servers(self.client.model),
+            **_batches(self.client.model),
             "config": self.config,
             "engine": self.settings,
             "counts": {
@@ -429,6 +437,18 @@ class Run:
         }
         write_manifest(paths["manifest"], manifest)
         return summary
+
+
+def _servers(model: Any) -> dict[str, Any]:
+    """A server pool's per-server counts (``openai:MODEL@URL1,URL2``), as ``servers``."""
+    report = getattr(model, "server_report", None)
+    return {"servers": report()} if report is not None else {}
+
+
+def _batches(model: Any) -> dict[str, Any]:
+    """``--batch``: the batch ids and how the calls went, as ``batch`` (issue 19)."""
+    report = getattr(model, "batch_summary", None)
+    return {"batch": report()} if report is not None else {}
 
 
 def _item_id(item: SeedItem) -> str:

@@ -3,6 +3,7 @@
     local                                  the embedded SmolLM2-135M-Instruct (default)
     openai:MODEL                           OpenAI, key from OPENAI_API_KEY
     openai:MODEL@BASE_URL                  any OpenAI-compatible server (vLLM, Ollama, ...)
+    openai:MODEL@URL1,URL2,...             one model on several servers (llm/server_pool.py)
     langchain:package.module:ClassName     any LangChain BaseChatModel; --llm-arg key=value
 
 Backends register here by name; there is no chain of string checks.
@@ -35,6 +36,10 @@ def _openai(rest: str, args: dict[str, Any]) -> ChatModel:
     from evoforge.llm.openai_backend import OpenAIChatModel
 
     model, _, base_url = rest.partition("@")
+    if "," in base_url:  # several servers of one model: requests spread over them
+        from evoforge.llm.server_pool import ServerPool
+
+        return ServerPool(model, base_url.split(","), **args)
     return OpenAIChatModel(model.strip(), base_url=base_url.strip() or None, **args)
 
 
