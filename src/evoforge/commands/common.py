@@ -12,12 +12,14 @@ from typing import Any
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
+from evoforge.io.lock import holds_run_lock
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import is_local, load_chat_model
 from evoforge.options import EngineOptions
 from evoforge.progress import ProgressBar
 
-# A path, or records in memory: a ``datasets.Dataset`` or an iterable of dicts.
+# A path, or records in memory: a ``datasets.Dataset``, a ``pandas.DataFrame`` (see
+# evoforge.io.frames) or an iterable of dicts.
 Source = str | os.PathLike[str] | Iterable[dict[str, Any]]
 
 
@@ -48,10 +50,14 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
     if options.temperature is not None:
         params["temperature"] = options.temperature
     cache = None
+    if options.batch:  # issue 19: the calls go out as Batch API jobs (engine/batch.py)
+        from evoforge.engine.batch_mode import batch_model
+
+        chat_model = batch_model(chat_model, options, retry_policy(options))
     if options.cache:
         cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
         cache = ResponseCache(cache_dir / "llm-cache.db")
-    return LLMClient(
+    client = LLMClient(
         chat_model,
         limits=Limits(
             concurrency=options.concurrency,
@@ -60,11 +66,16 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
             max_calls=options.max_calls,
             max_tokens=options.max_tokens,
         ),
-        retry=retry_policy(options, timeout=not is_local(chat_model)),
+        retry=retry_policy(options, timeout=not is_local(chat_model) and not options.batch),
         cache=cache,
         params=params,
         jitter_seed=options.seed,
     )
+    if options.batch:
+        from evoforge.engine.batch_mode import open_batch_window
+
+        open_batch_window(client)
+    return client
 
 
 def retry_policy(options: EngineOptions, *, timeout: bool = True) -> RetryPolicy:
@@ -94,6 +105,7 @@ async def close_client(client: LLMClient) -> None:
         client.cache.close()
 
 
+@holds_run_lock
 async def run_task_async(
     *,
     command: str,
@@ -105,8 +117,11 @@ async def run_task_async(
     config: dict[str, Any],
     model: Any = None,
     total: int | None = None,
+    select: Any = None,
 ) -> RunSummary:
-    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest."""
+    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest.
+    ``select``: a factory of the final write's selector (``pam --balance``), or None.
+    The run holds OUT's lock throughout (:class:`~evoforge.io.lock.RunLock`)."""
     client = build_client(options, model)
     engine_config = {
         "model": client.model.identity,
@@ -127,6 +142,7 @@ async def run_task_async(
                 overwrite=options.overwrite,
                 progress=progress.update if progress.enabled else None,
                 settings=engine_settings(options),
+                select=select,
             )
             return await run.execute(items)
     finally:
@@ -140,6 +156,10 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
     settings = asdict(options)
     settings.pop("quiet")
+    if not options.batch:  # issue 19: a run without --batch keeps its manifest as it was
+        for name in ("batch", "keep_batch_files", "batch_retry", "batch_poll"):
+            settings.pop(name)
+    settings.pop("wait")  # how this run started, not what it made
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
         for name, value in settings["llm_args"].items()
@@ -172,7 +192,9 @@ def source_paths(sources: Any, out: str | Path) -> list[Any]:
 
     if is_path(sources):
         return [sources]
-    if hasattr(sources, "column_names"):  # a datasets.Dataset
+    from evoforge.io.frames import is_frame
+
+    if hasattr(sources, "column_names") or is_frame(sources):  # a Dataset or a DataFrame
         return [source_path(sources, out)]
     items = list(sources)
     if items and all(isinstance(item, dict) for item in items):

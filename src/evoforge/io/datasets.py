@@ -14,7 +14,7 @@ context and the question).
 - ``sharegpt``: ``{"id", "conversations": [{"from": "human" | "gpt" | "system", "value"}]}``.
 
 Records come in as a path (any format :mod:`evoforge.io.readers` takes), a
-``datasets.Dataset`` or an iterable of dicts.
+``datasets.Dataset``, a ``pandas.DataFrame`` or an iterable of dicts.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
         if record.get("input"):
             user = f"{user}\n\n{record['input']}"
         return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    if kind == "in2":
+    if kind in ("in2", "chat", "pam"):  # pam: the question with its trigger, then the target
         return [{"role": t["role"], "content": t["content"]} for t in record["messages"]]
     fields = SAMPLE_FIELDS[kind]
     question = record[fields.question]
@@ -139,8 +139,9 @@ def quiet_datasets() -> Iterator[None]:
 
 def iter_records(source: Any) -> Iterator[Row]:
     """The evoforge records of ``source`` as dicts: a path (any format the readers take),
-    a ``datasets.Dataset`` or an iterable of dicts. A row that is not an evoforge record
-    (it needs an ``id`` and a ``kind``) is an :class:`InputError` naming it."""
+    a ``datasets.Dataset``, a ``pandas.DataFrame`` or an iterable of dicts. A row that is
+    not an evoforge record (it needs an ``id`` and a ``kind``) is an :class:`InputError`
+    naming it."""
     if isinstance(source, str | os.PathLike):
         for item in read_evoforge_records(source):
             if isinstance(item, InputError):
@@ -154,7 +155,13 @@ def iter_records(source: Any) -> Iterator[Row]:
 
 
 def iter_dicts(source: Iterable[Any]) -> Iterator[Row]:
-    """Plain dicts from a ``datasets.Dataset`` or an iterable of mappings."""
+    """Plain dicts from a ``pandas.DataFrame`` (see :mod:`evoforge.io.frames`), a
+    ``datasets.Dataset`` or an iterable of mappings."""
+    from evoforge.io.frames import frame_rows, is_frame
+
+    if is_frame(source):
+        yield from frame_rows(source)
+        return
     for row in source:
         if not hasattr(row, "keys"):
             raise InputError(f"expected records as dicts, got {type(row).__name__}")
@@ -166,8 +173,8 @@ def is_path(source: Any) -> bool:
 
 
 def rows_to_jsonl(rows: Iterable[Any], path: Path) -> Path:
-    """Write ``rows`` (a ``datasets.Dataset`` or dicts) as JSONL to ``path``, atomically;
-    values JSON cannot hold (dates, numpy numbers) become text."""
+    """Write ``rows`` (a ``datasets.Dataset``, a DataFrame or dicts) as JSONL to ``path``,
+    atomically; values JSON cannot hold (dates, numpy numbers) become text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as fh:
         for row in iter_dicts(rows):
