@@ -5,6 +5,7 @@ The public surface (pinned by tests/test_public_api.py)::
     from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
     from evoforge import run_recipe, plan_recipe   # a whole pipeline from a YAML recipe
     from evoforge import dedup, select, export, to_dataset  # whole sets; Dataset in and out
+    from evoforge import validate, open_run   # check records; a finished run as DataFrames
 """
 
 from evoforge.api import (
@@ -26,6 +27,7 @@ from evoforge.api import (
     run_task_async,
     select,
     select_async,
+    validate,
 )
 from evoforge.engine.runner import RecordContext, Rejection, Result, RunSummary
 from evoforge.errors import (
@@ -46,6 +48,7 @@ from evoforge.prompting import PromptTemplate, builtin_template, load_template
 from evoforge.recipe import plan_recipe, run_recipe
 from evoforge.records import Record, schema_error, schema_for
 from evoforge.report import write_report
+from evoforge.run_view import open_run
 
 __all__ = [
     "DedupResult",
@@ -95,4 +98,6 @@ __all__ = [
     "schema_error",
     "schema_for",
     "write_report",
+    "open_run",
+    "validate",
 ]

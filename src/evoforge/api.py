@@ -49,6 +49,7 @@ from evoforge.options import (
     SelectOptions,
     ValidateOptions,
 )
+from evoforge.run_view import RunView, open_run
 
 __all__ = [
     "DEDUP_FIELDS",
@@ -61,6 +62,7 @@ __all__ = [
     "EvolveOptions",
     "In2Options",
     "JsonlRows",
+    "RunView",
     "RagOptions",
     "SelectOptions",
     "Source",
@@ -80,6 +82,7 @@ __all__ = [
     "field_score",
     "in2",
     "in2_async",
+    "open_run",
     "rag",
     "rag_async",
     "run_task_async",

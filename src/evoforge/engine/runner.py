@@ -91,6 +91,18 @@ class RunSummary:
 
         return to_dataset(self.out, to=to)
 
+    def to_pandas(self) -> Any:
+        """``.kept``, ``.rejected``, ``.funnel()``, ``.by_reason()`` as DataFrames
+        (:mod:`evoforge.io.run_frames`)."""
+        from evoforge.io.run_frames import RunFrames
+
+        return RunFrames(self.out)
+
+    def _repr_mimebundle_(self, **_: Any) -> dict[str, str]:  # a table in a notebook
+        from evoforge.notebook import summary_bundle
+
+        return summary_bundle(self)
+
 
 # The exit code of a stopped run, by stop reason; every other reason exits 3.
 STOP_EXIT_CODES = {"interrupted": 130, "insufficient_quota": 4}
