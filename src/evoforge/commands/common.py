@@ -12,7 +12,6 @@ from typing import Any
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
-from evoforge.io.lock import holds_run_lock
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import is_local, load_chat_model
 from evoforge.options import EngineOptions
@@ -50,14 +49,10 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
     if options.temperature is not None:
         params["temperature"] = options.temperature
     cache = None
-    if options.batch:  # issue 19: the calls go out as Batch API jobs (engine/batch.py)
-        from evoforge.engine.batch_mode import batch_model
-
-        chat_model = batch_model(chat_model, options, retry_policy(options))
     if options.cache:
         cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
         cache = ResponseCache(cache_dir / "llm-cache.db")
-    client = LLMClient(
+    return LLMClient(
         chat_model,
         limits=Limits(
             concurrency=options.concurrency,
@@ -66,16 +61,11 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
             max_calls=options.max_calls,
             max_tokens=options.max_tokens,
         ),
-        retry=retry_policy(options, timeout=not is_local(chat_model) and not options.batch),
+        retry=retry_policy(options, timeout=not is_local(chat_model)),
         cache=cache,
         params=params,
         jitter_seed=options.seed,
     )
-    if options.batch:
-        from evoforge.engine.batch_mode import open_batch_window
-
-        open_batch_window(client)
-    return client
 
 
 def retry_policy(options: EngineOptions, *, timeout: bool = True) -> RetryPolicy:
@@ -105,7 +95,6 @@ async def close_client(client: LLMClient) -> None:
         client.cache.close()
 
 
-@holds_run_lock
 async def run_task_async(
     *,
     command: str,
@@ -117,11 +106,8 @@ async def run_task_async(
     config: dict[str, Any],
     model: Any = None,
     total: int | None = None,
-    select: Any = None,
 ) -> RunSummary:
-    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest.
-    ``select``: a factory of the final write's selector (``pam --balance``), or None.
-    The run holds OUT's lock throughout (:class:`~evoforge.io.lock.RunLock`)."""
+    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest."""
     client = build_client(options, model)
     engine_config = {
         "model": client.model.identity,
@@ -142,7 +128,6 @@ async def run_task_async(
                 overwrite=options.overwrite,
                 progress=progress.update if progress.enabled else None,
                 settings=engine_settings(options),
-                select=select,
             )
             return await run.execute(items)
     finally:
@@ -156,10 +141,6 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
     settings = asdict(options)
     settings.pop("quiet")
-    if not options.batch:  # issue 19: a run without --batch keeps its manifest as it was
-        for name in ("batch", "keep_batch_files", "batch_retry", "batch_poll"):
-            settings.pop(name)
-    settings.pop("wait")  # how this run started, not what it made
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
         for name, value in settings["llm_args"].items()

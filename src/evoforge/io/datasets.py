@@ -48,7 +48,7 @@ def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
         if record.get("input"):
             user = f"{user}\n\n{record['input']}"
         return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    if kind in ("in2", "chat", "pam"):  # pam: the question with its trigger, then the target
+    if kind == "in2":
         return [{"role": t["role"], "content": t["content"]} for t in record["messages"]]
     fields = SAMPLE_FIELDS[kind]
     question = record[fields.question]
