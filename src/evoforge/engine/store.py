@@ -17,10 +17,11 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from evoforge.engine.cache_guard import CacheFaults, move_aside
 from evoforge.errors import ConfigError
 from evoforge.llm.base import Completion
 
@@ -28,9 +29,13 @@ from evoforge.llm.base import Completion
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error:
+        conn.close()  # not a database: the caller moves it aside
+        raise
     return conn
 
 
@@ -55,48 +60,81 @@ def cache_key(
 class ResponseCache:
     """Content-addressed store of completions, shared by every run that points at it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
-        self._conn = _connect(self.path)
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)"
-            " WITHOUT ROWID"
-        )
+        # A fault never costs a record (evoforge.engine.cache_guard): a database that
+        # cannot be opened is moved aside, a failed read is a miss, a failed write
+        # turns caching off; each warned once on stderr (or through ``warn``).
+        self.faults = CacheFaults(self.path, "response cache", warn)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if not self.path.is_file():
+                raise
+            self.faults.open_failed(exc)
+            self._open()
         self._pending: list[tuple[str, str, float]] = []
 
+    def _open(self) -> None:
+        self._conn = _connect(self.path)
+        try:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)"
+                " WITHOUT ROWID"
+            )
+        except sqlite3.DatabaseError:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            raise
+
     def get(self, key: str) -> Completion | None:
-        row = self._conn.execute(
-            "SELECT completion FROM responses WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
-            for pending_key, blob, _ in self._pending:
-                if pending_key == key:
-                    return Completion.from_json(json.loads(blob))
+        """The cached completion for ``key``; None when there is none, or when it cannot
+        be read or decoded (a miss: the caller makes the call again)."""
+        try:
+            row = self._conn.execute(
+                "SELECT completion FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                for pending_key, blob, _ in self._pending:
+                    if pending_key == key:
+                        return Completion.from_json(json.loads(blob))
+                return None
+            return Completion.from_json(json.loads(row[0]))
+        except (sqlite3.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.faults.read_failed(exc)
             return None
-        return Completion.from_json(json.loads(row[0]))
 
     def put(self, key: str, completion: Completion) -> None:
+        if not self.faults.writable:
+            return
         blob = json.dumps(completion.to_json(), ensure_ascii=False)
         self._pending.append((key, blob, time.time()))
 
     def flush(self) -> None:
+        """Commit the queued entries. A failed write loses only them (they are answers
+        already given) and turns caching off; a full disk raises ``OSError(ENOSPC)``."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        with self._conn:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO responses (key, completion, created) VALUES (?, ?, ?)",
-                pending,
-            )
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO responses (key, completion, created) VALUES (?, ?, ?)",
+                    pending,
+                )
+        except sqlite3.Error as exc:
+            self.faults.write_failed(exc)
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        self.flush()
-        self._conn.close()
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
 
 
 class Journal:
@@ -125,13 +163,7 @@ class Journal:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.close()
             self.unreadable_because = str(exc)
-            self.moved_aside = self.path.with_name(
-                f"{self.path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}"
-            )
-            for suffix in ("", "-wal", "-shm"):
-                broken = Path(f"{self.path}{suffix}")
-                if broken.exists():
-                    broken.replace(f"{self.moved_aside}{suffix}")
+            self.moved_aside = move_aside(self.path)
             self._open(fingerprint)
         self._pending: list[tuple[str, int, int, int, int, str]] = []
 
