@@ -224,7 +224,9 @@ def simulate(
     ``in2``, ``select``, ``validate`` or their ``_async`` forms) on a counting model, in a
     temporary folder, and return its calls and tokens per operator (see the module
     docstring). ``price`` is (input, output) dollars per 1M tokens."""
-    return asyncio.run(simulate_async(command_fn, *args, price=price, **kwargs))
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(simulate_async(command_fn, *args, price=price, **kwargs))
 
 
 def _plan(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,9 @@ def answer(
     allow_truncated: bool = AnswerOptions.allow_truncated,
 ) -> RunSummary:
     """Write an ``output`` for every instruction seed in ``seeds`` (the answer step)."""
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         answer_async(
             seeds,
             out,

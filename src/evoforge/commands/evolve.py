@@ -4,7 +4,6 @@ rewrite each."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,9 @@ def evolve(
 ) -> RunSummary:
     """Evolve seeds: instructions through Evol-Instruct (and Evol-Quality), or QA / RAG
     questions through a mix of Ragas-style rewrites. See :class:`EvolveOptions`."""
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         evolve_async(
             seeds, out, evolution=evolution, options=options, field_map=field_map, model=model
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -122,4 +121,6 @@ def in2(
     model: Any = None,
 ) -> RunSummary:
     """Build IN2 long-context training data: see :class:`In2Options`."""
-    return asyncio.run(in2_async(corpus, out, in2=in2, options=options, model=model))
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(in2_async(corpus, out, in2=in2, options=options, model=model))

@@ -3,7 +3,6 @@ provenance (Ragas-style scenarios, critics, per-type quotas)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -180,4 +179,6 @@ def rag(
     model: Any = None,
 ) -> RunSummary:
     """Build a RAG evaluation set: see :class:`RagOptions` and ``evoforge.generators.rag``."""
-    return asyncio.run(rag_async(docs, out, rag=rag, options=options, model=model))
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(rag_async(docs, out, rag=rag, options=options, model=model))

@@ -3,7 +3,6 @@ best-and-most-diverse subset (DEITA, AlpaGasus, LTD k-center or random)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -111,4 +110,8 @@ def select(
     model: Any = None,
 ) -> dict[str, Any]:
     """Select the best-and-most-diverse subset: see :func:`select_async`."""
-    return asyncio.run(select_async(source, out, selection=selection, options=options, model=model))
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
+        select_async(source, out, selection=selection, options=options, model=model)
+    )

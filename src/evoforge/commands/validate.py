@@ -9,7 +9,6 @@ file, line and reason (the CLI prints it).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -100,7 +99,9 @@ def validate(
     (``checks="schema,rubric", rubric="rubric.yaml", kind="qa"``). The rubric check
     calls the model of ``options`` (or ``model``) through the engine.
     """
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         validate_async(
             source, out, validation=validation, options=options, model=model,
             on_invalid=on_invalid, collect=collect, **settings,

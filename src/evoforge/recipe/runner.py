@@ -9,7 +9,6 @@ resumes (an identical re-run makes no LLM call). The budget spans all steps.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -413,7 +412,9 @@ def run_recipe(
     folder (``outputs.dir``, or ``out``); ``llm`` overrides the recipe's model
     spec and ``model`` passes a ChatModel or LangChain model instance.
     """
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         run_recipe_async(recipe, out=out, llm=llm, model=model, quiet=quiet, overwrite=overwrite)
     )
 
