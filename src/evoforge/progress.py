@@ -1,7 +1,8 @@
 """A progress line on stderr: accepted / rejected / calls / tokens.
 
 Shown only when stderr is a terminal and ``--quiet`` is not set, so logs and CI
-output stay clean.
+output stay clean; in a Jupyter kernel, as one output redrawn in place
+(:mod:`evoforge.notebook`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from typing import Any
 
 class ProgressBar:
     def __init__(self, description: str, total: int | None, *, enabled: bool | None = None):
+        notebook = False
         if enabled is None:
-            enabled = sys.stderr.isatty()
+            from evoforge.notebook import in_notebook
+
+            notebook = not sys.stderr.isatty() and in_notebook()
+            enabled = sys.stderr.isatty() or notebook
         self.enabled = enabled
         self._last = 0.0
         self._stats: dict[str, int] | None = None
         self._progress: Any = None
+        self._display: Any = None  # in a notebook: the one output the bar is drawn into
         if not enabled:
             return
         from rich.console import Console
@@ -30,6 +36,11 @@ class ProgressBar:
             TimeElapsedColumn,
         )
 
+        console = Console(stderr=True)
+        if notebook:  # drawn in memory, shown as one output redrawn in place
+            from evoforge.notebook import NotebookDisplay, memory_console
+
+            console = memory_console()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -39,15 +50,17 @@ class ProgressBar:
                 "calls {task.fields[calls]} · tokens {task.fields[tokens]}"
             ),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=False,
         )
         self._task = self._progress.add_task(
             description, total=total, accepted=0, rejected=0, calls=0, tokens=0
         )
+        if notebook:
+            self._display = NotebookDisplay(self._progress)
 
     def __enter__(self) -> ProgressBar:
-        if self._progress is not None:
+        if self._progress is not None and self._display is None:
             self._progress.start()
         return self
 
@@ -55,7 +68,10 @@ class ProgressBar:
         if self._progress is not None:
             if self._stats is not None:
                 self._draw(self._stats)  # the final counts, whatever the throttle said
-            self._progress.stop()
+            if self._display is not None:
+                self._display.refresh(final=True)
+            else:
+                self._progress.stop()
 
     def update(self, stats: dict[str, int]) -> None:
         if self._progress is None:
@@ -78,3 +94,5 @@ class ProgressBar:
             calls=stats.get("calls", 0),
             tokens=stats.get("tokens", 0),
         )
+        if self._display is not None:
+            self._display.refresh()
