@@ -20,6 +20,7 @@ PUBLIC = {
     "to_dataset",
     "run_recipe", "plan_recipe",
     "write_report",
+    "grow", "grow_async", "GrowOptions",
     "open_run", "validate",
 }  # fmt: skip
 

@@ -27,6 +27,7 @@ from evoforge.options import (
     ValidateOptions,
     option_fields,
 )
+from evoforge.options_grow import GrowOptions
 from helpers import write_jsonl
 
 ENGINE = (EngineOptions,)
@@ -38,6 +39,7 @@ OPTIONS = {
     "dedup": (DedupOptions,), "probe build": (ProbeOptions,), "probe score": (),
     "export": (ExportOptions,), "report": (), "demo": ENGINE, "run": (),
 }  # fmt: skip
+OPTIONS["grow"] = (GrowOptions, *ENGINE)  # issue 18
 # Commands without --no-report: report is the report itself; probe and export write
 # files that no report reads; a recipe's own outputs.report decides for run.
 NO_REPORT_FLAG = {"report", "probe build", "probe score", "export", "run"}
@@ -47,6 +49,7 @@ NO_OUT = {"report", "probe score"}
 # Commands that call a model take --dry-run (demo is itself a run on the embedded model);
 # run's dry run plans the whole recipe (evoforge.recipe.plan).
 DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select", "run"}
+DRY_RUN.add("grow")  # issue 18
 SHARED = {"json_output", "quiet", "no_report", "dry_run"}
 
 

@@ -3,6 +3,7 @@
 The public surface (pinned by tests/test_public_api.py)::
 
     from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
+    from evoforge import grow   # new instructions: Self-Instruct, back-translation, Magpie
     from evoforge import run_recipe, plan_recipe   # a whole pipeline from a YAML recipe
     from evoforge import dedup, select, export, to_dataset  # whole sets; Dataset in and out
     from evoforge import validate, open_run   # check records; a finished run as DataFrames
@@ -12,6 +13,7 @@ from evoforge.api import (
     DedupResult,
     EngineOptions,
     EvolveOptions,
+    GrowOptions,
     In2Options,
     RagOptions,
     SelectOptions,
@@ -20,6 +22,8 @@ from evoforge.api import (
     dedup,
     evolve,
     evolve_async,
+    grow,
+    grow_async,
     in2,
     in2_async,
     rag,
@@ -64,6 +68,7 @@ __all__ = [
     "ConfigError",
     "EngineOptions",
     "EvolveOptions",
+    "GrowOptions",
     "In2Options",
     "RagOptions",
     "EvoforgeError",
@@ -85,6 +90,8 @@ __all__ = [
     "builtin_template",
     "evolve",
     "evolve_async",
+    "grow",
+    "grow_async",
     "in2",
     "in2_async",
     "rag",

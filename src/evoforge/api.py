@@ -33,6 +33,7 @@ from evoforge.commands.dedup import (
     write_dedup,
 )
 from evoforge.commands.evolve import evolve, evolve_async
+from evoforge.commands.grow import grow, grow_async
 from evoforge.commands.in2 import in2, in2_async
 from evoforge.commands.rag import rag, rag_async
 from evoforge.commands.select import SCORERS, select, select_async
@@ -49,6 +50,7 @@ from evoforge.options import (
     SelectOptions,
     ValidateOptions,
 )
+from evoforge.options_grow import GROW_METHODS, GrowOptions
 from evoforge.run_view import RunView, open_run
 
 __all__ = [
@@ -60,6 +62,8 @@ __all__ = [
     "DedupResult",
     "EngineOptions",
     "EvolveOptions",
+    "GROW_METHODS",
+    "GrowOptions",
     "In2Options",
     "JsonlRows",
     "RunView",
@@ -80,6 +84,8 @@ __all__ = [
     "evolve",
     "evolve_async",
     "field_score",
+    "grow",
+    "grow_async",
     "in2",
     "in2_async",
     "open_run",

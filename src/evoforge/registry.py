@@ -41,6 +41,10 @@ BUILTINS: dict[str, dict[str, str]] = {
         "answer": "evoforge.generators.instructions:AnswerInstructions",
         "rag": "evoforge.generators.rag:RagSampleTask",
         "in2": "evoforge.generators.in2:In2Task",
+        # grow (issue 18): each a record step run in exact-N passes by commands/grow.py
+        "self_instruct": "evoforge.generators.self_instruct:SelfInstructTask",
+        "backtranslate": "evoforge.generators.backtranslate:BacktranslateTask",
+        "magpie": "evoforge.generators.magpie:MagpieTask",
     },
     # Evolution ops, each run by its family's evolver (EvolInstruct, EvolQuality,
     # QuestionRewrite). Ragas' rewrites carry their prompt's prefix: Evol-Instruct has a

@@ -1,4 +1,4 @@
-"""The commands that generate records through the engine: answer, evolve, rag, in2."""
+"""The commands that generate records through the engine: answer, evolve, rag, in2, grow."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from evoforge.cli.app import app
 from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
 from evoforge.cli.show import dry_runner, print_summary, rag_report, shortfall_report
 from evoforge.options import AnswerOptions, EvolveOptions, In2Options, RagOptions
+from evoforge.options_grow import GrowOptions
 
 FieldMap = Annotated[
     list[str] | None,
@@ -171,5 +172,49 @@ def in2(
         typer.echo(f"plan {extra['plan']}; kept {extra['kept']}; documents used "
                    f"{extra['documents']['used']}; decontamination dropped "
                    f"{extra['decontamination']['documents_dropped']}")  # fmt: skip
+    shortfall_report(extra)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+@errors_as_messages
+@with_engine_options()
+@with_options(GrowOptions, into="settings")
+@shared_flags(quiet=False, dry_run=True)
+def grow(
+    out: SideOut,
+    seeds: Annotated[
+        Path | None,
+        typer.Option("--seeds", help="self-instruct (8+), magpie (optional): seed instructions."),
+    ] = None,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", help="backtranslate: files or folders; repeat for more.",
+                     metavar="PATH"),
+    ] = None,  # fmt: skip
+    field: FieldMap = None,
+    settings: Any = None,
+    options: Any = None,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """Grow a seed set: exactly N new instructions by Self-Instruct, back-translation or Magpie.
+
+    Example: evoforge grow --method self-instruct --seeds seeds.jsonl --n 200 --out grown.jsonl
+    """  # fmt: skip
+    from evoforge.commands.grow import grow as run_grow
+    from evoforge.io.readers import parse_field_map
+
+    source: Any = docs if settings.method == "backtranslate" else seeds
+    summary = dry_runner(run_grow, dry_run, as_json)(
+        source, out, grow=settings, options=options, field_map=parse_field_map(field)
+    )
+    if summary is None:
+        return
+    print_summary(summary, title="evoforge grow", as_json=as_json)
+    extra = summary.extra
+    if not as_json:
+        typer.echo(f"{extra['method']}: kept {extra['kept']} of {extra['plan']} in "
+                   f"{extra['passes']} passes")  # fmt: skip
     shortfall_report(extra)
     raise typer.Exit(summary.exit_code)

@@ -148,6 +148,15 @@ class LLMClient:
             except ReplyError as error:
                 raise RequestRejected(error.reason, error.detail) from None
 
+    async def complete_text(
+        self, prompt: str, *, op: str, tag: str = "", params: dict[str, Any] | None = None
+    ) -> Completion:
+        """A raw-text completion of ``prompt`` (no chat template applied), through the same
+        cache, limits and retries; the model must have ``complete_text`` (see
+        :class:`~evoforge.llm.base.TextCompletionModel`). Magpie samples user turns so."""
+        call_params = {**self.params, **(params or {})}
+        return await self._cached_call([raw_prompt(prompt)], None, call_params, tag, op)
+
     async def _cached_call(
         self,
         messages: list[Message],
@@ -226,7 +235,7 @@ class LLMClient:
             self.calls_sent += 1
             stats.calls += 1
             completion = await send_once(
-                lambda: self.model.complete(messages, schema=schema, **params),
+                lambda: _send(self.model, messages, schema, params),
                 self.retry,
                 self.concurrency,
                 lambda wait: (
@@ -322,6 +331,21 @@ async def send_once(
         if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:
             raise RunStopped("retry_after_too_long", too_long(exc.retry_after)) from None
         raise
+
+
+RAW_ROLE = "raw"  # a one-message "conversation" that is a raw-text prompt
+
+
+def raw_prompt(prompt: str) -> Message:
+    return {"role": RAW_ROLE, "content": prompt}
+
+
+def _send(
+    model: ChatModel, messages: list[Message], schema: dict[str, Any] | None, params: dict
+) -> Awaitable[Completion]:
+    if len(messages) == 1 and messages[0]["role"] == RAW_ROLE:
+        return model.complete_text(messages[0]["content"], **params)  # type: ignore[attr-defined]
+    return model.complete(messages, schema=schema, **params)
 
 
 def _with_parsed(completion: Completion, parsed: Any) -> Completion:

@@ -28,7 +28,8 @@ class Selector(Protocol):
     """Decides, record by record in input order at the end of a run, what is written.
 
     ``drop`` returns ``None`` to keep a record, or ``(reason, detail)`` to move it
-    to the rejects file (e.g. ``surplus`` past a quota, ``duplicate``). A fresh
+    to the rejects file (e.g. ``surplus`` past a quota, ``duplicate``), or
+    ``(reason, detail, {"lost_to": id})`` to name the record a duplicate lost to. A fresh
     selector sees the whole journal each time, so its decisions are the same on
     every run over the same journal.
     """
@@ -64,8 +65,12 @@ class RecordSelector:
         return result
 
 
-def _rejection(record: dict[str, Any], dropped: tuple[str, str] | None) -> Rejection | None:
-    return None if dropped is None else Rejection(record["id"], *dropped, record)
+def _rejection(record: dict[str, Any], dropped: tuple[Any, ...] | None) -> Rejection | None:
+    # (reason, detail), or (reason, detail, {"lost_to": id, ...}) for a duplicate
+    if dropped is None:
+        return None
+    where = dropped[2] if len(dropped) > 2 else {}
+    return Rejection(record["id"], dropped[0], dropped[1], record, **where)
 
 
 def derivable(task_reasons: Iterable[str]) -> bool:

@@ -109,6 +109,18 @@ class ChatModel(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class TextCompletionModel(Protocol):
+    """A backend that also completes raw text, no chat template applied (OpenAI-compatible
+    ``/v1/completions``: vLLM, llama.cpp server; the embedded model). ``chat_template``
+    gives the model's own chat template, ``{"template", "bos_token", "eos_token"}``, or
+    ``None`` when the backend cannot know it (a remote server)."""
+
+    async def complete_text(self, prompt: str, **params: Any) -> Completion: ...
+
+    async def chat_template(self) -> dict[str, str] | None: ...
+
+
 def with_schema_hint(messages: list[Message], schema: dict[str, Any]) -> list[Message]:
     """For backends without a response-format option: state the schema in the system turn."""
     import json

@@ -132,7 +132,19 @@ class OpenAIChatModel:
             raise
         return _completion_from(data, self.model)
 
-    async def _post_http(self, body: dict[str, Any]) -> Any:
+    async def complete_text(self, prompt: str, **params: Any) -> Completion:
+        """Raw-text completion, ``POST /completions`` (vLLM, llama.cpp server): the prompt
+        is sent as is, no chat template applied (Magpie's pre-query prompt)."""
+        body = {"model": self.model, "prompt": prompt, **params}
+        body.pop("logprobs", None)  # /completions takes an int here; nothing asks for it
+        body.pop("top_logprobs", None)
+        post = self._post_http if self.transport == "http" else self._post_sdk
+        return _text_completion_from(await post(body, "/completions"), self.model)
+
+    async def chat_template(self) -> dict[str, str] | None:
+        return None  # the server's template is not part of the OpenAI protocol
+
+    async def _post_http(self, body: dict[str, Any], path: str = "/chat/completions") -> Any:
         import aiohttp
 
         if self._session is None:
@@ -145,7 +157,7 @@ class OpenAIChatModel:
             # No pool limit here: the engine bounds the requests in flight.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(headers=headers, connector=connector)
-        url = f"{self.base_url}/chat/completions"
+        url = f"{self.base_url}{path}"
         try:
             async with self._session.post(url, data=json.dumps(body)) as response:
                 raw = await response.read()
@@ -161,7 +173,7 @@ class OpenAIChatModel:
                 ) from None
         raise _http_error(status, raw, headers)
 
-    async def _post_sdk(self, body: dict[str, Any]) -> Any:
+    async def _post_sdk(self, body: dict[str, Any], path: str = "/chat/completions") -> Any:
         import openai
 
         if self._sdk is None:
@@ -177,7 +189,7 @@ class OpenAIChatModel:
             # The SDK's public low-level call: the same auth, transport and error types
             # as chat.completions.create, without its per-request TypedDict transform
             # and pydantic parsing (another ~0.4 ms of CPU per request).
-            return await self._sdk.post("/chat/completions", body=body, cast_to=object)
+            return await self._sdk.post(path, body=body, cast_to=object)
         except openai.APIError as exc:
             raise classify_openai_error(exc) from None
 
@@ -208,6 +220,23 @@ def _completion_from(data: Any, model: str) -> Completion:
         model=data.get("model") or model,
         finish_reason=finish_reason,
         logprobs=_logprobs_from(choice.get("logprobs")),
+    )
+
+
+def _text_completion_from(data: Any, model: str) -> Completion:
+    """A ``/completions`` reply (``choices[0].text``) as a Completion."""
+    if not isinstance(data, dict) or not data.get("choices"):
+        raise RequestRejected("empty_response", f"the server returned no choices: {data!r:.200}")
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    return Completion(
+        text=str(choice.get("text") or ""),
+        usage=Usage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        ),
+        model=data.get("model") or model,
+        finish_reason=choice.get("finish_reason"),
     )
 
 

@@ -231,6 +231,8 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
     if kind in ("rag", "in2"):
         if not source.docs:
             raise loader.fail(root, "source.docs", f"the {kind} generator reads documents")
+    elif kind == "grow":
+        _check_grow(recipe, loader, root)
     elif not source.seeds:
         raise loader.fail(root, "source.seeds", "answer and evolve read seed records")
     if kind == "in2" and recipe.evolvers is not None:
@@ -253,6 +255,15 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
                     root, "outputs.export", f"{to} takes {takes} records; this recipe "
                     f"writes {record_kind} records",
                 )  # fmt: skip
+
+
+def _check_grow(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
+    """grow reads documents (backtranslate), seeds (self-instruct) or either (magpie)."""
+    method = recipe.generator.method
+    if method == "backtranslate" and not recipe.source.docs:
+        raise loader.fail(root, "source.docs", "grow's backtranslate method reads documents")
+    if method == "self-instruct" and not recipe.source.seeds:
+        raise loader.fail(root, "source.seeds", "grow's self-instruct method reads seeds")
 
 
 def _check_validators(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:

@@ -23,6 +23,7 @@ from evoforge.options import (
     ValidateOptions,
     default_of,
 )
+from evoforge.options_grow import GrowOptions
 
 GENERATORS = ("answer", "evolve", "rag", "in2")
 # What the steps write in the run folder (stems); the final dataset needs another name.
@@ -193,9 +194,13 @@ GENERATOR_OPTIONS: dict[str, type] = {
     "evolve": EvolveOptions,
     "rag": RagOptions,
     "in2": In2Options,
+    "grow": GrowOptions,
 }
 # Options a recipe sets elsewhere (outputs.format, the run folder, the embedder).
 NOT_IN_RECIPE = {"rag": ("format",), "in2": ("format",)}
+# grow (issue 18): a generator step writing grow.jsonl in the run folder
+GENERATORS = (*GENERATORS, "grow")
+STEP_FILES = (*STEP_FILES, "grow")
 # The engine section takes EngineOptions but the model (llm), seed and budget.
 ENGINE_ELSEWHERE = (
     "llm", "llm_args", "temperature", "max_output_tokens", "max_calls", "max_tokens", "seed",

@@ -152,6 +152,8 @@ class _RecipeRun:
             )  # fmt: skip
             current = self.done(kind, summary).out
             record_kind = kind
+        elif kind == "grow":
+            current = await self._grow()
         if self._stopped():
             return current  # type: ignore[return-value]
         if recipe.evolvers is not None:
@@ -166,6 +168,25 @@ class _RecipeRun:
         if recipe.selection is not None:
             current = await self._select(current)
         return current
+
+    async def _grow(self) -> Path:
+        """``evoforge grow``: seeds (self-instruct, magpie) or documents (backtranslate)."""
+        from evoforge.commands.grow import grow_async
+
+        recipe, source = self.recipe, self.recipe.source
+        settings = recipe.generator
+        material: Any = None
+        if settings.method == "backtranslate":
+            material = [recipe.resolve(d) for d in source.docs or []]
+        elif source.seeds:
+            material = recipe.resolve(source.seeds)
+        if settings.chat_template:
+            settings = replace(settings, chat_template=str(recipe.resolve(settings.chat_template)))
+        summary = await grow_async(
+            material, self.run_dir / "grow.jsonl", grow=settings, options=self.options(),
+            model=self.model, field_map=source.field_map,
+        )  # fmt: skip
+        return self.done("grow", summary).out
 
     def _stopped(self) -> bool:
         return any(step.status != "complete" for step in self.steps)

@@ -6,6 +6,7 @@ to talk to it over real HTTP:
 * ``POST /v1/chat/completions`` (non-streaming),
 * ``POST /v1/embeddings`` (deterministic, hash-derived, L2-normalised vectors),
 * ``GET /v1/models``,
+* ``POST /v1/completions`` (raw text; :mod:`evoforge.testing.fake_completions`),
 
 and the same paths without the ``/v1`` prefix.
 
@@ -418,6 +419,10 @@ class FakeOpenAI:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread_error: BaseException | None = None
+        # /v1/completions (issue 18): raw-text completions, scripted apart from chat.
+        from evoforge.testing.fake_completions import FakeCompletions
+
+        self.text_completions = FakeCompletions(self, FakeRequest)
 
     # ------------------------------------------------------------------ scripting / state
 
@@ -470,6 +475,7 @@ class FakeOpenAI:
             app.router.add_post(prefix + "/chat/completions", self._handle_chat)
             app.router.add_post(prefix + "/embeddings", self._handle_embeddings)
             app.router.add_get(prefix + "/models", self._handle_models)
+        self.text_completions.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout

@@ -112,6 +112,31 @@ class LocalChatModel:
             self._worker = asyncio.create_task(self._serve())
         return await request.future
 
+    async def complete_text(self, prompt: str, **params: Any) -> Completion:
+        """Continue ``prompt`` as raw text, no chat template applied (Magpie's pre-query
+        prompt); the same parameters as :meth:`complete`, batched the same way."""
+        request = _Request(
+            messages=[], params=_GenerationParams.from_params(params),
+            stop=_stop_strings(params.get("stop")), seed=_seed(params.get("seed")),
+            future=asyncio.get_running_loop().create_future(), prompt=prompt,
+        )  # fmt: skip
+        self._pending.append(request)
+        worker = self._worker
+        if worker is None or worker.done() or worker.get_loop() is not request.future.get_loop():
+            self._worker = asyncio.create_task(self._serve())
+        return await request.future
+
+    async def chat_template(self) -> dict[str, str] | None:
+        """The embedded model's own chat template (loads the model on first use)."""
+        if self._tokenizer is None:
+            await asyncio.to_thread(self._load)
+        tokenizer = self._tokenizer
+        assert tokenizer is not None
+        if not tokenizer.chat_template:
+            return None
+        return {"template": str(tokenizer.chat_template), "bos_token": tokenizer.bos_token or "",
+                "eos_token": tokenizer.eos_token or ""}  # fmt: skip
+
     async def aclose(self) -> None:
         """Cancel queued requests, stop the worker and release the model."""
         pending, self._pending = self._pending, []
@@ -190,9 +215,11 @@ class LocalChatModel:
         results: list[Completion | Exception] = []
         prompts: list[tuple[int, list[int]]] = []  # (index in batch, token ids)
         for index, request in enumerate(batch):
-            text = tokenizer.apply_chat_template(
-                request.messages, tokenize=False, add_generation_prompt=True
-            )
+            text = request.prompt
+            if text is None:
+                text = tokenizer.apply_chat_template(
+                    request.messages, tokenize=False, add_generation_prompt=True
+                )
             if request.scaffold is not None:  # the reply starts with the JSON's opening
                 text += request.scaffold.prefix
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]

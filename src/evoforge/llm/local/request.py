@@ -68,6 +68,7 @@ class _Request:
     seed: int | None
     future: asyncio.Future[Completion] = field(repr=False)
     scaffold: _JsonScaffold | None = None  # set: the reply is guided JSON
+    prompt: str | None = None  # set: raw text, sent without the chat template
 
 
 def _fail(requests: list[_Request], exc: BaseException) -> None:
