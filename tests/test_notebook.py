@@ -5,12 +5,14 @@ and the summary renders as a table."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 from evoforge.testing.fake_openai import FakeOpenAI
+from helpers import read_jsonl
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -72,3 +74,37 @@ def test_quiet_and_outside_a_notebook_nothing_is_displayed(tmp_path):
 
     assert not in_notebook()  # pytest is no kernel: the terminal rules hold
     assert ProgressBar("answer", 3).enabled is False  # stderr is captured, not a terminal
+
+
+def test_the_example_notebook_runs(tmp_path):
+    """examples/notebook.ipynb as a user runs it: from its folder (here a copy), offline."""
+    import shutil
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    shutil.copytree(examples / "docs", tmp_path / "docs")
+    notebook = nbformat.read(examples / "notebook.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells)  # committed clean
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=120,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()  # a cell that raises fails the test here
+    out = tmp_path / "notebook-run"
+    kept = read_jsonl(out / "eval.jsonl")
+    rejects = read_jsonl(out / "eval.rejects.jsonl")
+    assert len(kept) == 8 and rejects
+    ragas = read_jsonl(out / "ragas.jsonl")
+    assert [r["user_input"] for r in ragas] == [r["user_input"] for r in kept]
+    assert set(ragas[0]) >= {"user_input", "reference", "reference_contexts"}
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    outputs = {cell.source.splitlines()[-1]: cell.outputs for cell in code if cell.outputs}
+    build = outputs["summary"]
+    assert [o.output_type for o in build] == ["display_data", "execute_result"]
+    assert "8 kept" in build[1].data["text/plain"]
+    by_reason = outputs["run.by_reason()"][0].data["text/plain"]
+    reasons = {r["reason"] for r in rejects}
+    assert all(reason in by_reason for reason in reasons)
+    lineage = outputs["run.lineage(sample)"][0].data["text/plain"]
+    assert "rag_seed_question@v1" in lineage and "kept" in lineage
