@@ -105,6 +105,10 @@ class EngineOptions:
     overwrite: bool = option(
         False, "Start over instead of resuming a previous run.", flag="--overwrite"
     )
+    # another run on the same output: exit 2 naming it, or (wait) start when it ends
+    wait: bool = option(
+        False, "If another run holds the output, wait for it to finish.", flag="--wait"
+    )
     quiet: bool = option(False, "No progress bar.", flag=("--quiet", "-q"))
 
     @classmethod

@@ -254,6 +254,13 @@ DryRun = Annotated[
         rich_help_panel=RUN,
     ),
 ]
+# --wait where a command writes but takes no engine flags (dedup, probe build, run):
+# the engine flag's own help and default.
+_WAIT = next(item for item in option_fields(EngineOptions) if item.name == "wait")
+Wait = Annotated[
+    bool,
+    typer.Option("--wait", help=_WAIT.metadata["help"], rich_help_panel=RUN),
+]
 NoReport = Annotated[
     bool,
     typer.Option(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from evoforge.cli.app import app
-from evoforge.cli.flags import Quiet, errors_as_messages, shared_flags
+from evoforge.cli.flags import Quiet, Wait, errors_as_messages, shared_flags
 from evoforge.cli.show import print_json
 
 
@@ -39,6 +39,7 @@ def run_command(
         bool, typer.Option("--overwrite", help="Start over instead of resuming a previous run.")
     ] = False,
     quiet: Quiet = False,
+    wait: Wait = False,
     as_json: bool = False,
 ) -> None:
     """Run a whole pipeline from a YAML recipe; re-running resumes where it stopped.
@@ -57,7 +58,9 @@ def run_command(
         else:
             typer.echo(planned.render())
         return
-    result = run(loaded, out=out, quiet=quiet or None, overwrite=overwrite or None)
+    result = run(
+        loaded, out=out, quiet=quiet or None, overwrite=overwrite or None, wait=wait or None
+    )
     if as_json:
         print_json({
             "status": result.status, "steps": [asdict(step) for step in result.steps],

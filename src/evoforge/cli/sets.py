@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from evoforge.cli.app import app
-from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
+from evoforge.cli.flags import (
+    Wait,
+    errors_as_messages,
+    shared_flags,
+    with_engine_options,
+    with_options,
+)
 from evoforge.cli.show import dry_runner, print_json, print_report
 from evoforge.io.layout import output_paths
 from evoforge.options import DedupOptions, SelectOptions, ValidateOptions
@@ -25,6 +31,7 @@ def dedup(
     ],
     out: Annotated[Path, typer.Option("--out", help="Kept records; rejects beside it.")],
     settings: Any = None,
+    wait: Wait = False,
     as_json: bool = False,
 ) -> None:
     """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group.
@@ -33,7 +40,7 @@ def dedup(
     """  # fmt: skip
     from evoforge.commands.dedup import dedup as run_dedup
 
-    result = run_dedup(source, out, **asdict(settings))
+    result = run_dedup(source, out, wait=wait, **asdict(settings))
     if as_json:
         print_json(result.summary)
         return

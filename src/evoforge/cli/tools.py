@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from evoforge.cli.app import app, probe_app
-from evoforge.cli.flags import errors_as_messages, shared_flags, with_options
+from evoforge.cli.flags import Wait, errors_as_messages, shared_flags, with_options
 from evoforge.cli.show import print_json, print_report
 from evoforge.options import ExportOptions, ProbeOptions
 
@@ -30,6 +30,7 @@ def probe_build(
     n: Annotated[int, typer.Option("--n", help="Probes to build.")],
     out: Annotated[Path, typer.Option("--out", help="Output .jsonl of probes.")],
     probe: Any = None,
+    wait: Wait = False,
     as_json: bool = False,
 ) -> None:
     """Build a probing set: long contexts, one needle each at positions spread evenly.
@@ -38,7 +39,7 @@ def probe_build(
     """
     from evoforge.commands.probe import build
 
-    stats = build(task, corpus, n, out, probe=probe)
+    stats = build(task, corpus, n, out, probe=probe, wait=wait)
     print_report(stats, title="evoforge probe build", as_json=as_json)
 
 

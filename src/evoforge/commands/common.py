@@ -12,6 +12,7 @@ from typing import Any
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
+from evoforge.io.lock import holds_run_lock
 from evoforge.llm.base import ChatModel
 from evoforge.llm.spec import is_local, load_chat_model
 from evoforge.options import EngineOptions
@@ -95,6 +96,7 @@ async def close_client(client: LLMClient) -> None:
         client.cache.close()
 
 
+@holds_run_lock
 async def run_task_async(
     *,
     command: str,
@@ -107,7 +109,8 @@ async def run_task_async(
     model: Any = None,
     total: int | None = None,
 ) -> RunSummary:
-    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest."""
+    """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest.
+    The run holds OUT's lock throughout (:class:`~evoforge.io.lock.RunLock`)."""
     client = build_client(options, model)
     engine_config = {
         "model": client.model.identity,
@@ -141,6 +144,7 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
     settings = asdict(options)
     settings.pop("quiet")
+    settings.pop("wait")  # how this run started, not what it made
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
         for name, value in settings["llm_args"].items()

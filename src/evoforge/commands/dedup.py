@@ -12,6 +12,7 @@ from typing import Any
 
 from evoforge.commands.common import Source
 from evoforge.errors import ConfigError, InputError
+from evoforge.io.lock import holds_run_lock
 from evoforge.options import DedupOptions
 from evoforge.registry import lookup
 from evoforge.steps import SetResult
@@ -116,6 +117,7 @@ def _first_jsonl_record(path: Path) -> list[dict[str, Any]]:
     return []
 
 
+@holds_run_lock
 def dedup(
     source: Source,
     out: str | Path | None = None,

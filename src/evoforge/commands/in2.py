@@ -17,11 +17,13 @@ from evoforge.commands.common import (
 from evoforge.commands.exact_n import mark_shortfall, run_passes, shortfall
 from evoforge.engine.runner import RunSummary
 from evoforge.errors import InputError
+from evoforge.io.lock import holds_run_lock
 from evoforge.io.readers import SEED_FIELDS, read_records
 from evoforge.options import EngineOptions, In2Options
 from evoforge.records import Record
 
 
+@holds_run_lock
 async def in2_async(
     corpus: Sequence[str | Path] | Source,
     out: str | Path,

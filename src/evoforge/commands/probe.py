@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from evoforge.io.lock import holds_run_lock
 from evoforge.options import ProbeOptions
 
 
+@holds_run_lock
 def build(
     task: str,
     corpus: Iterable[str | Path],

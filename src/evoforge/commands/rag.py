@@ -21,6 +21,7 @@ from evoforge.commands.common import (
 from evoforge.commands.exact_n import mark_shortfall, run_passes, shortfall
 from evoforge.engine.runner import RunSummary
 from evoforge.errors import ConfigError, InputError
+from evoforge.io.lock import holds_run_lock
 from evoforge.options import EngineOptions, RagOptions
 
 
@@ -66,6 +67,7 @@ def _rag_graph(report: Any, rag: RagOptions, options: EngineOptions) -> Any:
     return graph
 
 
+@holds_run_lock
 async def rag_async(
     docs: Sequence[str | Path] | Source,
     out: str | Path,

@@ -32,10 +32,14 @@ def run(
     model: Any = None,
     quiet: bool | None = None,
     overwrite: bool | None = None,
+    wait: bool | None = None,
 ) -> RecipeResult:
     """Run every step of ``recipe`` into its run folder (``out`` overrides it);
-    re-running resumes. ``model`` passes a ChatModel or LangChain model instance."""
-    return run_recipe(load(recipe, llm=llm), out=out, model=model, quiet=quiet, overwrite=overwrite)
+    re-running resumes. ``model`` passes a ChatModel or LangChain model instance;
+    ``wait`` waits for another run holding the folder (see ``evoforge.io.lock``)."""
+    return run_recipe(
+        load(recipe, llm=llm), out=out, model=model, quiet=quiet, overwrite=overwrite, wait=wait
+    )
 
 
 def plan(

@@ -9,6 +9,7 @@ from typing import Any
 
 from evoforge.commands.common import Source, load_run_embedder, run_task_async, source_path
 from evoforge.errors import InputError
+from evoforge.io.lock import holds_run_lock
 from evoforge.io.readers import load_jsonl
 from evoforge.io.readers import read_evoforge_records as _read_evoforge_records
 from evoforge.options import EngineOptions, SelectOptions
@@ -17,6 +18,7 @@ from evoforge.records import Record
 SCORERS = {"deita": "DeitaScorer", "alpagasus": "AlpagasusRater"}
 
 
+@holds_run_lock
 async def select_async(
     source: Source,
     out: str | Path,

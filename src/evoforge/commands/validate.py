@@ -18,6 +18,7 @@ from typing import Any
 
 from evoforge.commands.common import build_client, close_client
 from evoforge.errors import ConfigError, EvoforgeError
+from evoforge.io.lock import holds_run_lock
 from evoforge.options import EngineOptions, ValidateOptions
 
 
@@ -109,6 +110,7 @@ def validate(
     )  # fmt: skip
 
 
+@holds_run_lock
 async def validate_async(
     source: str | os.PathLike[str] | Iterable[dict[str, Any]],
     out: str | os.PathLike[str] | None = None,

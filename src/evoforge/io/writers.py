@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import ConfigError, did_you_mean
+from evoforge.io.lock import Owner
 from evoforge.records import SAMPLE_FIELDS
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "ragas", "deepeval", "plain")
@@ -62,10 +63,20 @@ def format_for(path: Path, fmt: str | None) -> str:
     return found
 
 
+def temporary_for(path: Path) -> Path:
+    """The temporary a write of ``path`` goes to first: ``.NAME.tmp-PID-START-HOST``,
+    its owner process in its name (see :class:`evoforge.io.lock.Owner`)."""
+    return path.with_name(f".{path.name}.tmp-{Owner.me().tag()}")
+
+
 def remove_stale_temporaries(path: Path) -> None:
-    """Delete ``.NAME.tmp-PID`` files left beside ``path`` by a killed run."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        if stale.name != f".{path.name}.tmp-{os.getpid()}":
+    """Delete the temporaries a killed run left beside ``path``: only those whose owner
+    process is gone (a PID alone is not enough: PIDs are reused), never another live
+    run's."""
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(f"{prefix}*"):
+        owner = Owner.from_tag(stale.name[len(prefix) :])
+        if owner is not None and owner.gone():
             stale.unlink(missing_ok=True)
 
 
@@ -75,7 +86,7 @@ def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iter
     an error (written beside it, fsynced, renamed); on an error ``path`` is untouched.
     Temporaries a killed run left beside ``path`` go once it is replaced."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_for(path)
     mode = "wb" if binary else "w"
     encoding = None if binary else "utf-8"
     try:
@@ -100,7 +111,7 @@ class _AtomicFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.tmp = temporary_for(path)
         # Held open across write() calls until commit() or abort().
         self.fh: Any = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
 
@@ -216,7 +227,7 @@ class ParquetWriter(RecordWriter):
 
     def __init__(self, path: Path, batch: int = 1000) -> None:
         super().__init__(path)
-        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._tmp = temporary_for(path)
         self._rows: list[dict[str, Any]] = []
         self._batch = batch
         self._writer: Any = None

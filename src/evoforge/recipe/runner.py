@@ -22,6 +22,7 @@ from evoforge.commands.in2 import in2_async
 from evoforge.commands.rag import rag_async
 from evoforge.commands.select import select_async
 from evoforge.commands.validate import validate_async
+from evoforge.io.lock import RunLock
 from evoforge.io.readers import load_jsonl
 from evoforge.io.writers import atomic_text
 from evoforge.options import EngineOptions, EvolveOptions, ValidateOptions
@@ -364,17 +365,23 @@ async def run_recipe_async(
     model: Any = None,
     quiet: bool | None = None,
     overwrite: bool | None = None,
+    wait: bool | None = None,
 ) -> RecipeResult:
-    """Run every step of ``recipe`` into its run folder; re-running resumes."""
+    """Run every step of ``recipe`` into its run folder; re-running resumes. The run
+    holds the folder's lock throughout (``wait``: wait for another run holding it)."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if llm is not None:
         recipe.llm = replace(recipe.llm, spec=llm)
-    if quiet is not None:
-        recipe.engine["quiet"] = quiet
-    if overwrite is not None:
-        recipe.engine["overwrite"] = overwrite
+    for name, value in (("quiet", quiet), ("overwrite", overwrite), ("wait", wait)):
+        if value is not None:
+            recipe.engine[name] = value
     run_dir = recipe.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, wait=bool(recipe.engine.get("wait"))):
+        return await _run_in(recipe, run_dir, model)
+
+
+async def _run_in(recipe: Recipe, run_dir: Path, model: Any) -> RecipeResult:
     runner = _RecipeRun(recipe, run_dir, model)
     status = "complete"
     last: Path | None = None
@@ -426,6 +433,7 @@ def run_recipe(
     model: Any = None,
     quiet: bool | None = None,
     overwrite: bool | None = None,
+    wait: bool | None = None,
 ) -> RecipeResult:
     """Run a YAML recipe end to end (``evoforge run RECIPE``).
 
@@ -436,7 +444,9 @@ def run_recipe(
     from evoforge.blocking import run_blocking
 
     return run_blocking(
-        run_recipe_async(recipe, out=out, llm=llm, model=model, quiet=quiet, overwrite=overwrite)
+        run_recipe_async(
+            recipe, out=out, llm=llm, model=model, quiet=quiet, overwrite=overwrite, wait=wait
+        )
     )
 
 
