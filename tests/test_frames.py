@@ -70,7 +70,7 @@ def test_a_frame_of_1000_seeds_is_the_jsonl_file(fake_openai, tmp_path, monkeypa
 def test_missing_values_numpy_values_and_the_index():
     frame = pd.DataFrame(
         {
-            "instruction": ["one", None, "three"],
+            "instruction": ["one", np.nan, "three"],
             "score": [1.5, np.nan, 2.0],
             "count": pd.array([1, None, 3], dtype="Int64"),
             "when": pd.to_datetime(["2024-01-02", None, "2024-03-04"]),

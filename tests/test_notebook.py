@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from evoforge.testing.fake_openai import FakeOpenAI
 from helpers import read_jsonl
+
+nbformat = pytest.importorskip("nbformat")  # the dev extra (make test) has both
+NotebookClient = pytest.importorskip("nbclient").NotebookClient
 
 pytestmark = pytest.mark.timeout(180)
 
