@@ -79,6 +79,10 @@ class EngineOptions:
     max_output_tokens: int | None = option(
         None, "Tokens per reply (default 512).", flag="--max-output-tokens", panel="Model"
     )
+    # issue 15: else the server's /v1/models, else models.yaml; over it -> too_long, not sent
+    context_window: int | None = option(
+        None, "Model context window (tokens); default: server, models.yaml.", panel="Model"
+    )
     concurrency: int = option(16, "Requests in flight at most.", panel="Engine")
     rpm: float | None = option(None, "Requests per minute.", panel="Engine")
     tpm: float | None = option(None, "Tokens per minute.", panel="Engine")
@@ -118,7 +122,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
-        for name in ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens"):
+        positive = ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens", "context_window")
+        for name in positive:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
+from evoforge.engine.context_window import ContextLimit, local_token_counter, model_name_of_spec
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
 from evoforge.io.lock import holds_run_lock
@@ -46,6 +47,7 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
     """The engine client for ``options``: every limit, retry setting and the cache come
     from them (the engine's own dataclass defaults are never relied on here)."""
     chat_model = _resolve_model(options, model)
+    context = context_limit(options, chat_model)
     params: dict[str, Any] = {"max_tokens": options.max_output_tokens or 512}
     if options.temperature is not None:
         params["temperature"] = options.temperature
@@ -66,7 +68,19 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
         cache=cache,
         params=params,
         jitter_seed=options.seed,
+        context=context,
     )
+
+
+def context_limit(options: EngineOptions, model: ChatModel) -> ContextLimit:
+    """The run's context check (issue 15): ``--context-window``, else the server's, else
+    models.yaml's; the embedded model's tokenizer counts for the local backend. A dry
+    run's counting model is checked against the window of the model ``--llm`` names."""
+    window = options.context_window
+    if model.identity.get("backend") == "counting":
+        return ContextLimit(model, window=window, name=model_name_of_spec(options.llm))
+    tokenizer = local_token_counter if is_local(model) else None
+    return ContextLimit(model, window=window, tokenizer=tokenizer)
 
 
 def retry_policy(options: EngineOptions, *, timeout: bool = True) -> RetryPolicy:

@@ -3,6 +3,8 @@
 Backends only speak their protocol and classify their failures; everything a
 run decides about a call is here, once:
 
+- a prompt that cannot fit the model's context window is rejected ``too_long``
+  before it is sent (:mod:`evoforge.engine.context_window`);
 - a cached answer is returned without a call (key: backend identity, model,
   messages, params -- ``logprobs``/``top_logprobs`` included -- schema, prompt
   hash); the cached completion keeps its token logprobs;
@@ -35,6 +37,7 @@ from tenacity import (
 )
 
 from evoforge.engine.clock import Clock
+from evoforge.engine.context_window import ContextLimit
 from evoforge.engine.limits import AdaptiveConcurrency, TokenBucket
 from evoforge.engine.store import ResponseCache, cache_key
 from evoforge.engine.structured import ReplyError, check_reply, reask_messages
@@ -88,6 +91,7 @@ class LLMClient:
         params: dict[str, Any] | None = None,
         jitter_seed: int = 0,
         clock: Clock | None = None,
+        context: ContextLimit | None = None,
     ) -> None:
         self.model = model
         self.limits = limits or Limits()
@@ -106,6 +110,8 @@ class LLMClient:
         # journal rows and cache entries here, so whatever finished before a request was
         # sent is on disk: a kill -9 can only cost the requests in flight.
         self.before_send: Callable[[], None] | None = None
+        # A prompt that cannot fit the model's window is rejected (too_long), not sent.
+        self.context = context
 
     @property
     def model_name(self) -> str:
@@ -172,6 +178,8 @@ class LLMClient:
             if hit is not None:
                 stats.cache_hits += 1
                 return hit
+        if self.context is not None:
+            await self.context.check(messages, params)  # before any spend
         completion = await self._call_with_retries(messages, schema, params, stats)
         if self.cache is not None:
             self.cache.put(key, completion)

@@ -20,6 +20,9 @@ import yaml
 from evoforge.errors import ConfigError
 
 _BOUNDARIES = ("-", ":", "@", "_")
+# Keys of a server's ``GET /models`` entry that give its context window, in order: vLLM,
+# OpenRouter and others, Groq, LM Studio.
+SERVER_WINDOW_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length")
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,16 @@ def context_window(model: str) -> int | None:
     """The known context window of ``model`` in tokens; None for a model not in the table."""
     facts = lookup(model)
     return facts.context_window if facts is not None else None
+
+
+def window_from_models_list(body: Any, model: str) -> int | None:
+    """The context window a server's ``GET /models`` body gives for ``model``, if any."""
+    entries = body.get("data") if isinstance(body, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("id") != model:
+            continue
+        for key in SERVER_WINDOW_KEYS:
+            value = entry.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None

@@ -101,6 +101,28 @@ class OpenAIChatModel:
     def identity(self) -> dict[str, str]:
         return {"backend": "openai", "model": self.model, "base_url": self.base_url}
 
+    async def server_context_window(self) -> int | None:
+        """The model's context window from the server's ``GET /models`` (vLLM's
+        ``max_model_len``, others' ``context_length``), or None where it gives none; the
+        engine's context check asks once per run (:mod:`evoforge.engine.context_window`)."""
+        import aiohttp
+
+        from evoforge.llm.models_table import window_from_models_list
+
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        timeout = aiohttp.ClientTimeout(total=10)
+        try:
+            async with (
+                aiohttp.ClientSession(headers=headers, timeout=timeout) as session,
+                session.get(f"{self.base_url}/models") as response,
+            ):
+                if response.status != 200:
+                    return None
+                body = await response.json(content_type=None)
+        except Exception:  # optional metadata: a refusal, a timeout, a body not JSON
+            return None
+        return window_from_models_list(body, self.model)
+
     async def complete(
         self,
         messages: list[Message],

@@ -364,6 +364,8 @@ class FakeOpenAI:
         max_seconds: in thread/process mode, stop by itself after this many seconds.
         host, port: where to listen; port 0 lets the OS pick a free port.
         models: ids listed by ``GET /v1/models``.
+        model_fields: more fields of those entries, by id, e.g.
+            ``{"fake-model": {"max_model_len": 4096}}`` (vLLM's context window).
         shutdown_timeout: how long stopping waits for in-flight requests.
     """
 
@@ -379,6 +381,7 @@ class FakeOpenAI:
         port: int = 0,
         models: Sequence[str] = (DEFAULT_MODEL, DEFAULT_EMBEDDING_MODEL),
         shutdown_timeout: float = 1.0,
+        model_fields: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.latency = float(latency)
         self.responder: Responder | None = responder
@@ -395,7 +398,13 @@ class FakeOpenAI:
             {
                 "object": "list",
                 "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "evoforge-fake"}
+                    {
+                        "id": m,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "evoforge-fake",
+                        **(model_fields or {}).get(m, {}),
+                    }
                     for m in models
                 ],
             }
