@@ -109,3 +109,52 @@ def test_the_example_notebook_runs(tmp_path):
     assert all(reason in by_reason for reason in reasons)
     lineage = outputs["run.lineage(sample)"][0].data["text/plain"]
     assert "rag_seed_question@v1" in lineage and "kept" in lineage
+
+
+def test_run_blocking_inside_a_running_loop_returns_raises_and_cancels():
+    import asyncio
+    import os
+    import signal
+    import threading
+
+    from evoforge.blocking import run_blocking
+
+    async def work(value):
+        await asyncio.sleep(0)
+        return value, threading.current_thread() is threading.main_thread()
+
+    async def fail():
+        raise ValueError("bad seed")
+
+    async def cell():  # a notebook cell: the kernel's loop is running
+        return run_blocking(work(3))
+
+    assert run_blocking(work(1)) == (1, True)  # no loop running: asyncio.run, this thread
+    assert asyncio.run(cell()) == (3, False)  # a loop running: a worker thread
+    with pytest.raises(ValueError, match="bad seed"):
+        asyncio.run(_calls(run_blocking, fail()))
+
+    cancelled = threading.Event()
+
+    async def long_run():
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def interrupted_cell():  # the kernel's interrupt lands in the waiting cell
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return run_blocking(long_run())
+
+    loop = asyncio.new_event_loop()  # a kernel's loop: SIGINT raises KeyboardInterrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(interrupted_cell())
+    finally:
+        loop.close()
+    assert cancelled.wait(5)  # the run was cancelled, not left running
+
+
+async def _calls(function, *args):
+    return function(*args)
