@@ -29,7 +29,10 @@ def in_notebook() -> bool:
     if ipython is None:
         return False
     shell = ipython.get_ipython()
-    return shell is not None and "ipykernel" in type(shell).__module__
+    # ipykernel's ZMQInteractiveShell, or a subclass of it (Colab's, VS Code's kernels)
+    return shell is not None and any(
+        cls.__module__.startswith("ipykernel.") for cls in type(shell).__mro__
+    )
 
 
 def memory_console() -> Any:
