@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from evoforge.errors import ConfigError, EvoforgeError, redact
+from evoforge.io.disk import NO_ROOM, WriteFailed, describe
 from evoforge.options import ENGINE_API_ONLY, EngineOptions, default_of, option_fields
 
 
@@ -222,7 +223,9 @@ def with_engine_options(
 
 
 def errors_as_messages(fn: Any) -> Any:
-    """Known errors print one line naming the fix, not a traceback (exit 2)."""
+    """Known errors print one line naming the fix, not a traceback: exit 2, or the
+    error's own ``exit_code`` (3 for a write that failed, :mod:`evoforge.io.disk`); a
+    full disk met anywhere else is a failed write too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -230,7 +233,14 @@ def errors_as_messages(fn: Any) -> Any:
             return fn(*args, **kwargs)
         except EvoforgeError as exc:
             typer.echo(f"evoforge: error: {redact(str(exc))}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+        except OSError as exc:
+            if exc.errno not in NO_ROOM:
+                raise
+            path = Path(exc.filename or ".")
+            failed = WriteFailed(path, describe(path), exc)
+            typer.echo(f"evoforge: error: {redact(str(failed))}", err=True)
+            raise typer.Exit(3) from None
 
     return wrapper
 

@@ -35,6 +35,7 @@ from evoforge.engine.final_write import Selector, derivable, seed_counts, write_
 from evoforge.engine.signals import DEFAULT_DRAIN_SECONDS, install_stop_handlers
 from evoforge.engine.store import Journal
 from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
+from evoforge.io.disk import failed_write
 from evoforge.io.layout import output_paths
 from evoforge.io.outputs import OutputWriter, update_manifest, write_manifest
 from evoforge.io.writers import format_for
@@ -374,7 +375,8 @@ class Run:
     def _flush(self) -> None:
         self._journal.flush()
         if self.client.cache is not None:
-            self.client.cache.flush()
+            with failed_write(self.client.cache.path):  # a full disk: exit 3, not a reject
+                self.client.cache.flush()
 
     def _interrupt(self) -> bool:
         """A stop signal: the run stops as interrupted; True when it already had been."""

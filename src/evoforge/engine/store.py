@@ -23,6 +23,7 @@ from typing import Any
 
 from evoforge.engine.cache_guard import CacheFaults, move_aside
 from evoforge.errors import ConfigError
+from evoforge.io.disk import failed_write
 from evoforge.llm.base import Completion
 
 
@@ -155,7 +156,8 @@ class Journal:
         self.moved_aside: Path | None = None
         self.unreadable_because = ""
         try:
-            self._open(fingerprint)
+            with failed_write(self.path):  # a full disk is no reason to move it aside
+                self._open(fingerprint)
         except sqlite3.DatabaseError as exc:
             # A torn WAL frame or trailing bytes never get here (SQLite's WAL checksums
             # drop the torn transaction); a file that is not a database at all does.
@@ -229,7 +231,8 @@ class Journal:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        with self._conn:
+        # A failed commit (a full disk) rolls back whole: the rows are done again on resume.
+        with failed_write(self.path), self._conn:
             self._conn.execute("BEGIN")
             # OR IGNORE: a seed id seen twice in one input is journaled once.
             self._conn.executemany(
@@ -257,5 +260,7 @@ class Journal:
             yield json.loads(payload)
 
     def close(self) -> None:
-        self.flush()
-        self._conn.close()
+        try:
+            self.flush()
+        finally:
+            self._conn.close()

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from evoforge.errors import redact
+from evoforge.io.disk import failed_write
 from evoforge.io.layout import output_paths
 from evoforge.io.writers import RecordWriter, atomic_output, format_for, open_writer
 
@@ -154,7 +155,8 @@ class OutputWriter:
     def keep(self, record: Any) -> None:
         """Write a kept record (a dict, or anything with ``to_json()``)."""
         assert self._records is not None, "open the OutputWriter first"
-        self._records.write(record if isinstance(record, dict) else record.to_json())
+        with failed_write(self.paths["out"]):
+            self._records.write(record if isinstance(record, dict) else record.to_json())
         self.kept += 1
         self._paced()
 
@@ -162,7 +164,8 @@ class OutputWriter:
         """Write a rejection (a ``Rejection`` or its ``to_json()`` dict) to the rejects."""
         assert self._rejects is not None, "open the OutputWriter first"
         data = rejection if isinstance(rejection, dict) else rejection.to_json()
-        self._rejects.write(data)
+        with failed_write(self.paths["rejects"]):
+            self._rejects.write(data)
         self.rejected += 1
         self.rejected_by_reason[str(data["reason"])] += 1
         self._paced()
@@ -171,11 +174,13 @@ class OutputWriter:
         """Put the rejects, then the records, in place of the old files."""
         assert self._records is not None and self._rejects is not None
         try:
-            self._rejects.close()
+            with failed_write(self.paths["rejects"]):
+                self._rejects.close()
         except BaseException:
             self._records.abort()
             raise
-        self._records.close()
+        with failed_write(self.paths["out"]):
+            self._records.close()
 
     def abort(self) -> None:
         """Drop what was written; the old files stay as they were."""

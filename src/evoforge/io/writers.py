@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.errors import ConfigError, did_you_mean
+from evoforge.io.disk import failed_write, hooked
 from evoforge.io.lock import Owner
 from evoforge.records import SAMPLE_FIELDS
 
@@ -84,17 +85,19 @@ def remove_stale_temporaries(path: Path) -> None:
 def atomic_output(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without
     an error (written beside it, fsynced, renamed); on an error ``path`` is untouched.
+    A failed write (a full disk) raises :class:`~evoforge.io.disk.WriteFailed`.
     Temporaries a killed run left beside ``path`` go once it is replaced."""
     path = Path(path)
     tmp = temporary_for(path)
     mode = "wb" if binary else "w"
     encoding = None if binary else "utf-8"
     try:
-        with open(tmp, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with failed_write(path):
+            with open(tmp, mode, encoding=encoding) as handle:
+                yield hooked(handle, path)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
         remove_stale_temporaries(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -113,17 +116,21 @@ class _AtomicFile:
         self.path = path
         self.tmp = temporary_for(path)
         # Held open across write() calls until commit() or abort().
-        self.fh: Any = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        with failed_write(path):
+            handle = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self.fh: Any = hooked(handle, path)
 
     def commit(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
+        with failed_write(self.path):
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
         remove_stale_temporaries(self.path)
 
     def abort(self) -> None:
-        self.fh.close()
+        with contextlib.suppress(OSError):  # a full disk fails the close's flush too
+            self.fh.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -283,7 +290,8 @@ class ParquetWriter(RecordWriter):
 
     def abort(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):
+                self._writer.close()
         self._tmp.unlink(missing_ok=True)
 
 
