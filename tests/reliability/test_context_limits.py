@@ -245,3 +245,16 @@ def test_in2_sends_segments_of_a_huge_document_never_the_whole(fake_openai, tmp_
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(out)) == 4
     assert fake_openai.hits > 0 and max(sent_sizes(fake_openai)) < 3 * (2048 - 512)
+
+
+def test_a_recipe_sets_the_context_window(tmp_path):
+    from evoforge.recipe import load_recipe
+
+    write_jsonl(tmp_path / "seeds.jsonl", [{"id": "a", "instruction": "Hi?"}])
+    (tmp_path / "r.yaml").write_text(
+        "llm: {spec: local}\nsource: {seeds: seeds.jsonl}\n"
+        "generator: {type: evolve, rounds: 1}\nengine: {context_window: 4096}\n"
+    )
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.engine == {"context_window": 4096}
+    assert recipe.engine_options(max_calls=None, max_tokens=None).context_window == 4096
