@@ -258,3 +258,30 @@ def test_a_recipe_sets_the_context_window(tmp_path):
     recipe = load_recipe(tmp_path / "r.yaml")
     assert recipe.engine == {"context_window": 4096}
     assert recipe.engine_options(max_calls=None, max_tokens=None).context_window == 4096
+
+
+@pytest.mark.slow
+@pytest.mark.requires_local
+def test_the_local_backend_counts_prompt_tokens_with_the_embedded_tokenizer():
+    """``--llm local``: the estimate is the embedded model's tokenizer with its chat
+    template (exact), against SmolLM2's 8,192 from models.yaml."""
+    from evoforge import EngineOptions
+    from evoforge.commands.common import build_client
+    from evoforge.io.tokens import load_chat_tokenizer
+
+    tokenizer = load_chat_tokenizer(None)
+    messages = [{"role": "user", "content": "The quick brown fox jumps. " * 1_500}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    exact = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert 8_000 < exact < 10_000
+    client = build_client(EngineOptions(llm="local", cache=False))
+    with pytest.raises(Exception, match=f"prompt ≈{exact} tokens \\+ 512 output > window 8192"):
+        asyncio.run(client.context.check(messages, client.params))
+    assert estimate_bytes(messages) != exact  # the count is the tokenizer's, not the rule's
+    asyncio.run(client.context.check([{"role": "user", "content": "Hi"}], client.params))
+
+
+def estimate_bytes(messages):
+    from evoforge.engine.context_window import estimate_tokens
+
+    return estimate_tokens(messages)

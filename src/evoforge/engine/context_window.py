@@ -82,8 +82,9 @@ def local_token_counter() -> Counter | None:
     def count(messages: list[Message]) -> int:
         if len(messages) == 1 and messages[0].get("role") not in ("system", "user", "assistant"):
             return len(tokenizer(messages[0]["content"], add_special_tokens=False)["input_ids"])
-        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-        return len(ids["input_ids"] if isinstance(ids, dict) else ids)
+        # As the local backend renders a request: the template's text, then its tokens.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     return count
 
