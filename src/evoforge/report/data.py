@@ -24,6 +24,7 @@ from typing import Any
 from evoforge.errors import EvoforgeError, InputError
 
 GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
+GENERATE_COMMANDS = GENERATE_COMMANDS | {"grow"}  # issue 18: grow's records are generated
 # Evol-Instruct's four elimination rules (Xu et al., 2023): (rule, reason code, what it
 # catches, whether it judges the answer -- rules 2 and 3 apply only with answers on).
 EVOL_INSTRUCT_RULES = (
