@@ -52,6 +52,9 @@ _SIDES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "qa": lambda r: (_text(r.get("question")), r.get("answer", "")),
     "rag": lambda r: (_text(r.get("user_input")), r.get("reference", "")),
     "in2": lambda r: (r["messages"][0]["content"], r["messages"][-1]["content"]),
+    # chat (orca2) and pam: the turns before the last, and the last (the assistant's)
+    "chat": lambda r: (_text(r["messages"][:-1]), r["messages"][-1]["content"]),
+    "pam": lambda r: (_text(r["messages"][:-1]), r["messages"][-1]["content"]),
 }
 
 _FIRST_PERSON = re.compile(r"(?<!\w)(i|i'm|i've|i'd|me|my|mine|myself)(?!\w)", re.IGNORECASE)
@@ -67,6 +70,8 @@ _OTHER_ANSWERS = (
     "in my previous answer",
     "in the previous answer",
     "see above",
+    "chat": ("$.messages[-2].content", "$.messages[-1].content"),
+    "pam": ("$.messages[0].content", "$.messages[-1].content"),
     "如上所述",
     "如前所述",
 )

@@ -464,3 +464,6 @@ DEMO_OUT = "evoforge-demo"
 def option_fields(cls: type) -> list[Field[Any]]:
     """The fields of an options dataclass that the command line shows."""
     return [f for f in fields(cls) if f.metadata.get("cli", True)]
+    tokenizer: str | None = option(  # --to tokens; None: the embedded model's, offline
+        None, "--to tokens: a tokenizer folder (default: the embedded model's).", path=True
+    )

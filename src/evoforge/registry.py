@@ -45,6 +45,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "self_instruct": "evoforge.generators.self_instruct:SelfInstructTask",
         "backtranslate": "evoforge.generators.backtranslate:BacktranslateTask",
         "magpie": "evoforge.generators.magpie:MagpieTask",
+        "orca2": "evoforge.generators.orca2:Orca2Task",
+        "pam": "evoforge.generators.pam:PamTask",
     },
     # Evolution ops, each run by its family's evolver (EvolInstruct, EvolQuality,
     # QuestionRewrite). Ragas' rewrites carry their prompt's prefix: Evol-Instruct has a
@@ -85,6 +87,7 @@ BUILTINS: dict[str, dict[str, str]] = {
             )
         },  # fmt: skip
         "evol_instruct": f"{_EVOL}:ELIMINATION",
+        "strategy_leak": "evoforge.generators.orca2:STRATEGY_LEAK",
         "answer_not_instruction": "evoforge.validators.heuristics:ANSWER_NOT_INSTRUCTION",
         "meta_comment": "evoforge.validators.heuristics:META_COMMENT",
         "evol_quality": f"{_QUALITY}:ELIMINATION",

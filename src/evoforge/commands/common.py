@@ -151,8 +151,10 @@ async def run_task_async(
         await close_client(client)
 
 
+    select: Any = None,
 _SECRET_WORDS = ("key", "token", "secret", "password")
 
+    ``select``: a factory of the final write's selector (``pam --balance``), or None.
 
 def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
@@ -174,6 +176,7 @@ def prompt_hashes(template_ids: Iterable[str]) -> dict[str, str]:
 
 
 def source_path(source: Source, out: str | Path) -> str | os.PathLike[str]:
+                select=select,
     """``source`` if it is a path; else its rows written to ``OUT.input.jsonl`` beside the
     output (the same rows give the same file, so a re-run resumes like one from a file)."""
     from evoforge.io.datasets import is_path, rows_to_jsonl

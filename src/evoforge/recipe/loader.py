@@ -235,8 +235,8 @@ def _check(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
         _check_grow(recipe, loader, root)
     elif not source.seeds:
         raise loader.fail(root, "source.seeds", "answer and evolve read seed records")
-    if kind == "in2" and recipe.evolvers is not None:
-        raise loader.fail(root, "evolvers", "IN2 samples are not evolved further")
+    if kind in ("in2", "orca2", "pam") and recipe.evolvers is not None:
+        raise loader.fail(root, "evolvers", f"{kind} records are not evolved further")
     if recipe.validators is not None:
         _check_validators(recipe, loader, root)
     if recipe.outputs.name.split(".")[0] in STEP_FILES:
@@ -290,10 +290,12 @@ def _check_validators(recipe: Recipe, loader: _Loader, root: yaml.Node) -> None:
 
 def final_kind(recipe: Recipe) -> str:
     """The kind of the records the recipe writes."""
-    if recipe.generator_type in ("rag", "in2"):
+    if recipe.generator_type in ("rag", "in2", "pam"):
         return recipe.generator_type
     if recipe.generator_type == "evolve":
         return recipe.generator.kind
     if recipe.generator_type is None and recipe.evolvers is not None:
         return recipe.evolvers.kind
+    if recipe.generator_type == "orca2":
+        return "chat"
     return "instruction"
