@@ -70,8 +70,6 @@ _OTHER_ANSWERS = (
     "in my previous answer",
     "in the previous answer",
     "see above",
-    "chat": ("$.messages[-2].content", "$.messages[-1].content"),
-    "pam": ("$.messages[0].content", "$.messages[-1].content"),
     "如上所述",
     "如前所述",
 )
@@ -89,6 +87,8 @@ _SIDE_PATHS = {
     "qa": ("$.question", "$.answer"),
     "rag": ("$.user_input", "$.reference"),
     "in2": ("$.messages[0].content", "$.messages[-1].content"),
+    "chat": ("$.messages[-2].content", "$.messages[-1].content"),
+    "pam": ("$.messages[0].content", "$.messages[-1].content"),
 }
 
 

@@ -446,6 +446,9 @@ class ExportOptions:
         None, "Upload the export and its card to this Hub dataset repo (user/name)."
     )
     private: bool = option(False, "Create the Hub repo private.", flag="--private")
+    tokenizer: str | None = option(  # --to tokens; None: the embedded model's, offline
+        None, "--to tokens: a tokenizer folder (default: the embedded model's).", path=True
+    )
 
 
 # ``evoforge demo`` runs the embedded model on a laptop: shorter replies, fewer requests in
@@ -464,6 +467,3 @@ DEMO_OUT = "evoforge-demo"
 def option_fields(cls: type) -> list[Field[Any]]:
     """The fields of an options dataclass that the command line shows."""
     return [f for f in fields(cls) if f.metadata.get("cli", True)]
-    tokenizer: str | None = option(  # --to tokens; None: the embedded model's, offline
-        None, "--to tokens: a tokenizer folder (default: the embedded model's).", path=True
-    )

@@ -41,12 +41,12 @@ BUILTINS: dict[str, dict[str, str]] = {
         "answer": "evoforge.generators.instructions:AnswerInstructions",
         "rag": "evoforge.generators.rag:RagSampleTask",
         "in2": "evoforge.generators.in2:In2Task",
+        "orca2": "evoforge.generators.orca2:Orca2Task",
+        "pam": "evoforge.generators.pam:PamTask",
         # grow (issue 18): each a record step run in exact-N passes by commands/grow.py
         "self_instruct": "evoforge.generators.self_instruct:SelfInstructTask",
         "backtranslate": "evoforge.generators.backtranslate:BacktranslateTask",
         "magpie": "evoforge.generators.magpie:MagpieTask",
-        "orca2": "evoforge.generators.orca2:Orca2Task",
-        "pam": "evoforge.generators.pam:PamTask",
     },
     # Evolution ops, each run by its family's evolver (EvolInstruct, EvolQuality,
     # QuestionRewrite). Ragas' rewrites carry their prompt's prefix: Evol-Instruct has a

@@ -122,8 +122,10 @@ async def run_task_async(
     config: dict[str, Any],
     model: Any = None,
     total: int | None = None,
+    select: Any = None,
 ) -> RunSummary:
     """Run ``task`` over ``items`` with the engine's policies; write OUT, rejects, manifest.
+    ``select``: a factory of the final write's selector (``pam --balance``), or None.
     The run holds OUT's lock throughout (:class:`~evoforge.io.lock.RunLock`)."""
     client = build_client(options, model)
     engine_config = {
@@ -145,16 +147,15 @@ async def run_task_async(
                 overwrite=options.overwrite,
                 progress=progress.update if progress.enabled else None,
                 settings=engine_settings(options),
+                select=select,
             )
             return await run.execute(items)
     finally:
         await close_client(client)
 
 
-    select: Any = None,
 _SECRET_WORDS = ("key", "token", "secret", "password")
 
-    ``select``: a factory of the final write's selector (``pam --balance``), or None.
 
 def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
@@ -176,7 +177,6 @@ def prompt_hashes(template_ids: Iterable[str]) -> dict[str, str]:
 
 
 def source_path(source: Source, out: str | Path) -> str | os.PathLike[str]:
-                select=select,
     """``source`` if it is a path; else its rows written to ``OUT.input.jsonl`` beside the
     output (the same rows give the same file, so a re-run resumes like one from a file)."""
     from evoforge.io.datasets import is_path, rows_to_jsonl

@@ -292,10 +292,10 @@ def final_kind(recipe: Recipe) -> str:
     """The kind of the records the recipe writes."""
     if recipe.generator_type in ("rag", "in2", "pam"):
         return recipe.generator_type
+    if recipe.generator_type == "orca2":
+        return "chat"
     if recipe.generator_type == "evolve":
         return recipe.generator.kind
     if recipe.generator_type is None and recipe.evolvers is not None:
         return recipe.evolvers.kind
-    if recipe.generator_type == "orca2":
-        return "chat"
     return "instruction"
