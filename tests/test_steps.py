@@ -79,7 +79,8 @@ def test_built_in_names():
     screens = {"self_contained", "well_formed", "grounded_overlap", "has_context",
                "information_gain"}  # fmt: skip
     assert {"evol_instruct", "evol_quality", "rewrite", *screens} <= set(names("check"))
-    assert names("selector") == ["deita", "alpagasus", "kcenter", "random"]
+    assert names("selector") == ["deita", "alpagasus", "kcenter", "random", "ifd", "mining",
+                                 "memorisation", "lima", "balanced"]  # fmt: skip
     assert names("dedup") == ["exact", "minhash", "semantic"]
     evolvers = names("evolver")
     assert [*OPS, *QUALITY_OPS] == evolvers[:11]

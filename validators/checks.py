@@ -31,7 +31,6 @@ Checks (reason codes):
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from evoforge.registry import registry
 from evoforge.steps import Rejection
 from evoforge.validators import heuristics
 from evoforge.validators.base import PASS, Check, Verdict, as_check
+from evoforge.validators.lima import check_lima
 
 # (prompt side, answer side) of each kind.
 _SIDES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
@@ -56,23 +56,6 @@ _SIDES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
     "chat": lambda r: (_text(r["messages"][:-1]), r["messages"][-1]["content"]),
     "pam": lambda r: (_text(r["messages"][:-1]), r["messages"][-1]["content"]),
 }
-
-_FIRST_PERSON = re.compile(r"(?<!\w)(i|i'm|i've|i'd|me|my|mine|myself)(?!\w)", re.IGNORECASE)
-_OTHER_ANSWERS = (
-    "as mentioned above",
-    "as mentioned earlier",
-    "as mentioned before",
-    "as i said",
-    "as i mentioned",
-    "as stated above",
-    "as stated earlier",
-    "as discussed above",
-    "in my previous answer",
-    "in the previous answer",
-    "see above",
-    "如上所述",
-    "如前所述",
-)
 
 
 def _text(value: Any) -> str:
@@ -133,23 +116,6 @@ def check_length(answer: str, bounds: Bounds) -> Verdict:
         return Verdict.failed("too_short", f"{size} {bounds.unit}, the minimum is {bounds.min}")
     if bounds.max is not None and size > bounds.max:
         return Verdict.failed("too_long", f"{size} {bounds.unit}, the maximum is {bounds.max}")
-    return PASS
-
-
-def check_lima(answer: str, *, lima_length: bool = False) -> Verdict:
-    """LIMA's filters: no first person, no pointers to other answers, optionally 1,200-4,096
-    characters."""
-    match = _FIRST_PERSON.search(answer)
-    if match:
-        return Verdict.failed(
-            "first_person", f"the answer speaks in the first person ({match.group(0)!r})"
-        )
-    lowered = answer.lower()
-    for phrase in _OTHER_ANSWERS:
-        if phrase in lowered:
-            return Verdict.failed("references_other_answer", f"the answer says {phrase!r}")
-    if lima_length:
-        return check_length(answer, Bounds(1200, 4096, "chars"))
     return PASS
 
 

@@ -24,6 +24,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from evoforge.errors import ConfigError, did_you_mean
+from evoforge.options_signals import METHODS_HELP, SignalOptions
 
 # The embedded model (evoforge.llm.spec's DEFAULT_SPEC reads it).
 DEFAULT_LLM = "local"
@@ -329,16 +330,15 @@ class In2Options:
 
 
 @dataclass
-class SelectOptions:
-    """What ``select`` keeps (DEITA, AlpaGasus, LTD k-center or random)."""
+class SelectOptions(SignalOptions):
+    """What ``select`` keeps (DEITA, AlpaGasus, k-center, random, ``SignalOptions``)."""
 
-    method: str = option("deita", "deita | alpagasus | kcenter | random")
+    method: str = option("deita", METHODS_HELP)
     budget: int | None = option(None, "How many to select (all but alpagasus).")
     tau: float = option(0.9, "deita: max cosine to any selected record.")
     min_score: float = option(4.5, "alpagasus: keep ratings >= this.")
     embedder: str = option("minilm", "minilm | hashing | openai:MODEL[@URL]")
     fields: list[str] | None = option(None, "Fields to embed (default: by kind).", flag="--fields")
-    # k-center: k-means clusters (default budget // 10)
     clusters: int | None = option(None, "kcenter: k-means clusters (default budget // 10).")
     kcenter_mode: str = option(
         "global",

@@ -112,11 +112,24 @@ BUILTINS: dict[str, dict[str, str]] = {
         "rubric": f"{_CRITICS}:RubricCritic",
         "panel": f"{_CRITICS}:CriticPanel",
     },
-    "scorer": {"deita": f"{_SELECT}:DeitaScorer", "alpagasus": f"{_SELECT}:AlpagasusRater"},
+    "scorer": {
+        "deita": f"{_SELECT}:DeitaScorer",
+        "alpagasus": f"{_SELECT}:AlpagasusRater",
+        # Model-signal scorers (issue 17): batched over a LossModel, cached per record.
+        "ifd": f"{_SELECT}.ifd:IfdScorer",
+        "mining": f"{_SELECT}.mining:MiningScorer",
+        "memorisation": f"{_SELECT}.memorisation:MemorisationScorer",
+    },
     # Set steps wrapping the selector functions (validators/select/steps.py).
     "selector": {
-        name: f"{_SELECT}.steps:{name.upper()}"
-        for name in ("deita", "alpagasus", "kcenter", "random")
+        **{
+            name: f"{_SELECT}.steps:{name.upper()}"
+            for name in ("deita", "alpagasus", "kcenter", "random")
+        },  # fmt: skip
+        **{
+            name: f"{_SELECT}.signal_steps:{name.upper()}"
+            for name in ("ifd", "mining", "memorisation", "lima", "balanced")
+        },  # fmt: skip
     },
     # Set steps (validators/dedup/steps.py); built-ins named together share one graph.
     "dedup": {

@@ -10,11 +10,27 @@
   :func:`select_kcenter`, :func:`select_random` and the dispatcher :func:`select`,
   each returning the selected records and a rejection with a reason code for every
   other one;
+- model signals (issue 17; ``docs/methods/model-signals.md``): :mod:`.ifd`
+  (:class:`IfdScorer`, :func:`select_ifd`), :mod:`.mining` (:class:`MiningScorer`,
+  :func:`fit_rule`, :func:`select_mining`), :mod:`.memorisation`
+  (:class:`MemorisationScorer`, :func:`select_memorisation`), scored through
+  :mod:`.score_cache` and ranked by :mod:`.ranking`; LIMA's :func:`select_lima` and
+  :func:`select_balanced` (:mod:`.balanced`); their set steps in :mod:`.signal_steps`;
 - :mod:`.steps`: the selectors as set steps (:class:`SelectorStep`, :func:`selector_step`;
   :data:`DEITA`, :data:`ALPAGASUS`, :data:`KCENTER`, :data:`RANDOM` are the ``selector``
   registry's entries).
 """
 
+from evoforge.validators.select.balanced import select_balanced, select_lima
+from evoforge.validators.select.ifd import IfdScorer, select_ifd
+from evoforge.validators.select.memorisation import MemorisationScorer, select_memorisation
+from evoforge.validators.select.mining import (
+    APPROXIMATE_RULE,
+    MiningRule,
+    MiningScorer,
+    fit_rule,
+    select_mining,
+)
 from evoforge.validators.select.replies import (
     ALPAGASUS_SCHEMA,
     DEITA_SCHEMA,
@@ -54,6 +70,17 @@ from evoforge.validators.select.steps import (
 from evoforge.validators.select.texts import RecordLike, text_of, turn_pairs
 
 __all__ = [
+    "select_mining",
+    "select_memorisation",
+    "select_lima",
+    "select_ifd",
+    "select_balanced",
+    "fit_rule",
+    "MiningScorer",
+    "MiningRule",
+    "MemorisationScorer",
+    "IfdScorer",
+    "APPROXIMATE_RULE",
     "ALPAGASUS",
     "ALPAGASUS_PARAMS",
     "ALPAGASUS_SCHEMA",

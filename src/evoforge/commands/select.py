@@ -3,11 +3,15 @@ best-and-most-diverse subset (DEITA, AlpaGasus, LTD k-center or random)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from evoforge.commands.common import Source, load_run_embedder, run_task_async, source_path
+from evoforge.commands.select_signals import (
+    SIGNAL_METHODS,
+    manifest_settings,
+    select_signal_async,
+)
 from evoforge.errors import InputError
 from evoforge.io.lock import holds_run_lock
 from evoforge.io.readers import load_jsonl
@@ -42,6 +46,8 @@ async def select_async(
     selection = selection or SelectOptions()
     options = options or EngineOptions()
     source = source_path(source, out)
+    if selection.method in SIGNAL_METHODS:  # scored by the model's own signals (issue 17)
+        return await select_signal_async(source, out, selection=selection, options=options)
     out = Path(out)
     paths = output_paths(out)
     records: list[Any]
@@ -79,6 +85,11 @@ async def select_async(
     elif selection.method == "kcenter":
         kwargs = {"k": selection.clusters, "seed": options.seed, "fields": selection.fields,
                   "mode": selection.kcenter_mode}  # fmt: skip
+    elif selection.method in ("balanced", "lima"):
+        kwargs = {"balance_by": selection.balance_by, "per_category": selection.per_category,
+                  "seed": options.seed,
+                  **({"lima_length": selection.lima_length} if selection.method == "lima"
+                     else {})}  # fmt: skip
     else:
         kwargs = {"seed": options.seed}
     if selection.method in ("deita", "kcenter") and not (
@@ -94,7 +105,7 @@ async def select_async(
         "input": len(records),
         "selected": len(chosen.kept),
         "dropped_by_reason": output.counts()["rejected_by_reason"],
-        "settings": asdict(selection),
+        "settings": manifest_settings(selection),
         "scoring": scoring_report,
         "files": {"out": str(paths["out"]), "rejects": str(paths["rejects"])},
     }
