@@ -62,19 +62,17 @@ def keys(db: Path) -> list[str]:
     return found
 
 
-def leaf_page_holding(db: Path, key: str) -> int:
-    """The offset of the B-tree leaf page that stores ``key`` (an interior page may hold
-    a copy of it too, as a divider)."""
+def a_leaf_page(db: Path) -> tuple[int, int]:
+    """The offset and cell count of a B-tree leaf page of the cache's table that is not
+    its only page (a leaf of an index B-tree: the table is WITHOUT ROWID)."""
     data = db.read_bytes()
-    needle = key.encode()
-    at = data.find(needle)
-    while at >= 0:
-        start = at - at % PAGE
-        header = start + (100 if start == 0 else 0)
-        if data[header] == 0x0A:  # a leaf page of an index B-tree (WITHOUT ROWID table)
-            return start
-        at = data.find(needle, at + 1)
-    raise AssertionError(f"no leaf page holds {key}")
+    leaves = [
+        (start, int.from_bytes(data[start + 3 : start + 5], "big"))
+        for start in range(PAGE, len(data), PAGE)
+        if data[start] == 0x0A
+    ]
+    assert len(leaves) >= 2, "the cache should span several leaf pages"
+    return leaves[len(leaves) // 2]
 
 
 def test_a_corrupt_page_in_the_response_cache_is_a_miss_not_a_reject(fake_openai, tmp_path):
@@ -85,10 +83,8 @@ def test_a_corrupt_page_in_the_response_cache_is_a_miss_not_a_reject(fake_openai
     once."""
     seeds, cache = first_run(fake_openai, tmp_path)
     db = cache / "llm-cache.db"
-    stored = keys(db)
-    start = leaf_page_holding(db, stored[len(stored) // 2])
+    start, cells = a_leaf_page(db)
     with db.open("r+b") as handle:
-        cells = int.from_bytes(db.read_bytes()[start + 3 : start + 5], "big")
         handle.seek(start + 8)  # the cell pointer array: every cell now points off the page
         handle.write(b"\xff\xff" * cells)
     result = answer(fake_openai, seeds, tmp_path / "second.jsonl", cache)
