@@ -107,6 +107,11 @@ class EngineOptions:
         None, "Response cache folder (default: user cache dir, or EVOFORGE_CACHE_DIR).", path=True
     )
     seed: int = option(0, "Run seed: the same seed gives the same output.")
+    # issue 20: seeds in shards as Ray tasks (docs/cluster.md); needs evoforge[ray]
+    executor: str = option(
+        "local", "local | ray | ray:ADDRESS (default RAY_ADDRESS or a new local cluster).",
+        panel="Engine",
+    )  # fmt: skip
     overwrite: bool = option(
         False, "Start over instead of resuming a previous run.", flag="--overwrite"
     )
@@ -123,6 +128,8 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
+        if self.executor != "local" and self.executor.partition(":")[0] != "ray":
+            raise ConfigError(f"--executor {self.executor!r}: use local, ray or ray:ADDRESS")
         positive = ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens", "context_window")
         for name in positive:
             value = getattr(self, name)
@@ -380,10 +387,16 @@ class DedupOptions:
     clusters: str | None = option(None, "Write each duplicate group here (JSON lines).", path=True)
     seed: int = option(1, "Run seed: the same seed gives the same output.")
     shards: int = option(1, "Worker processes for MinHash signatures (same result).", min=1)
+    # issue 20: the signatures as Ray Data map_batches jobs (docs/cluster.md)
+    executor: str = option(
+        "local", "local | ray | ray:ADDRESS: MinHash signatures on Ray Data (same result)."
+    )
 
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise ConfigError(f"dedup: shards must be at least 1, got {self.shards}")
+        if self.executor != "local" and self.executor.partition(":")[0] != "ray":
+            raise ConfigError(f"--executor {self.executor!r}: use local, ray or ray:ADDRESS")
 
 
 @dataclass

@@ -98,6 +98,13 @@ class PromptTemplate:
     description: str = ""
     _compiled: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A compiled Jinja template does not pickle (a Ray shard gets its task's
+        # templates): a template travels as its fields and is compiled again on arrival.
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        state.pop("_compiled")
+        return (_recompiled, (state,))
+
     @property
     def ref(self) -> dict[str, str]:
         """What goes into a record's lineage: id, version and content hash."""
@@ -209,6 +216,17 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
         description=str(data.get("description", "")),
         _compiled=tuple(compiled),
     )
+
+
+def _recompiled(state: dict[str, Any]) -> PromptTemplate:
+    """A pickled template (see ``PromptTemplate.__reduce__``), its messages compiled again."""
+    env = _environment()
+    compiled: list[Any] = []
+    for message in state["messages"]:
+        template = env.from_string(message["content"])
+        names = meta.find_undeclared_variables(env.parse(message["content"]))
+        compiled.append(template if names else template.render().strip())
+    return PromptTemplate(**state, _compiled=tuple(compiled))
 
 
 def load_template(path: str | Path) -> PromptTemplate:

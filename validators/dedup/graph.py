@@ -36,7 +36,7 @@ import numpy as np
 
 from evoforge.io.writers import atomic_output
 from evoforge.steps import Rejection
-from evoforge.validators.dedup.shards import _KeyPipeline
+from evoforge.validators.dedup.ray_data import key_pipeline
 from evoforge.validators.dedup.signatures import (
     RECALL_WEIGHT,
     ShingleHasher,
@@ -142,6 +142,7 @@ class NearDuplicateGraph:
         n_chars: int = 5,
         shards: int = 1,
         batch_size: int = 4096,
+        executor: str = "local",
     ) -> None:
         unknown = [m for m in methods if m not in _METHODS]
         if unknown:
@@ -165,6 +166,7 @@ class NearDuplicateGraph:
         self.n_chars = n_chars
         self.shards = shards
         self.batch_size = batch_size
+        self.executor = executor  # "ray[:ADDRESS]": signatures on Ray Data (.ray_data)
         self.bands, self.rows = lsh_params(threshold, num_perm, RECALL_WEIGHT)
         self.records: list[dict[str, Any]] = []
         self.ids = RecordIds()
@@ -210,7 +212,7 @@ class NearDuplicateGraph:
         shingled: list[np.ndarray] = []
         band_args = (self.num_perm, self.seed, self.bands, self.rows, self.n_words, self.n_chars)
         active = "minhash" in self.methods
-        with _KeyPipeline(active=active, workers=self.shards, band_args=band_args) as pipeline:
+        with key_pipeline(self.executor, active, self.shards, band_args) as pipeline:
             iterator = iter(records)
             while batch := list(islice(iterator, self.batch_size)):
                 texts = []

@@ -3,9 +3,10 @@ over seeds, the manifest's settings, and sources given as paths or as rows in me
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,25 @@ def load_run_embedder(spec: str, options: EngineOptions) -> Any:
     return load_embedder(spec)
 
 
+def make_executor(options: EngineOptions, model: Any, client: LLMClient) -> Any:
+    """``None`` for ``--executor local``; for ``ray[:ADDRESS]`` the executor that runs
+    the seeds in shards, each building its engine as :func:`build_client` does."""
+    if options.executor == "local":
+        return None
+    from evoforge.engine.ray_executor import RayExecutor, parse_executor
+
+    _, address = parse_executor(options.executor)
+    cache = client.cache.path.parent if client.cache is not None else None
+    return RayExecutor(
+        address, functools.partial(shard_client, options, model), cache_dir=cache
+    )
+
+
+def shard_client(options: EngineOptions, model: Any, cache_dir: str | None) -> LLMClient:
+    """A shard's engine client: the run's options, with the cache in ``cache_dir``."""
+    return build_client(replace(options, cache_dir=cache_dir, quiet=True), model)
+
+
 async def close_client(client: LLMClient) -> None:
     await client.aclose()
     if client.cache is not None:
@@ -148,6 +168,7 @@ async def run_task_async(
                 progress=progress.update if progress.enabled else None,
                 settings=engine_settings(options),
                 select=select,
+                executor=make_executor(options, model, client),
             )
             return await run.execute(items)
     finally:
@@ -161,6 +182,8 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
     """The settings for the manifest, with anything that looks like a credential masked."""
     settings = asdict(options)
     settings.pop("quiet")
+    if settings.get("executor") == "local":
+        settings.pop("executor")  # manifests of local runs stay as they were
     settings.pop("wait")  # how this run started, not what it made
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value

@@ -131,6 +131,7 @@ def dedup(
     clusters: str | Path | None = None,
     seed: int = DedupOptions.seed,
     shards: int = DedupOptions.shards,
+    executor: str = DedupOptions.executor,
 ) -> DedupResult:
     """Drop exact, near (MinHash LSH) and semantic duplicates, one kept per group
     (see :class:`evoforge.validators.dedup.NearDuplicateGraph`).
@@ -140,7 +141,8 @@ def dedup(
     ``OUT.rejects.jsonl`` and the counts to ``OUT.manifest.json``. ``prefer`` keeps the
     record with the highest value of that field per group (e.g. ``meta.deita.score``);
     ``clusters`` writes each duplicate group as a JSON line; ``shards`` computes the
-    MinHash signatures in that many worker processes (the result is the same).
+    MinHash signatures in that many worker processes, ``executor="ray[:ADDRESS]"`` as
+    Ray Data jobs on a cluster (the result is the same).
     The defaults are :class:`evoforge.options.DedupOptions`'s.
     A ``.jsonl`` source with a ``.jsonl`` out is streamed: per record only its id,
     digests and band keys stay in memory, and candidate pairs are re-read by offset.
@@ -177,6 +179,9 @@ def dedup(
         methods=methods, threshold=threshold, semantic_threshold=semantic_threshold,
         fields=compared, seed=seed, embedder=model, shards=shards,
     )  # fmt: skip
+    if executor != "local":
+        DedupOptions(executor=executor)  # the same check as the CLI's
+        settings["executor"] = executor
     score = field_score(prefer) if prefer else None
     info: dict[str, Any] = {"fields": list(compared), "clusters": clusters}
     try:

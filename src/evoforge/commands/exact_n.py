@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evoforge.commands.common import engine_settings
+from evoforge.commands.common import engine_settings, make_executor
 from evoforge.engine.client import LLMClient
 from evoforge.engine.runner import Run, RunSummary, Task
 from evoforge.errors import ConfigError
@@ -136,6 +136,7 @@ async def run_passes(
     planned: Counter[str] = Counter()
     passes = 0
     progress = ProgressBar(command, sum(counts.values()), enabled=False if options.quiet else None)
+    executor = make_executor(options, None, client)
     with progress:
         while max_passes is None or passes < max_passes:
             need = pass_sizes(counts, kept, planned)
@@ -149,6 +150,7 @@ async def run_passes(
                 seed=options.seed, overwrite=options.overwrite and passes == 1,
                 progress=progress.update if progress.enabled else None,
                 settings=engine_settings(options), out_format=out_format, select=select,
+                executor=executor,
             )  # fmt: skip
             summary = await run.execute(items)
             kept = selectors[-1].kept

@@ -142,8 +142,12 @@ class Run:
         settings: dict[str, Any] | None = None,
         out_format: str | None = None,
         select: Callable[[], Selector] | None = None,
+        executor: Any = None,
     ) -> None:
         self.command = command
+        # None: this process's asyncio scheduler; else its ``schedule(run, items)`` works
+        # the seeds (engine/ray_executor.py: shards as Ray tasks)
+        self.executor = executor
         self.task = task
         self.kind = kind
         self.client = client
@@ -199,7 +203,10 @@ class Run:
         restore = install_stop_handlers(pending, self._interrupt)
         try:
             try:
-                await self._schedule(items, pending)
+                if self.executor is None:
+                    await self._schedule(items, pending)
+                else:
+                    await self.executor.schedule(self, items)
             finally:
                 self.client.before_send = None
                 restore()
@@ -241,7 +248,7 @@ class Run:
                 if self._stop is None:
                     self._stop = RunStopped("error", str(exc))
 
-        for seq, item in enumerate(items):
+        for seq, item in self._numbered(items):
             if self._stop is not None:
                 break
             if not self._journal.first_sighting(_item_id(item)):
@@ -262,6 +269,10 @@ class Run:
             await asyncio.wait(set(pending))
         if fatal:
             raise fatal[0]
+
+    def _numbered(self, items: Iterable[Any]) -> Iterable[tuple[int, SeedItem]]:
+        """Each seed with its position in the input (a shard's come numbered)."""
+        return enumerate(items)
 
     def _reject_duplicate(self, seq: int, item: SeedItem) -> None:
         """A seed id met again: the first one is processed, this one is rejected (and
