@@ -147,3 +147,13 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'jsonl'?"`` when ``value`` is close to one of ``choices``."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parser's error on one line: ``line 3, column 7: found unexpected end of
+    stream`` (PyYAML's own text spans several, with a caret drawing)."""
+    mark = getattr(exc, "problem_mark", None)
+    first_line = next(iter(str(exc).splitlines()), "")
+    problem = getattr(exc, "problem", None) or first_line or type(exc).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())

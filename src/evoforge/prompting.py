@@ -36,7 +36,7 @@ from jinja2 import DictLoader, StrictUndefined, TemplateError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from evoforge.errors import ConfigError
+from evoforge.errors import ConfigError, yaml_problem
 from evoforge.llm.base import Message
 
 _ALLOWED_KEYS = {
@@ -161,7 +161,7 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a template is a mapping with id, variables and messages")
     unknown = set(data) - _ALLOWED_KEYS

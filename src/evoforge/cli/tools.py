@@ -74,8 +74,7 @@ def export_command(
     to: Annotated[
         str,
         typer.Option(
-            "--to",
-            help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir | tokens",
+            "--to", help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir"
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file (hf-dir: a folder).")],

@@ -162,6 +162,10 @@ def _datasets_rows(path: Path) -> Iterator[RowItem]:
         raise InputError(
             "is a folder but not a datasets folder (Dataset.save_to_disk)", path=str(path)
         ) from None
+    except Exception as exc:  # a damaged folder: datasets raises many unrelated types
+        raise InputError(
+            f"is not a readable datasets folder: {_brief(exc)}", path=str(path)
+        ) from None
     if isinstance(loaded, datasets.DatasetDict):
         split = "train" if "train" in loaded else next(iter(loaded), None)
         if split is None:
@@ -179,6 +183,12 @@ _READERS = {
     ".tsv": _csv_rows,
     ".parquet": _parquet_rows,
 }
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one short line, for a message that names a file."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def _type_name(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from evoforge.errors import ConfigError, InputError, did_you_mean
+from evoforge.errors import ConfigError, InputError, did_you_mean, yaml_problem
 from evoforge.options import EngineOptions, RagOptions
 from evoforge.recipe.model import (
     ENGINE_ELSEWHERE,
@@ -39,17 +39,21 @@ class _Loader:
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self._yaml = yaml.SafeLoader(text)
+        try:
+            self._yaml = yaml.SafeLoader(text)
+        except yaml.YAMLError as exc:  # a character YAML does not allow
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         self.given: dict[str, set[str]] = {}  # section -> the keys the file sets
 
     def root(self) -> yaml.Node | None:
         try:
             return self._yaml.get_single_node()
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{self.path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{self.path}: not valid YAML: {yaml_problem(exc)}") from None
 
     def fail(self, node: yaml.Node, where: str, message: str) -> ConfigError:
         line = node.start_mark.line + 1
+        where = where if where.isprintable() else repr(where)  # a key of control characters
         return ConfigError(f"{self.path} line {line}: {where}: {message}")
 
     def value(self, node: yaml.Node) -> Any:

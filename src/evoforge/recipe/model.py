@@ -24,9 +24,8 @@ from evoforge.options import (
     default_of,
 )
 from evoforge.options_grow import GrowOptions
-from evoforge.options_training import Orca2Options, PamOptions
 
-GENERATORS = ("answer", "evolve", "rag", "in2", "orca2", "pam")
+GENERATORS = ("answer", "evolve", "rag", "in2")
 # What the steps write in the run folder (stems); the final dataset needs another name.
 STEP_FILES = (*GENERATORS, "evolved", "validated", "deduped", "selected", "recipe", "graph")
 # A mix may be written as a mapping ({reasoning: 0.5}) or as the CLI's string.
@@ -196,8 +195,6 @@ GENERATOR_OPTIONS: dict[str, type] = {
     "rag": RagOptions,
     "in2": In2Options,
     "grow": GrowOptions,
-    "orca2": Orca2Options,
-    "pam": PamOptions,
 }
 # Options a recipe sets elsewhere (outputs.format, the run folder, the embedder).
 NOT_IN_RECIPE = {"rag": ("format",), "in2": ("format",)}
