@@ -17,16 +17,20 @@ the LCS, and that bound is lossless (no MinHash guessing). Unigram F >= t in tur
 so a match shares at least one token among the candidate's ``m - ceil(t m / (2 - t)) + 1``
 rarest (occurrence-numbered) tokens. :class:`NearDuplicateIndex` looks only those up in
 an inverted index, so candidates are found without scanning the pool. LCS length is
-computed bit-parallel (Crochemore et al., 2001) on Python integers.
+computed bit-parallel (Crochemore et al., 2001) on Python integers; the length and
+overlap bounds are checked with numpy over the candidates at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 THRESHOLD = 0.7  # Self-Instruct's: keep an instruction whose ROUGE-L F is below this
 _WORD = re.compile(r"\w+")
@@ -112,6 +116,7 @@ class NearDuplicateIndex:
     _counts: list[Counter[str]] = field(default_factory=list)
     _ids: list[str] = field(default_factory=list)
     _postings: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    _lengths: np.ndarray = field(default_factory=lambda: np.zeros(1024, dtype=np.int64))
     stats: Counter[str] = field(default_factory=Counter)
 
     def __len__(self) -> int:
@@ -123,6 +128,9 @@ class NearDuplicateIndex:
         self._ids.append(entry_id)
         self._tokens.append(tokens)
         self._counts.append(Counter(tokens))
+        if index >= len(self._lengths):  # a growable array: numpy filters by length
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+        self._lengths[index] = len(tokens)
         for key in _tagged(tokens):
             self._postings.setdefault(key, []).append(index)
 
@@ -131,8 +139,8 @@ class NearDuplicateIndex:
             self.add(entry_id, text)
 
     def closest(self, text: str | list[str]) -> Match | None:
-        """The first-added entry with ROUGE-L F >= ``threshold`` (the highest score among
-        those found), or ``None`` when ``text`` is below it against every entry."""
+        """The entry with the highest ROUGE-L F >= ``threshold`` (the first added among
+        equals), or ``None`` when ``text`` is below it against every entry."""
         tokens = tokenize(text) if isinstance(text, str) else text
         m = len(tokens)
         if m == 0:
@@ -141,20 +149,25 @@ class NearDuplicateIndex:
         tagged = _tagged(tokens)
         # The rarest tags first: short posting lists, and any match holds one of them.
         tagged.sort(key=lambda key: len(self._postings.get(key, ())))
-        prefix = tagged[: m - min_overlap(m, t) + 1]
+        rest = min_overlap(m, t) - 1  # tags left out of the probed prefix
+        postings = [self._postings.get(key, ()) for key in tagged[: m - rest]]
+        found = np.fromiter(itertools.chain.from_iterable(postings), dtype=np.int64)
+        entries, hits = np.unique(found, return_counts=True)
+        self.stats["probed"] += len(entries)
+        # unigram F >= t needs a length n in [m t / (2 - t), m (2 - t) / t] and an overlap
+        # >= t (m + n) / 2, which is at most the prefix tags found plus every tag left out
+        lengths = self._lengths[entries]
         low, high = m * t / (2 - t) - 1e-9, m * (2 - t) / t + 1e-9
-        candidates: set[int] = set()
-        for key in prefix:
-            candidates.update(self._postings.get(key, ()))
+        able = (lengths >= low) & (lengths <= high)
+        able &= hits + rest >= t * (m + lengths) / 2 - 1e-9
+        self.stats["pruned"] += len(entries) - int(able.sum())
         counts = Counter(tokens)
         best: Match | None = None
-        for index in sorted(candidates):
+        for index in entries[able].tolist():
             other = self._tokens[index]
             n = len(other)
-            self.stats["probed"] += 1
-            if not low <= n <= high:
-                continue
-            overlap = (counts & self._counts[index]).total()
+            entry = self._counts[index]
+            overlap = sum(min(c, entry.get(token, 0)) for token, c in counts.items())
             if 2 * overlap / (m + n) < t:
                 self.stats["pruned"] += 1
                 continue

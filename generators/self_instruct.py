@@ -52,13 +52,18 @@ STEP = "generator.self_instruct"
 
 
 def parse_tasks(text: str) -> list[str]:
-    """The numbered tasks of a reply, in order (``12. Write ...`` or ``Task 12: ...``)."""
+    """The numbered tasks of a reply, in order (``12. Write ...`` or ``Task 12: ...``); a
+    reply with no numbered line gives its lines, but those ending with a colon (a
+    preamble such as "Here are the new tasks:")."""
     tasks = []
     for line in text.splitlines():
         match = _NUMBERED.match(line)
         if match and match.group(2).strip():
             tasks.append(match.group(2).strip())
-    return tasks
+    if tasks:
+        return tasks
+    return [line.strip() for line in text.splitlines() if line.strip() and
+            not line.rstrip().endswith(":")]  # fmt: skip
 
 
 def in_context_sample(

@@ -150,7 +150,7 @@ def test_self_instruct_200_on_the_fake_server_none_within_rouge_07(fake_openai, 
 def test_self_instruct_resumes_without_calls_and_same_output(tmp_path):
     fake = SelfInstructFake()
     model = ScriptedChatModel(lambda messages, _n: fake.reply(messages[-1]["content"]))
-    out = tmp_path / "grown.jsonl"
+    out = tmp_path / "run" / "grown.jsonl"
     settings = GrowOptions(n=40)
     grow(_seeds(tmp_path), out, grow=settings, options=_options(None, cache=False), model=model)
     first, calls = out.read_text(), model.call_count
@@ -158,6 +158,10 @@ def test_self_instruct_resumes_without_calls_and_same_output(tmp_path):
                  model=model)  # fmt: skip
     assert model.call_count == calls and out.read_text() == first
     assert again.accepted == 40
+    from evoforge import write_report
+
+    html = write_report(tmp_path / "run")["html"].read_text()
+    assert "Growing the seed set" in html and "near_duplicate" in html
 
 
 def test_self_instruct_falls_short_with_a_reason_when_the_pool_saturates(tmp_path):
@@ -369,3 +373,36 @@ def test_chinese_is_tokenized_so_near_duplicates_are_caught():
     index.add("zh", "写一首关于秋天的诗")
     assert index.closest("写一首关于秋天的短诗") is not None
     assert index.closest("解释量子计算的基本原理") is None
+
+
+RECIPE = Path(__file__).parents[1] / "examples" / "recipes" / "grow-then-evolve.yaml"
+
+
+def test_grow_then_evolve_recipe_dry_runs_and_runs_on_the_fake_server(fake_openai, tmp_path):
+    from test_recipe import evolve_responder
+
+    from evoforge import plan_recipe, run_recipe
+
+    plan = plan_recipe(RECIPE)
+    assert [s.name for s in plan.steps] == ["grow", "evolvers", "dedup", "select"]
+    assert plan.steps[0].records_out == 8 and plan.calls > 0
+    fake = SelfInstructFake()
+
+    def responder(request: FakeRequest):
+        if "Continue the list" in request.last_user:
+            return fake.reply(request.last_user)
+        return evolve_responder(request)
+
+    fake_openai.responder = responder
+    llm = f"openai:fake-model@{fake_openai.base_url}"
+    result = run_recipe(RECIPE, out=tmp_path / "run", llm=llm, quiet=True)
+    assert result.status == "complete", [s.message for s in result.steps]
+    assert [s.name for s in result.steps] == ["grow", "evolvers", "dedup", "select"]
+    grown = [
+        json.loads(line) for line in (tmp_path / "run" / "grow.jsonl").read_text().splitlines()
+    ]
+    assert len(grown) == 8 and all("output" not in r for r in grown)  # --no-instances
+    final = [
+        json.loads(x) for x in (tmp_path / "run" / "instructions.jsonl").read_text().splitlines()
+    ]
+    assert 1 <= len(final) <= 4 and all(r["output"] for r in final)

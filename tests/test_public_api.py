@@ -22,6 +22,7 @@ PUBLIC = {
     "write_report",
     "grow", "grow_async", "GrowOptions",
     "open_run", "validate",
+    "orca2", "orca2_async", "pam", "pam_async", "Orca2Options", "PamOptions",
 }  # fmt: skip
 
 

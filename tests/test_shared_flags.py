@@ -28,6 +28,7 @@ from evoforge.options import (
     option_fields,
 )
 from evoforge.options_grow import GrowOptions
+from evoforge.options_training import Orca2Options, PamOptions
 from helpers import write_jsonl
 
 ENGINE = (EngineOptions,)
@@ -38,6 +39,7 @@ OPTIONS = {
     "validate": (ValidateOptions, *ENGINE), "select": (SelectOptions, *ENGINE),
     "dedup": (DedupOptions,), "probe build": (ProbeOptions,), "probe score": (),
     "export": (ExportOptions,), "report": (), "demo": ENGINE, "run": (),
+    "orca2": (Orca2Options, *ENGINE), "pam": (PamOptions, *ENGINE),
 }  # fmt: skip
 OPTIONS["grow"] = (GrowOptions, *ENGINE)  # issue 18
 # Commands without --no-report: report is the report itself; probe and export write
@@ -48,7 +50,7 @@ NO_REPORT_FLAG = {"report", "probe build", "probe score", "export", "run"}
 NO_OUT = {"report", "probe score"}
 # Commands that call a model take --dry-run (demo is itself a run on the embedded model);
 # run's dry run plans the whole recipe (evoforge.recipe.plan).
-DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select", "run"}
+DRY_RUN = {"answer", "evolve", "rag", "in2", "validate", "select", "run", "orca2", "pam"}
 DRY_RUN.add("grow")  # issue 18
 SHARED = {"json_output", "quiet", "no_report", "dry_run"}
 

@@ -3,6 +3,7 @@
 The public surface (pinned by tests/test_public_api.py)::
 
     from evoforge import EngineOptions, answer, evolve, rag, in2, load_chat_model, Record
+    from evoforge import orca2, pam   # training data: Orca 2 prompt erasure, PAM masking
     from evoforge import grow   # new instructions: Self-Instruct, back-translation, Magpie
     from evoforge import run_recipe, plan_recipe   # a whole pipeline from a YAML recipe
     from evoforge import dedup, select, export, to_dataset  # whole sets; Dataset in and out
@@ -15,6 +16,8 @@ from evoforge.api import (
     EvolveOptions,
     GrowOptions,
     In2Options,
+    Orca2Options,
+    PamOptions,
     RagOptions,
     SelectOptions,
     answer,
@@ -26,6 +29,10 @@ from evoforge.api import (
     grow_async,
     in2,
     in2_async,
+    orca2,
+    orca2_async,
+    pam,
+    pam_async,
     rag,
     rag_async,
     run_task_async,
@@ -94,6 +101,12 @@ __all__ = [
     "grow_async",
     "in2",
     "in2_async",
+    "orca2",
+    "orca2_async",
+    "pam",
+    "pam_async",
+    "Orca2Options",
+    "PamOptions",
     "rag",
     "rag_async",
     "load_chat_model",

@@ -35,6 +35,8 @@ from evoforge.commands.dedup import (
 from evoforge.commands.evolve import evolve, evolve_async
 from evoforge.commands.grow import grow, grow_async
 from evoforge.commands.in2 import in2, in2_async
+from evoforge.commands.orca2 import orca2, orca2_async
+from evoforge.commands.pam import pam, pam_async
 from evoforge.commands.rag import rag, rag_async
 from evoforge.commands.select import SCORERS, select, select_async
 from evoforge.commands.validate import ValidateSummary, validate, validate_async
@@ -51,6 +53,7 @@ from evoforge.options import (
     ValidateOptions,
 )
 from evoforge.options_grow import GROW_METHODS, GrowOptions
+from evoforge.options_training import Orca2Options, PamOptions
 from evoforge.run_view import RunView, open_run
 
 __all__ = [
@@ -66,6 +69,8 @@ __all__ = [
     "GrowOptions",
     "In2Options",
     "JsonlRows",
+    "Orca2Options",
+    "PamOptions",
     "RunView",
     "RagOptions",
     "SelectOptions",
@@ -88,6 +93,10 @@ __all__ = [
     "grow_async",
     "in2",
     "in2_async",
+    "orca2",
+    "orca2_async",
+    "pam",
+    "pam_async",
     "open_run",
     "rag",
     "rag_async",

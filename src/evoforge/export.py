@@ -85,6 +85,8 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
         ExportFormat("deepeval", _QA, ".json", lambda p: open_writer(p, "deepeval"), "DeepEval"),
         ExportFormat("parquet", KINDS, ".parquet", lambda p: open_writer(p, "parquet"), "pandas"),
         ExportFormat("hf-dir", KINDS, "", None, "datasets.load_from_disk"),
+        # token ids with exact loss masks (evoforge.io.tokens); opened with --tokenizer
+        ExportFormat("tokens", KINDS, ".jsonl", None, "TRL SFTTrainer (pre-tokenized)"),
     )
 }
 
@@ -129,6 +131,7 @@ def export(
     language: Iterable[str] = ("en",),
     push_to_hub: str | None = None,
     private: bool = False,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Write the records of ``path`` (an evoforge output file or folder, a
     ``datasets.Dataset`` or an iterable of record dicts) as ``to`` into ``out``.
@@ -136,7 +139,8 @@ def export(
     Raises :class:`ConfigError` when a record's kind has no mapping to ``to``,
     naming the formats that take it. Writes a dataset card beside ``out`` unless
     ``card=False``; ``push_to_hub="user/name"`` then uploads the export and its
-    card (see :func:`evoforge.card.push_to_hub`).
+    card (see :func:`evoforge.card.push_to_hub`). ``to="tokens"`` tokenizes with the
+    ``tokenizer`` folder (default: the embedded model's; see :mod:`evoforge.io.tokens`).
     """
     from evoforge.card import CardStats, check_card_target, write_card
     from evoforge.card import push_to_hub as push
@@ -156,8 +160,15 @@ def export(
     card_folder = out if to == "hf-dir" else out.parent
     if card and card_folder.is_dir():  # before any data is written
         check_card_target(card_folder)
+    if to == "tokens":  # before any file is touched: a missing tokenizer is bad input
+        from evoforge.io.tokens import load_chat_tokenizer, token_writer
+
+        chat_tokenizer = load_chat_tokenizer(tokenizer)
     stats = CardStats()
-    writer = _hf_dir_writer(out) if target.open is None else target.open(out)
+    if to == "tokens":
+        writer = token_writer(out, chat_tokenizer)
+    else:
+        writer = _hf_dir_writer(out) if target.open is None else target.open(out)
     try:
         for record in iter_records(path):
             if record["kind"] not in target.kinds:

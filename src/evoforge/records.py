@@ -23,7 +23,7 @@ from referencing import Registry, Resource
 
 from evoforge.errors import ConfigError
 
-KINDS = ("instruction", "qa", "rag", "in2")
+KINDS = ("instruction", "qa", "rag", "in2", "chat", "pam")
 _ENVELOPE = ("id", "kind", "parent_id", "lineage", "meta")
 
 

@@ -19,11 +19,11 @@ from evoforge.quiet import quiet_environment
 
 # Importing a module registers its commands, in the order `evoforge --help` lists them.
 # isort: off
-from evoforge.cli import generate, sets, demo, run, tools
+from evoforge.cli import generate, methods, sets, demo, run, tools
 # isort: on
 
 __all__ = ["app", "main", "probe_app"]
-_COMMANDS = (generate, sets, demo, run, tools)
+_COMMANDS = (generate, methods, sets, demo, run, tools)
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def export_command(
     to: Annotated[
         str,
         typer.Option(
-            "--to", help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir"
+            "--to",
+            help="messages | alpaca | sharegpt | ragas | deepeval | parquet | hf-dir | tokens",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file (hf-dir: a folder).")],

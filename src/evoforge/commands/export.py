@@ -19,7 +19,7 @@ def export_records(
     result = export(
         source, to=to, out=out, card=settings.card, license=settings.license,
         language=settings.language or ["en"], push_to_hub=settings.push_to_hub,
-        private=settings.private,
+        private=settings.private, tokenizer=settings.tokenizer,
     )  # fmt: skip
     return {"format": result.format, "records": result.count, "by_kind": result.by_kind,
             "skipped": result.skipped, "files": [str(f) for f in result.files],

@@ -12,7 +12,6 @@ N dropped), whose pool is what the next pass prompts from.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ from evoforge.commands.common import (
 from evoforge.commands.exact_n import mark_shortfall, run_passes, shortfall
 from evoforge.engine.runner import RunSummary, update_manifest
 from evoforge.errors import ConfigError, InputError
+from evoforge.io.lock import holds_run_lock
 from evoforge.options import EngineOptions
 from evoforge.options_grow import GrowOptions
 from evoforge.records import Record
@@ -224,7 +224,8 @@ async def _magpie(source, out, grow, options, model, field_map):  # type: ignore
     passes = _Passes("magpie", grow, pool)
 
     def plan(pass_no: int) -> list[Record]:
-        size = passes.size(pass_no, 0.5, max(64, 4 * options.concurrency))
+        # most samples pass the filters: plan close to N, not twice it
+        size = passes.size(pass_no, 0.8, max(64, 4 * options.concurrency))
         return plan_slots(size, pass_no) if size else []
 
     config = {"seed": options.seed, "grow": asdict(grow), "pre_query": query.prefix,
@@ -235,6 +236,7 @@ async def _magpie(source, out, grow, options, model, field_map):  # type: ignore
     return summary, extras
 
 
+@holds_run_lock
 async def grow_async(
     source: Source | Sequence[str | Path] | None,
     out: str | Path,
@@ -284,5 +286,8 @@ def grow(
     field_map: dict[str, str] | None = None,
 ) -> RunSummary:
     """Grow a seed set: see :class:`~evoforge.options_grow.GrowOptions`."""
-    return asyncio.run(grow_async(source, out, grow=grow, options=options, model=model,
-                                  field_map=field_map))  # fmt: skip
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
+        grow_async(source, out, grow=grow, options=options, model=model, field_map=field_map)
+    )

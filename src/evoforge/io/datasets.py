@@ -48,7 +48,7 @@ def _conversation(record: Row, fmt: str) -> list[dict[str, str]]:
         if record.get("input"):
             user = f"{user}\n\n{record['input']}"
         return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    if kind == "in2":
+    if kind in ("in2", "chat", "pam"):  # pam: the question with its trigger, then the target
         return [{"role": t["role"], "content": t["content"]} for t in record["messages"]]
     fields = SAMPLE_FIELDS[kind]
     question = record[fields.question]
@@ -66,7 +66,8 @@ def skip_reason(record: Row, fmt: str) -> str | None:
     kept because no evolution survived) is no training example: it is left out
     and counted, not an error for the whole file.
     """
-    if fmt in CHAT_ROWS and record["kind"] == "instruction" and not record.get("output"):
+    chat_rows = fmt in CHAT_ROWS or fmt == "tokens"
+    if chat_rows and record["kind"] == "instruction" and not record.get("output"):
         return "no_output"
     return None
 

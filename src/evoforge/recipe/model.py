@@ -24,8 +24,9 @@ from evoforge.options import (
     default_of,
 )
 from evoforge.options_grow import GrowOptions
+from evoforge.options_training import Orca2Options, PamOptions
 
-GENERATORS = ("answer", "evolve", "rag", "in2")
+GENERATORS = ("answer", "evolve", "rag", "in2", "orca2", "pam")
 # What the steps write in the run folder (stems); the final dataset needs another name.
 STEP_FILES = (*GENERATORS, "evolved", "validated", "deduped", "selected", "recipe", "graph")
 # A mix may be written as a mapping ({reasoning: 0.5}) or as the CLI's string.
@@ -195,6 +196,8 @@ GENERATOR_OPTIONS: dict[str, type] = {
     "rag": RagOptions,
     "in2": In2Options,
     "grow": GrowOptions,
+    "orca2": Orca2Options,
+    "pam": PamOptions,
 }
 # Options a recipe sets elsewhere (outputs.format, the run folder, the embedder).
 NOT_IN_RECIPE = {"rag": ("format",), "in2": ("format",)}

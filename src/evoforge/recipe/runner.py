@@ -155,6 +155,17 @@ class _RecipeRun:
             record_kind = kind
         elif kind == "grow":
             current = await self._grow()
+        elif kind in ("orca2", "pam"):  # issue 16: training data for a method
+            from evoforge.commands.orca2 import orca2_async
+            from evoforge.commands.pam import pam_async
+
+            settings = {"orca" if kind == "orca2" else "settings": recipe.generator}
+            summary = await (orca2_async if kind == "orca2" else pam_async)(
+                recipe.resolve(source.seeds or ""), self.run_dir / f"{kind}.jsonl",
+                options=self.options(), field_map=source.field_map, model=self.model, **settings,
+            )  # fmt: skip
+            current = self.done(kind, summary).out
+            record_kind = "chat" if kind == "orca2" else kind
         if self._stopped():
             return current  # type: ignore[return-value]
         if recipe.evolvers is not None:

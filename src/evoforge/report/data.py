@@ -23,7 +23,8 @@ from typing import Any
 
 from evoforge.errors import EvoforgeError, InputError
 
-GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2"})
+GENERATE_COMMANDS = frozenset({"answer", "evolve", "rag", "in2", "orca2", "pam"})
+GENERATE_COMMANDS = GENERATE_COMMANDS | {"grow"}  # issue 18: grow's records are generated
 # Evol-Instruct's four elimination rules (Xu et al., 2023): (rule, reason code, what it
 # catches, whether it judges the answer -- rules 2 and 3 apply only with answers on).
 EVOL_INSTRUCT_RULES = (
@@ -42,6 +43,8 @@ _TEXT_FIELDS = {
     "qa": ("question", "answer"),
     "rag": ("user_input", "reference"),
     "in2": (None, "messages"),
+    "chat": (None, "messages"),
+    "pam": ("question", "messages"),
 }
 
 
@@ -307,6 +310,9 @@ def _text(value: Any) -> str | None:
 def operator_of(record: dict[str, Any]) -> str:
     """The operator that made a record: its evolution op, rewrite, scenario or sample type."""
     meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    for method, key in (("orca2", "strategy"), ("pam", "verdict")):  # issue 16
+        if isinstance(meta.get(method), dict) and meta[method].get(key):
+            return f"{method}:{meta[method][key]}"
     if isinstance(meta.get("evol_quality"), dict):
         return f"quality_{meta['evol_quality'].get('op', '?')}"
     for key in ("evol", "rewrite"):
@@ -339,7 +345,7 @@ def _item(record: dict[str, Any]) -> Item:
     prompt_field, response_field = _TEXT_FIELDS.get(kind, ("instruction", "output"))
     meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
     response = record.get(response_field) if response_field else None
-    if kind == "in2" and isinstance(response, list):
+    if kind in ("in2", "chat", "pam") and isinstance(response, list):
         answers = [t for t in response if isinstance(t, dict) and t.get("role") == "assistant"]
         response = answers[-1].get("content") if answers else None
     prompt = record.get(prompt_field) if prompt_field else meta.get("question")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from evoforge.errors import InputError
 from evoforge.io.writers import atomic_text
@@ -112,6 +113,9 @@ def render_markdown(subject: Path, lineage: Lineage) -> str:
         if reasons:
             lines.append("")
             lines.append("rejected: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
+        mix = _method_mix(chain.source)
+        if mix:
+            lines.extend(["", mix])
         _, stats = lineage.seed_rows(chain)
         why = ", ".join(f"{reason} {n}" for reason, n in stats["why"].items())
         lines.append("")
@@ -134,3 +138,23 @@ def render_markdown(subject: Path, lineage: Lineage) -> str:
         lines.append("")
     lines.append("Plots and the per-seed table: report.html")
     return "\n".join(lines) + "\n"
+
+
+def _method_mix(stage: Any) -> str | None:
+    """orca2's strategy mix and pam's verdict mix, each with its rejections by reason."""
+    method = {"orca2": "strategy", "pam": "verdict"}.get(stage.command)
+    if method is None:
+        return None
+    prefix = f"{stage.command}:"
+    kept = Counter(i.op.removeprefix(prefix) for i in stage.kept if i.op.startswith(prefix))
+    dropped: dict[str, Counter[str]] = {}
+    for drop in stage.dropped:
+        if drop.item is not None and drop.item.op.startswith(prefix):
+            dropped.setdefault(drop.item.op.removeprefix(prefix), Counter())[drop.reason] += 1
+    parts = []
+    for name in sorted(set(kept) | set(dropped)):
+        why = dropped.get(name, Counter())
+        reasons = ", ".join(f"{r} {n}" for r, n in why.most_common())
+        parts.append(f"{name} kept {kept[name]}, rejected {why.total()}"
+                     + (f" ({reasons})" if reasons else ""))  # fmt: skip
+    return f"by {method}: " + "; ".join(parts) if parts else None

@@ -3,7 +3,8 @@
 :func:`build_sections` turns a folder's :class:`~evoforge.report.trace.Lineage` (and the
 sizes of its duplicate groups) into the page's sections, in order: the outputs, the
 funnels, the rejection reasons, the length distributions, the per-operator yield and
-tokens, the judges' scores, the dedup clusters, the IN2 needles and the per-seed trace.
+tokens, the judges' scores, the dedup clusters, the IN2 needles, the grow outputs and
+the per-seed trace.
 A part with nothing to show is left out, with a line saying why.
 """
 
@@ -83,6 +84,7 @@ class _SectionBuilder:
             self._scores,
             self._clusters,
             self._in2,
+            self._grow,
             self._seeds,
         ]
         sections = []
@@ -319,6 +321,35 @@ class _SectionBuilder:
             "context (uniform is the aim), and how long the contexts are.",
         )
         section.add_plot("plot-in2", histograms_svg(panels, "in2", bins=10))
+        return section
+
+    def _grow(self) -> Section | None:
+        """``grow`` outputs (issue 18): the count asked for and kept, the passes, the
+        shortfall and the main rejection reasons, per output."""
+        rows = []
+        for stage in self.stages:
+            if stage.command != "grow":
+                continue
+            manifest = stage.manifest
+            method = str(manifest.get("method", ""))
+            gap = (manifest.get("shortfall") or {}).get(method)
+            reasons = Counter(drop.reason for drop in stage.dropped).most_common(4)
+            rows.append([
+                stage.out.name, method, str((manifest.get("plan") or {}).get(method, "")),
+                str(len(stage.kept)), str(manifest.get("passes", "")),
+                f"{gap['missing']} short ({gap['cause']})" if gap else "none",
+                ", ".join(f"{reason} {n}" for reason, n in reasons),
+            ])  # fmt: skip
+        if not rows:  # no line in "left out": most folders have no grow output
+            return None
+        section = Section(
+            "grow", "Growing the seed set",
+            "Self-Instruct, back-translation or Magpie: the records asked for and kept, "
+            "the passes it took, any shortfall, and why candidates were dropped "
+            "(near_duplicate: ROUGE-L F at or above the threshold with the pool).",
+        )  # fmt: skip
+        head = ["output", "method", "asked", "kept", "passes", "shortfall", "main reasons"]
+        section.add_table("grow", head, rows)
         return section
 
     def _seeds(self) -> Section | None:
