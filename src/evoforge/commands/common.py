@@ -114,9 +114,7 @@ def make_executor(options: EngineOptions, model: Any, client: LLMClient) -> Any:
 
     _, address = parse_executor(options.executor)
     cache = client.cache.path.parent if client.cache is not None else None
-    return RayExecutor(
-        address, functools.partial(shard_client, options, model), cache_dir=cache
-    )
+    return RayExecutor(address, functools.partial(shard_client, options, model), cache_dir=cache)
 
 
 def shard_client(options: EngineOptions, model: Any, cache_dir: str | None) -> LLMClient:
