@@ -27,6 +27,9 @@ VOLATILE_MANIFEST_KEYS = ("timing",)
 # Keys a later change may add to a manifest (issue 12: the per-step counts); the goldens
 # compare the keys they have, which must stay equal.
 NEW_MANIFEST_KEYS = ("steps",)
+# Engine options added later, left out of the comparison while they hold their default
+# (a golden made before them has no such key); any other value still differs.
+NEW_ENGINE_DEFAULTS: dict[str, object] = {"context_window": None}  # issue 15
 # The manifest records the command line; the goldens are made and checked under this one.
 ARGV = ["evoforge-goldens"]
 
@@ -260,6 +263,10 @@ def comparable_manifest(text: str) -> dict:
     manifest = json.loads(text)
     for key in (*VOLATILE_MANIFEST_KEYS, *NEW_MANIFEST_KEYS):
         manifest.pop(key, None)
+    engine = manifest.get("engine")
+    for key, default in NEW_ENGINE_DEFAULTS.items():
+        if isinstance(engine, dict) and key in engine and engine[key] == default:
+            del engine[key]
     return manifest
 
 
