@@ -194,6 +194,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                                  "openai:m@http://127.0.0.1:9/v1", "--out",
                                  str(tmp_path / "m.jsonl"), "-q"])  # fmt: skip
     assert result.exit_code == 2 and "chat template" in result.output
+    result = runner.invoke(app, ["grow", "--method", "backtranslate", "--seeds", str(few),
+                                 "--n", "3", "--out", str(tmp_path / "c.jsonl"), "-q"])  # fmt: skip
+    assert result.exit_code == 2 and "backtranslate reads --docs" in result.output
 
 
 DOC = """# Tides
@@ -406,3 +409,14 @@ def test_grow_then_evolve_recipe_dry_runs_and_runs_on_the_fake_server(fake_opena
         json.loads(x) for x in (tmp_path / "run" / "instructions.jsonl").read_text().splitlines()
     ]
     assert 1 <= len(final) <= 4 and all(r["output"] for r in final)
+
+
+def test_magpie_dry_runs_on_the_counting_model(tmp_path):
+    from evoforge.dry_run import simulate
+
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML)
+    settings = GrowOptions(method="magpie", n=5, chat_template=str(template))
+    plan = simulate(grow, None, tmp_path / "m.jsonl", grow=settings)
+    calls = {op: stats.calls for op, stats in plan.operators.items()}
+    assert calls["magpie_instruction"] == calls["magpie_response"] >= 5

@@ -189,8 +189,9 @@ def grow(
     ] = None,
     docs: Annotated[
         list[Path] | None,
-        typer.Option("--docs", help="backtranslate: files or folders; repeat for more.",
-                     metavar="PATH"),
+        typer.Option(
+            "--docs", help="backtranslate: files or folders; repeat for more.", metavar="PATH"
+        ),
     ] = None,  # fmt: skip
     field: FieldMap = None,
     settings: Any = None,
@@ -203,8 +204,13 @@ def grow(
     Example: evoforge grow --method self-instruct --seeds seeds.jsonl --n 200 --out grown.jsonl
     """  # fmt: skip
     from evoforge.commands.grow import grow as run_grow
+    from evoforge.errors import ConfigError
     from evoforge.io.readers import parse_field_map
 
+    if settings.method == "backtranslate" and seeds is not None:
+        raise ConfigError("--seeds is for self-instruct and magpie; backtranslate reads --docs")
+    if settings.method != "backtranslate" and docs:
+        raise ConfigError(f"--docs is for backtranslate; {settings.method} reads --seeds")
     source: Any = docs if settings.method == "backtranslate" else seeds
     summary = dry_runner(run_grow, dry_run, as_json)(
         source, out, grow=settings, options=options, field_map=parse_field_map(field)

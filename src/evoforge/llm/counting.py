@@ -292,6 +292,19 @@ class CountingChatModel:
         self.usage += usage
         return Completion(text, usage, model=IDENTITY["model"], finish_reason="stop")
 
+    async def complete_text(self, prompt: str, **params: Any) -> Completion:
+        """A raw-text completion (Magpie's user turn): a free-text reply, distinct per
+        ``seed`` as a sampled turn is, counted as a chat reply is."""
+        self.calls += 1
+        turn = [{"role": "user", "content": prompt}]
+        text = reply_texts([{"role": "user", "content": f"{prompt} {params.get('seed')}"}], None)()
+        usage = Usage(prompt_tokens(turn), completion_tokens(text))
+        self.usage += usage
+        return Completion(text, usage, model=IDENTITY["model"], finish_reason="stop")
+
+    async def chat_template(self) -> dict[str, str] | None:
+        return None  # no template of its own: a dry run of Magpie takes --chat-template
+
     async def aclose(self) -> None:
         return None
 
