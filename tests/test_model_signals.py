@@ -323,3 +323,55 @@ def test_server_without_prompt_logprobs_says_so():
     with pytest.raises(ConfigError, match="cannot give prompt losses"):
         model.pair_losses([("Say hi", "hello")])
     assert isinstance(load_loss_model("openai:m@http://server/v1"), ServerLossModel)
+
+
+def test_mining_judge_rates_through_the_engine(fake_openai, tmp_path):
+    def judge(request):
+        good = "pet" in request.last_user
+        n = 5 if good else 2
+        return json.dumps({"naturalness": n, "coherence": n, "understandability": 4})
+
+    fake_openai.responder = judge
+    labels = tmp_path / "labels.jsonl"
+    with open(labels, "w", encoding="utf-8") as fh:
+        for i in range(12):
+            row = {
+                "naturalness": 1 + i % 5,
+                "coherence": 1 + (i * 2) % 5,
+                "loss": 3.0 - 0.3 * (i % 5),
+            }
+            fh.write(json.dumps(row) + "\n")
+    source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    options = EngineOptions(quiet=True, llm=f"openai:fake-model@{fake_openai.base_url}")
+    selection = SelectOptions(method="mining", fit=str(labels), judge=True, budget=1)
+    report = asyncio.run(select_signal_async(source, tmp_path / "j.jsonl", selection=selection,
+                                             options=options))  # fmt: skip
+    assert report["judge"]["judged"] == 4 and report["judge"]["rejected"] == {"missing_response": 1}
+    [kept] = rows(tmp_path / "j.jsonl")
+    assert kept["id"] == "r1" and kept["meta"]["judge"]["naturalness"] == 5
+    assert report["signals"]["forward_passes"] == 0  # no ppl in the fitted rule
+
+
+def test_memorisation_adds_llm_paraphrased_templates(fake_openai, tmp_path):
+    def paraphrase(request):
+        frame = request.last_user.strip().splitlines()[-1]
+        return f"Please answer: {frame}"
+
+    fake_openai.responder = paraphrase
+    facts = [{"id": "f1", "kind": "qa", "question": "What is the capital of France?",
+              "answer": "Paris", "contexts": []}]  # fmt: skip
+    source = write_jsonl(tmp_path / "facts.jsonl", facts)
+    options = EngineOptions(quiet=True, llm=f"openai:fake-model@{fake_openai.base_url}")
+    selection = SelectOptions(method="memorisation", templates=12)
+    prompts = []
+
+    class Recording(CountingLosses):
+        def greedy(self, batch, *, max_new_tokens):
+            prompts.extend(batch)
+            return super().greedy(batch, max_new_tokens=max_new_tokens)
+
+    report = asyncio.run(select_signal_async(source, tmp_path / "m.jsonl", selection=selection,
+                                             options=options, loss_model=Recording()))  # fmt: skip
+    assert len(prompts) == 12 and sum(p.startswith("Please answer: ") for p in prompts) == 2
+    assert report["histogram"] == {"1": 1}
+    assert rows(tmp_path / "m.jsonl")[0]["meta"]["memorisation"]["templates"] == 12

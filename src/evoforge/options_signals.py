@@ -40,6 +40,9 @@ class SignalOptions:
         None, "mining: fit the rule on JSON lines of {indicators, loss}.", path=True
     )
     reward_field: str | None = _option(None, "mining: reward field, e.g. meta.alpagasus.score.")
+    judge: bool = _option(
+        False, "mining: rate naturalness, coherence, understandability with --llm.", flag="--judge"
+    )
     templates: int = _option(10, "memorisation: templates per fact.", min=1)
     band: str | None = _option(None, "memorisation: levels LOW:HIGH (default: highest first).")
     balance_by: str | None = _option(None, "balanced/lima: category field, e.g. meta.topic.")

@@ -64,7 +64,8 @@ def select_command(
     as_json: bool = False,
     dry_run: bool = False,
 ) -> None:
-    """Select the best-and-most-diverse subset: DEITA, AlpaGasus, LTD k-center or random.
+    """Select the best-and-most-diverse subset: DEITA, AlpaGasus, LTD k-center, random;
+    by model signals (IFD, Instruction Mining, memorisation level); LIMA, balanced.
 
     Example: evoforge select out/evolved.jsonl --out out/best.jsonl --method deita --budget 1000
     """  # fmt: skip

@@ -47,7 +47,9 @@ async def select_async(
     options = options or EngineOptions()
     source = source_path(source, out)
     if selection.method in SIGNAL_METHODS:  # scored by the model's own signals (issue 17)
-        return await select_signal_async(source, out, selection=selection, options=options)
+        return await select_signal_async(
+            source, out, selection=selection, options=options, model=model
+        )
     out = Path(out)
     paths = output_paths(out)
     records: list[Any]
