@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
-
-import yaml
 
 from evoforge.errors import ConfigError
 
@@ -38,7 +35,12 @@ class ModelFacts:
 
 @functools.lru_cache(maxsize=1)
 def load_table() -> dict[str, ModelFacts]:
-    """Every entry of the packaged ``models.yaml``, by lower-cased name."""
+    """Every entry of the packaged ``models.yaml``, by lower-cased name (read on first
+    use: importing this module costs no YAML parser)."""
+    from importlib import resources
+
+    import yaml
+
     text = resources.files("evoforge.llm").joinpath("models.yaml").read_text(encoding="utf-8")
     return parse_table(yaml.safe_load(text), "models.yaml")
 
