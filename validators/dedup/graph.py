@@ -36,7 +36,7 @@ import numpy as np
 
 from evoforge.io.writers import atomic_output
 from evoforge.steps import Rejection
-from evoforge.validators.dedup.ray_data import key_pipeline
+from evoforge.validators.dedup.ray_data import key_pipeline, pair_checker
 from evoforge.validators.dedup.signatures import (
     RECALL_WEIGHT,
     ShingleHasher,
@@ -275,19 +275,13 @@ class NearDuplicateGraph:
         pairs = indices[_shared_bucket_pairs(bands, len(indices))]
         self.candidates["minhash"] = len(pairs)
         shingler = ShingleHasher(n_words=self.n_words, n_chars=self.n_chars)
-        for block in range(0, len(pairs), _VERIFY_BLOCK):
-            chunk = pairs[block : block + _VERIFY_BLOCK]
+        # On Ray the pairs are checked by Ray Data jobs (.ray_data), larger blocks each.
+        check, size = pair_checker(self.executor, shingler, self.batch_size, _VERIFY_BLOCK)
+        for block in range(0, len(pairs), size):
+            chunk = pairs[block : block + size]
             needed = np.unique(chunk).tolist()
-            texts = self._texts(needed)
-            sets: dict[int, np.ndarray] = {}
-            for start in range(0, len(needed), self.batch_size):
-                flat, counts = shingler.hashes(texts[start : start + self.batch_size])
-                pieces = map(np.unique, np.split(flat, np.cumsum(counts)[:-1]))
-                sets.update(zip(needed[start : start + self.batch_size], pieces, strict=True))
-            for a, b in chunk.tolist():
-                sa, sb = sets[a], sets[b]
-                common = len(np.intersect1d(sa, sb, assume_unique=True))
-                similarity = common / (len(sa) + len(sb) - common)
+            texts = dict(zip(needed, self._texts(needed), strict=True))
+            for (a, b), similarity in zip(chunk.tolist(), check(chunk, texts), strict=True):
                 if similarity >= self.threshold:
                     self._add(a, b, "minhash", similarity)
 

@@ -1,26 +1,31 @@
-"""MinHash signatures on Ray Data (``NearDuplicateGraph(executor="ray[:ADDRESS]")``).
+"""MinHash dedup on Ray Data (``NearDuplicateGraph(executor="ray[:ADDRESS]")``).
 
-The per-record part of :class:`~.graph.NearDuplicateGraph`, the signatures
-(shingling, MinHash, LSH band keys), runs as Ray Data ``map_batches`` jobs over the
-cluster, with :func:`.shards._band_keys_of_texts`, the very function a local run
-calls, over windows of ``WINDOW`` texts. A record's keys depend on its text alone, so
-they equal the local ones whatever the blocks.
+The per-record and per-pair work of :class:`~.graph.NearDuplicateGraph` runs as Ray
+Data ``map_batches`` jobs over the cluster:
 
-The rest stays on the driver, as in a local run: the exact-text digests, grouping
-band keys into candidate pairs (a sort of one band's keys at a time), verifying each
-pair by its true shingle Jaccard, the connected components (the vectorised
-union-find of :func:`.graph.connected_components`) and the choice of survivors.
+- **signatures** (shingling, MinHash, LSH band keys): :func:`.shards._band_keys_of_texts`,
+  the very function a local run calls, over windows of ``WINDOW`` texts. A record's
+  keys depend on its text alone, so they equal the local ones whatever the blocks;
+- **verification** of candidate pairs (their true shingle Jaccard), ``RAY_PAIRS``
+  pairs a job, each row a pair with its two texts; the same arithmetic as the local
+  :func:`pair_similarities`, so the same similarities.
+
+The rest stays on the driver, as in a local run: reading the records, the exact-text
+digests, grouping band keys into candidate pairs (a sort of one band's keys at a
+time), the connected components (the vectorised union-find of
+:func:`.graph.connected_components`, a reduce of component ids) and the choice of
+survivors. Per record the driver holds its id, a digest and its band keys, as a
+local run does, and one window of texts or pairs at a time.
 
 So the kept set, the rejects with ``lost_to`` and the clusters equal the local
-result on the same input and seed (tests/test_ray_dedup.py). The driver holds one
-window of texts at a time, so memory does not grow with the input beyond the
-per-record ids, digests and keys that a local run keeps too.
+result on the same input and seed (tests/test_ray_executor.py).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -29,6 +34,7 @@ from evoforge.validators.dedup.shards import _band_keys_of_texts, _KeyPipeline
 
 WINDOW = 1 << 17  # texts per Ray Data job: bounds the driver's memory
 BLOCK = 4096  # texts (or pairs) per map_batches call
+RAY_PAIRS = 1 << 16  # candidate pairs per Ray Data job
 
 
 def key_pipeline(executor: str, active: bool, workers: int, band_args: tuple[int, ...]) -> Any:
@@ -39,6 +45,80 @@ def key_pipeline(executor: str, active: bool, workers: int, band_args: tuple[int
         return _KeyPipeline(active=active, workers=workers, band_args=band_args)
     address = executor.partition(":")[2] or None
     return RayKeyPipeline(active=active, band_args=band_args, address=address)
+
+
+def pair_checker(
+    executor: str, shingler: Any, batch_size: int, block: int
+) -> tuple[Callable[[np.ndarray, dict[int, str]], list[float]], int]:
+    """How a graph checks its candidate pairs, and how many at a time: here
+    (:func:`pair_similarities`, ``block`` pairs), or for ``ray[:ADDRESS]`` as Ray Data
+    jobs of ``RAY_PAIRS`` pairs (:class:`RayPairCheck`). Both give the same numbers."""
+    if executor == "local":
+        return functools.partial(pair_similarities, shingler=shingler, batch_size=batch_size), block
+    return RayPairCheck(executor.partition(":")[2] or None, shingler), RAY_PAIRS
+
+
+def pair_similarities(
+    pairs: np.ndarray, texts: dict[int, str], *, shingler: Any, batch_size: int
+) -> list[float]:
+    """The shingle Jaccard of each pair ``(a, b)`` of record positions; ``texts`` maps
+    each position in the pairs to its compared text."""
+    needed = list(texts)
+    sets: dict[int, np.ndarray] = {}
+    for start in range(0, len(needed), batch_size):
+        part = needed[start : start + batch_size]
+        flat, counts = shingler.hashes([texts[i] for i in part])
+        pieces = map(np.unique, np.split(flat, np.cumsum(counts)[:-1]))
+        sets.update(zip(part, pieces, strict=True))
+    return [_jaccard(sets[a], sets[b]) for a, b in pairs.tolist()]
+
+
+def _jaccard(sa: np.ndarray, sb: np.ndarray) -> float:
+    common = len(np.intersect1d(sa, sb, assume_unique=True))
+    return common / (len(sa) + len(sb) - common)
+
+
+class _PairJaccard:
+    """The map_batches function: the Jaccard of each row's two texts."""
+
+    def __init__(self, shingler: Any) -> None:
+        self.shingler = shingler
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sets = {}
+        for side in ("a", "b"):
+            flat, counts = self.shingler.hashes([str(t) for t in batch[side]])
+            sets[side] = list(map(np.unique, np.split(flat, np.cumsum(counts)[:-1])))
+        similarity = [_jaccard(sa, sb) for sa, sb in zip(sets["a"], sets["b"], strict=True)]
+        return {"at": batch["at"], "similarity": np.array(similarity, dtype=np.float64)}
+
+
+class RayPairCheck:
+    """Candidate pairs checked by a Ray Data job: one row per pair with its two texts."""
+
+    def __init__(self, address: str | None, shingler: Any) -> None:
+        from evoforge.engine.ray_executor import connect
+
+        self.ray = connect(address)
+        self.shingler = shingler
+
+    def __call__(self, pairs: np.ndarray, texts: dict[int, str]) -> list[float]:
+        columns = {
+            "at": np.arange(len(pairs)),
+            "a": [texts[a] for a in pairs[:, 0].tolist()],
+            "b": [texts[b] for b in pairs[:, 1].tolist()],
+        }
+        results = (
+            _dataset(self.ray, columns)
+            .map_batches(_PairJaccard(self.shingler), batch_format="numpy", batch_size=BLOCK)
+            .iter_batches(batch_format="numpy", batch_size=None)
+        )
+        at, similarity = [], []
+        for batch in results:
+            at.append(batch["at"])
+            similarity.append(batch["similarity"])
+        order = np.argsort(np.concatenate(at), kind="stable")
+        return np.concatenate(similarity)[order].tolist()
 
 
 def _dataset(ray: Any, columns: dict[str, Any]) -> Any:
