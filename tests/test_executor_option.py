@@ -44,7 +44,7 @@ def test_without_ray_the_cli_says_how_to_install_it_and_exits_2(tmp_path, fake_o
     """A ``ray`` that cannot be imported (a shadowing package on PYTHONPATH here)."""
     shadow = tmp_path / "shadow" / "ray"
     shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError('No module named ray')\n")
     seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"id": "a", "instruction": "Hi?"}])
     out = tmp_path / "out.jsonl"
     result = run_cli(
