@@ -187,3 +187,17 @@ def test_a_recipe_runs_orca2(tmp_path):
     assert len(records) == 5
     assert {r["meta"]["orca2"]["strategy"] for r in records} == {"direct_answer"}
     assert result is not None
+
+
+def test_dedup_compares_chat_records_by_their_messages(tmp_path):
+    from evoforge import dedup
+
+    seeds = _seeds(3)
+    seeds.append({**seeds[0], "id": "again"})  # the same instruction, so the same messages
+    out = tmp_path / "o.jsonl"
+    orca2(seeds, out, options=EngineOptions(quiet=True), model=_model())
+    result = dedup(out, tmp_path / "d.jsonl", method="exact")
+    kept = [r["id"] for r in read_jsonl(tmp_path / "d.jsonl")]
+    assert len(kept) == 3 and {"s01", "s02"} <= set(kept)
+    assert len({"s00", "again"} & set(kept)) == 1
+    assert [d["reason"] for d in result.dropped] == ["duplicate"]

@@ -90,6 +90,18 @@ def test_pam_on_the_fake_server_writes_spans_that_reproduce_each_segment(fake_op
     verify = [r for r in fake_openai.requests if "Answer to check:" in r.last_user]
     assert all("Reference answer:" in r.last_user for r in verify)
     assert all(r.response_format is not None for r in verify)  # a structured call
+    # validate, export and report take pam records.
+    checked = run_cli("validate", str(out), "--checks", "schema,empty", "--quiet",
+                      "--out", str(tmp_path / "ok.jsonl"))  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    target = tmp_path / "sharegpt.jsonl"
+    assert run_cli("export", str(out), "--to", "sharegpt", "--out", str(target)).returncode == 0
+    turns = read_jsonl(target)[1]["conversations"]
+    assert [t["from"] for t in turns] == ["human", "gpt"]
+    assert turns[1]["value"] == records[1]["messages"][1]["content"]
+    assert run_cli("report", str(out)).returncode == 0
+    summary = (tmp_path / "summary.md").read_text("utf-8")
+    assert "by verdict: correct kept 25, rejected 0; incorrect kept 25, rejected 0" in summary
     # A re-run resumes from the journal: no new calls.
     before = fake_openai.hits
     assert _run_cli(fake_openai, seeds, out).returncode == 0
@@ -164,3 +176,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, rows, flags, message):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_dry_run_simulates_student_and_teacher_without_a_model(tmp_path):
+    seeds = write_jsonl(tmp_path / "qa.jsonl", qa_seeds(4))
+    result = run_cli("pam", "--seeds", str(seeds), "--out", str(tmp_path / "p.jsonl"),
+                     "--llm", "openai:gpt-4o-mini", "--dry-run", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["operators"]["pam_answer"]["calls"] == 4  # the student, simulated too
+    assert plan["operators"]["pam_verify"]["calls"] == 4
+    assert not (tmp_path / "p.jsonl").exists()

@@ -179,7 +179,7 @@ def test_pam_on_the_embedded_model_then_one_trl_step_with_the_hand_computed_loss
     config = SFTConfig(
         output_dir=str(tmp_path / "trl"), max_steps=1, per_device_train_batch_size=len(rows),
         learning_rate=1e-6, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-        bf16=False, fp16=False, dataloader_num_workers=0, seed=0,
+        bf16=False, fp16=False, activation_checkpointing=False, dataloader_num_workers=0, seed=0,
     )  # fmt: skip
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset)
     assert type(trainer.data_collator).__name__ == "DataCollatorForLanguageModeling"

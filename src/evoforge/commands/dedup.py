@@ -22,6 +22,8 @@ DEDUP_FIELDS = {
     "qa": ("question",),
     "rag": ("user_input",),
     "in2": ("messages",),
+    "chat": ("messages",),
+    "pam": ("question",),
 }
 
 
