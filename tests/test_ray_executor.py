@@ -125,9 +125,16 @@ def test_answer_evolve_and_rag_on_two_nodes_equal_the_local_run(cluster, fake_op
         assert manifest["steps"] == json.loads(local.manifest.read_text())["steps"], name
 
 
-def test_a_killed_worker_costs_only_its_calls_in_flight(cluster, fake_openai, tmp_path):
+def test_a_killed_worker_costs_only_its_calls_in_flight(
+    cluster, fake_openai, tmp_path, monkeypatch
+):
     """SIGKILL a worker running a shard: Ray runs the shard again, which resumes from its
-    journal. Exactly one record per seed, and at most N + in-flight x kills requests."""
+    journal. Exactly one record per seed, and at most N + in-flight x kills requests.
+    Each shard keeps its own cache here (as on a network filesystem); the driver merges
+    them into the run's cache."""
+    from evoforge.engine.store import ResponseCache
+
+    monkeypatch.setenv("EVOFORGE_SHARD_CACHE", "per-shard")
     n, concurrency = 48, 2
     source = write_jsonl(
         tmp_path / "seeds.jsonl", [{"id": f"k{i:03d}", "instruction": f"Q {i}?"} for i in range(n)]
@@ -164,6 +171,11 @@ def test_a_killed_worker_costs_only_its_calls_in_flight(cluster, fake_openai, tm
     assert sorted(ids) == [f"k{i:03d}" for i in range(n)]  # one record per seed
     assert fake_openai.hits <= n + concurrency * len(killed)
     assert fake_openai.hits > n - 1
+    cache = ResponseCache(tmp_path / "cache-ray" / "llm-cache.db")
+    try:
+        assert len(cache) == n  # every shard's cache merged into the run's
+    finally:
+        cache.close()
 
 
 def planted_corpus(path: Path, n: int, seed: int = 3) -> Path:
