@@ -404,7 +404,7 @@ class ValidateOptions:
     """What ``validate`` checks (see ``evoforge.validators.checks``)."""
 
     kind: str | None = option(
-        None, "instruction | qa | rag | in2 (default: each record's own kind field)."
+        None, "instruction | qa | rag | in2 | chat | pam (default: each record's own kind)."
     )
     checks: str = option(
         "schema",
