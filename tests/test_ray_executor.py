@@ -33,7 +33,7 @@ DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
 MB = 1024**2
 # The planted corpus of the dedup test: at ~60 s of test time on two shared cores;
 # bench/ray_scaleout.py runs 200,000.
-RAY_DEDUP_DOCS = 50_000
+RAY_DEDUP_DOCS = 100_000
 
 
 @pytest.fixture(scope="module")
