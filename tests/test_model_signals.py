@@ -375,3 +375,13 @@ def test_memorisation_adds_llm_paraphrased_templates(fake_openai, tmp_path):
     assert len(prompts) == 12 and sum(p.startswith("Please answer: ") for p in prompts) == 2
     assert report["histogram"] == {"1": 1}
     assert rows(tmp_path / "m.jsonl")[0]["meta"]["memorisation"]["templates"] == 12
+
+
+def test_the_html_report_plots_the_signal_scores(tmp_path):
+    from evoforge.report import write_report
+
+    source = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    run(source, tmp_path / "ifd.jsonl", SelectOptions(method="ifd", budget=2), CountingLosses())
+    paths = write_report(tmp_path / "ifd.jsonl")
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "IFD (answer loss with / without the instruction)" in page

@@ -337,6 +337,10 @@ def _scores(meta: dict[str, Any]) -> dict[str, float]:
     alpagasus = meta.get("alpagasus")
     if isinstance(alpagasus, dict) and isinstance(alpagasus.get("score"), int | float):
         scores["alpagasus"] = float(alpagasus["score"])
+    for name in ("ifd", "mining", "memorisation"):  # model signals (issue 17)
+        block = meta.get(name)
+        if isinstance(block, dict) and isinstance(block.get("score"), int | float):
+            scores[name] = float(block["score"])
     return scores
 
 

@@ -267,6 +267,9 @@ class _SectionBuilder:
             "deita_complexity": "DEITA complexity (1-6)",
             "deita_quality": "DEITA quality (1-6)",
             "alpagasus": "AlpaGasus rating (0-5)",
+            "ifd": "IFD (answer loss with / without the instruction)",
+            "mining": "Instruction Mining predicted loss",
+            "memorisation": "Memorisation level (share of templates)",
         }
         panels: list[tuple[str, list[float], list[float] | None]] = []
         for key, label in names.items():
