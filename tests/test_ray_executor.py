@@ -219,3 +219,38 @@ def test_dedup_on_ray_data_equals_local(cluster, tmp_path):
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
     dropped = read_jsonl(local / "kept.rejects.jsonl")
     assert len(dropped) > RAY_DEDUP_DOCS // 10 and all(r["lost_to"] for r in dropped)
+
+
+def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, fake_openai, tmp_path):
+    """SIGKILL the driver (the evoforge process) mid-run: re-running the same command
+    merges what the old shards journaled and runs only the rest. One record per seed;
+    the calls repeated are at most those in flight in the running shards, twice over
+    (the old shards' workers stop when Ray sees their driver gone)."""
+    import subprocess
+
+    n, concurrency = 40, 2
+    source = write_jsonl(
+        tmp_path / "seeds.jsonl", [{"id": f"r{i:03d}", "instruction": f"R {i}?"} for i in range(n)]
+    )
+    fake_openai.latency = 0.15
+    out = tmp_path / "resumed.jsonl"
+    argv = [
+        sys.executable, "-m", "evoforge.cli", "answer", "--seeds", str(source), "--out",
+        str(out), "--executor", f"ray:{cluster.address}", "--concurrency", str(concurrency),
+        "--llm", f"openai:fake-model@{fake_openai.base_url}", "--quiet",
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while fake_openai.hits < 12 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.02)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    driver.kill()
+    driver.communicate()
+    assert not out.exists()
+    time.sleep(2.0)  # Ray stops the dead driver's tasks
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert sorted(row["id"] for row in read_jsonl(out)) == [f"r{i:03d}" for i in range(n)]
+    assert n <= fake_openai.hits <= n + 2 * 2 * concurrency, fake_openai.hits
