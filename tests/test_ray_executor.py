@@ -254,3 +254,20 @@ def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, fake_o
     assert again.returncode == 0, again.stderr
     assert sorted(row["id"] for row in read_jsonl(out)) == [f"r{i:03d}" for i in range(n)]
     assert n <= fake_openai.hits <= n + 2 * 2 * concurrency, fake_openai.hits
+
+
+def test_semantic_dedup_embeds_on_ray_data_and_equals_local(cluster, tmp_path):
+    """--method semantic's embeddings as Ray Data map_batches jobs (the hashing embedder:
+    a text's vector does not depend on its batch): the same kept set, rejects and
+    clusters as the local run."""
+    from evoforge import dedup
+
+    source = planted_corpus(tmp_path / "corpus.jsonl", 3000, seed=5)
+    for name, executor in (("local", "local"), ("ray", f"ray:{cluster.address}")):
+        out = tmp_path / name / "kept.jsonl"
+        out.parent.mkdir()
+        dedup(source, out, method="semantic", embedder="hashing",
+              clusters=tmp_path / name / "clusters.jsonl", executor=executor)  # fmt: skip
+    for name in ("kept.jsonl", "kept.rejects.jsonl", "clusters.jsonl"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert read_jsonl(tmp_path / "local" / "kept.rejects.jsonl")  # it found duplicates

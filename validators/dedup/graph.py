@@ -36,7 +36,7 @@ import numpy as np
 
 from evoforge.io.writers import atomic_output
 from evoforge.steps import Rejection
-from evoforge.validators.dedup.ray_data import key_pipeline, pair_checker
+from evoforge.validators.dedup.ray_data import embed_texts, key_pipeline, pair_checker
 from evoforge.validators.dedup.signatures import (
     RECALL_WEIGHT,
     ShingleHasher,
@@ -288,7 +288,7 @@ class NearDuplicateGraph:
     def _semantic(self, indices: np.ndarray) -> None:
         from evoforge.generators.knowledge_graph import nearest_neighbours
 
-        vectors = self.embedder.embed(self._texts(indices.tolist()))
+        vectors = embed_texts(self.executor, self.embedder, self._texts(indices.tolist()))
         links = nearest_neighbours(vectors, top_k=self.top_k, threshold=self.semantic_threshold)
         self.candidates["semantic"] = len(links)
         for a, b, cosine in links:

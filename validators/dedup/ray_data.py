@@ -8,7 +8,9 @@ Data ``map_batches`` jobs over the cluster:
   keys depend on its text alone, so they equal the local ones whatever the blocks;
 - **verification** of candidate pairs (their true shingle Jaccard), ``RAY_PAIRS``
   pairs a job, each row a pair with its two texts; the same arithmetic as the local
-  :func:`pair_similarities`, so the same similarities.
+  :func:`pair_similarities`, so the same similarities;
+- **embeddings** for ``semantic`` (:func:`embed_texts`), the embedder sent to the
+  workers.
 
 The rest stays on the driver, as in a local run: reading the records, the exact-text
 digests, grouping band keys into candidate pairs (a sort of one band's keys at a
@@ -119,6 +121,47 @@ class RayPairCheck:
             similarity.append(batch["similarity"])
         order = np.argsort(np.concatenate(at), kind="stable")
         return np.concatenate(similarity)[order].tolist()
+
+
+def embed_texts(executor: str, embedder: Any, texts: list[str]) -> np.ndarray:
+    """``embedder.embed(texts)``: here, or for ``ray[:ADDRESS]`` as Ray Data jobs of
+    ``WINDOW`` texts (``BLOCK`` a call). Vectors come back in order, of the embedder's
+    dtype; an embedder whose vector of a text does not depend on the other texts of
+    its batch (hashing, an HTTP embedder) gives the same vectors either way."""
+    if executor == "local" or not texts:
+        return embedder.embed(texts)
+    from evoforge.engine.ray_executor import connect
+
+    ray = connect(executor.partition(":")[2] or None)
+    parts = []
+    for start in range(0, len(texts), WINDOW):
+        window = texts[start : start + WINDOW]
+        parts.append(_in_order(
+            _dataset(ray, {"at": np.arange(len(window)), "text": window})
+            .map_batches(_Embed(embedder), batch_format="numpy", batch_size=BLOCK),
+            "vector",
+        ))  # fmt: skip
+    return np.concatenate(parts)
+
+
+class _Embed:
+    """The map_batches function: a block of texts' vectors."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = np.asarray(self.embedder.embed([str(t) for t in batch["text"]]))
+        return {"at": batch["at"], "vector": vectors}
+
+
+def _in_order(dataset: Any, column: str) -> np.ndarray:
+    """A finished dataset's ``column``, in the order of its ``at`` column."""
+    at, values = [], []
+    for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+        at.append(batch["at"])
+        values.append(np.asarray(batch[column]))
+    return np.concatenate(values)[np.argsort(np.concatenate(at), kind="stable")]
 
 
 def _dataset(ray: Any, columns: dict[str, Any]) -> Any:
