@@ -52,6 +52,22 @@ def cluster():
         two_nodes.shutdown()
 
 
+@pytest.fixture
+def ray_datasets(monkeypatch) -> list[int]:
+    """How many Ray Data datasets the dedup and select paths made (one entry each)."""
+    from evoforge.validators.dedup import ray_data
+
+    made: list[int] = []
+    original = ray_data._dataset
+
+    def counted(ray_module, columns):
+        made.append(1)
+        return original(ray_module, columns)
+
+    monkeypatch.setattr(ray_data, "_dataset", counted)
+    return made
+
+
 def engine(server, tmp_path: Path, executor: str, **overrides) -> EngineOptions:
     settings = {
         "llm": f"openai:fake-model@{server.base_url}",
@@ -201,7 +217,7 @@ def planted_corpus(path: Path, n: int, seed: int = 3) -> Path:
     return path
 
 
-def test_dedup_on_ray_data_equals_local(cluster, tmp_path):
+def test_dedup_on_ray_data_equals_local(cluster, tmp_path, ray_datasets):
     """MinHash signatures as Ray Data map_batches jobs on the two nodes: kept records,
     rejects (with lost_to) and clusters are byte-identical to the local dedup's."""
     from evoforge import dedup
@@ -219,6 +235,7 @@ def test_dedup_on_ray_data_equals_local(cluster, tmp_path):
         assert (on_ray / name).read_bytes() == (local / name).read_bytes(), name
     dropped = read_jsonl(local / "kept.rejects.jsonl")
     assert len(dropped) > RAY_DEDUP_DOCS // 10 and all(r["lost_to"] for r in dropped)
+    assert len(ray_datasets) >= 2  # the signatures' windows and the pair checks
 
 
 def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, fake_openai, tmp_path):
@@ -256,7 +273,7 @@ def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, fake_o
     assert n <= fake_openai.hits <= n + 2 * 2 * concurrency, fake_openai.hits
 
 
-def test_semantic_dedup_embeds_on_ray_data_and_equals_local(cluster, tmp_path):
+def test_semantic_dedup_embeds_on_ray_data_and_equals_local(cluster, tmp_path, ray_datasets):
     """--method semantic's embeddings as Ray Data map_batches jobs (the hashing embedder:
     a text's vector does not depend on its batch): the same kept set, rejects and
     clusters as the local run."""
@@ -271,3 +288,25 @@ def test_semantic_dedup_embeds_on_ray_data_and_equals_local(cluster, tmp_path):
     for name in ("kept.jsonl", "kept.rejects.jsonl", "clusters.jsonl"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert read_jsonl(tmp_path / "local" / "kept.rejects.jsonl")  # it found duplicates
+    assert ray_datasets  # the embeddings ran on Ray Data
+
+
+def test_kcenter_selection_embeds_on_ray_data_and_equals_local(cluster, tmp_path, ray_datasets):
+    """select --method kcenter --executor ray: the embeddings as Ray Data jobs (hashing
+    embedder), the farthest-point loop on the driver; the same selection as local."""
+    from evoforge import SelectOptions, select
+
+    rows = [{"id": f"p{i:04d}", "kind": "instruction", "instruction": f"Task {i % 37} on "
+             f"topic {i % 11} with detail {i}", "input": "", "output": f"Answer {i}."}
+            for i in range(600)]  # fmt: skip
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    for name, executor in (("local", "local"), ("ray", f"ray:{cluster.address}")):
+        select(
+            pool, tmp_path / name / "picked.jsonl",
+            selection=SelectOptions(method="kcenter", budget=60, embedder="hashing"),
+            options=EngineOptions(executor=executor, quiet=True),
+        )  # fmt: skip
+    for name in ("picked.jsonl", "picked.rejects.jsonl"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert len(read_jsonl(tmp_path / "local" / "picked.jsonl")) == 60
+    assert ray_datasets  # the embeddings ran on Ray Data

@@ -232,3 +232,19 @@ class RayKeyPipeline:
             shingled.append(batch["shingled"])
         order = np.argsort(np.concatenate(at), kind="stable")
         return np.concatenate(keys)[order], np.concatenate(shingled)[order]
+
+
+class RayEmbedder:
+    """An embedder whose :meth:`embed` runs as Ray Data jobs (:func:`embed_texts`): how
+    ``select --executor ray`` embeds for DEITA's diversity filter and k-center. Every
+    other attribute is the wrapped embedder's."""
+
+    def __init__(self, embedder: Any, executor: str) -> None:
+        self.embedder = embedder
+        self.executor = executor
+
+    def embed(self, texts: Any) -> np.ndarray:
+        return embed_texts(self.executor, self.embedder, list(texts))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.embedder, name)

@@ -98,6 +98,10 @@ async def select_async(
         selection.method == "deita" and selection.tau >= 1
     ):
         kwargs["embedder"] = load_run_embedder(selection.embedder, options)
+        if options.executor != "local":  # the embeddings as Ray Data jobs (issue 20)
+            from evoforge.validators.dedup.ray_data import RayEmbedder
+
+            kwargs["embedder"] = RayEmbedder(kwargs["embedder"], options.executor)
     step = selection_module.selector_step(selection.method, selection.budget, **kwargs)
     chosen = step.run(records)  # a set step: selected records, a Rejection for each other
     output = write_outputs(paths["out"], chosen.kept, chosen.rejected)
