@@ -45,16 +45,17 @@ def test_a_second_run_on_the_same_output_exits_2_naming_the_first(fake_openai, t
     touches nothing and says, in one line, which run holds the output."""
     n = 150
     seed_file, out = seeds(tmp_path, n), tmp_path / "o.jsonl"
-    fake_openai.latency = 0.05  # the first run takes ~4 s: the second starts inside it
+    fake_openai.latency = 0.05
     first = subprocess.Popen(answer_args(seed_file, out, fake_openai),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_until(lambda: fake_openai.hits >= 5 or first.poll() is not None)
-        hits_before = fake_openai.hits
+        fake_openai.latency = 2.0  # the first run is still going, however slow the start
         second = subprocess.run(answer_args(seed_file, out, fake_openai),
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert first.poll() is None, "the first run ended before the second started"
     finally:
+        fake_openai.latency = 0.0
         _, first_err = first.communicate(timeout=120)
     assert second.returncode == 2, second.stderr
     lines = second.stderr.strip().splitlines()
@@ -64,28 +65,34 @@ def test_a_second_run_on_the_same_output_exits_2_naming_the_first(fake_openai, t
     assert "--wait" in line
     assert first.returncode == 0, first_err
     assert [r["id"] for r in read_jsonl(out)] == [f"s{i:04d}" for i in range(n)]
-    assert fake_openai.hits - hits_before <= n, "the second run sent requests"
+    assert fake_openai.hits == n, "the second run sent requests"
     assert not list(tmp_path.glob(".o.jsonl.lock")), "the lock file goes with its run"
     assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_wait_starts_when_the_first_run_ends(fake_openai, tmp_path):
-    seed_file, out = seeds(tmp_path, 150), tmp_path / "o.jsonl"
+    n = 150
+    seed_file, out = seeds(tmp_path, n), tmp_path / "o.jsonl"
     fake_openai.latency = 0.05
     first = subprocess.Popen(answer_args(seed_file, out, fake_openai),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_until(lambda: fake_openai.hits >= 3 or first.poll() is not None)
-        second = subprocess.run(answer_args(seed_file, out, fake_openai, "--wait"),
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        fake_openai.latency = 2.0  # held until the second says it waits
+        args = answer_args(seed_file, out, fake_openai, "--wait")
+        second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        told = second.stderr.readline()
+        assert first.poll() is None, "the first run ended before the second started"
     finally:
+        fake_openai.latency = 0.0
         first.communicate(timeout=120)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
-    assert "waiting for the run on" in second.stderr and f"PID {first.pid}" in second.stderr
-    assert len(read_jsonl(out)) == 150
+    _, rest = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, told + rest
+    assert told.startswith("evoforge: waiting for the run on") and f"PID {first.pid}" in told
+    assert len(read_jsonl(out)) == n and fake_openai.hits == n
     manifest = json.loads(out.with_name("o.manifest.json").read_text())
     # The second run started after the first had finished: it resumed every seed.
-    assert manifest["counts"]["resumed_seeds"] == 150
+    assert manifest["counts"]["resumed_seeds"] == n
 
 
 HOLD = """

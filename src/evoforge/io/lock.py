@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from evoforge.errors import EvoforgeError
+from evoforge.io.disk import failed_write
 
 try:
     import fcntl
@@ -171,10 +172,12 @@ class RunLock:
             _HELD[self._key] = [handle, 1]
 
     def _lock(self) -> IO[str]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with failed_write(self.path, "the run lock"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         told = False
         while True:
-            handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+            with failed_write(self.path, "the run lock"):  # a read-only or full folder
+                handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held
             try:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
