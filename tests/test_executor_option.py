@@ -4,6 +4,8 @@ The runs on a Ray cluster are in tests/test_ray_executor.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evoforge import EngineOptions
@@ -67,3 +69,22 @@ def test_every_command_with_engine_options_and_dedup_has_the_flag():
     for name in ("answer", "evolve", "rag", "in2", "select", "dedup"):
         flags = {opt for p in group.commands[name].params for opt in p.opts}
         assert "--executor" in flags, name
+
+
+def test_validate_says_its_judge_runs_in_this_process(tmp_path, fake_openai):
+    """validate's judge calls are not sharded: with --executor ray it says so, and
+    judges as it always does (no Ray needed)."""
+    fake_openai.responder = lambda request: json.dumps({"score": 3, "reason": "Fine."})
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text("rubric: The answer is kind.\nscale: [0, 3]\nthreshold: 2\n")
+    row = {"id": "r1", "kind": "instruction", "instruction": "Hi?", "input": ""}
+    rows = [{**row, "output": "Hello there.", "parent_id": None, "lineage": [], "meta": {}}]
+    path = write_jsonl(tmp_path / "r.jsonl", rows)
+    result = run_cli(
+        "validate", str(path), "--kind", "instruction", "--checks", "schema,rubric",
+        "--rubric", str(rubric), "--executor", "ray", "--llm",
+        f"openai:judge@{fake_openai.base_url}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "validate's judge calls run in this process" in result.stderr
+    assert fake_openai.hits == 1

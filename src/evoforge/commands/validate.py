@@ -10,6 +10,7 @@ file, line and reason (the CLI prints it).
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -215,6 +216,12 @@ async def _judge_rows(
     and the client's usage per operator."""
     from evoforge.validators.checks import judge_rows
 
+    if options.executor != "local":  # issue 20: the judge is not sharded (docs/cluster.md)
+        print(
+            "evoforge: note: validate's judge calls run in this process; --executor "
+            f"{options.executor} spreads generation commands only",
+            file=sys.stderr,
+        )
     client = build_client(options, model)
     try:
         verdicts = await judge_rows(rows, critic, client, kind=kind, seed=options.seed)
