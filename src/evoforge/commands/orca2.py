@@ -3,7 +3,6 @@ prompt that the record then erases (Mitra et al., 2023; see ``evoforge.generator
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,9 @@ def orca2(
 ) -> RunSummary:
     """Answer every instruction seed under its Orca 2 strategy prompt and write ``chat``
     records that keep only the generic system message (prompt erasure)."""
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         orca2_async(seeds, out, orca=orca, options=options, field_map=field_map, model=model)
     )
 

@@ -3,7 +3,6 @@ answers, the teacher verifies and corrects (see ``evoforge.generators.pam``)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -34,7 +33,9 @@ def pam(
 
     ``model`` is the teacher (default: ``options.llm``), ``student`` the student
     (default: ``settings.student``); each also takes a ChatModel or a LangChain model."""
-    return asyncio.run(
+    from evoforge.blocking import run_blocking
+
+    return run_blocking(
         pam_async(seeds, out, settings=settings, options=options, field_map=field_map,
                   model=model, student=student)
     )  # fmt: skip
