@@ -84,7 +84,8 @@ class ScoreCache:
     def put(self, identity: str, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         self._db.executemany(
             "INSERT OR REPLACE INTO scores (identity, digest, block) VALUES (?, ?, ?)",
-            ((identity, key, json.dumps(block, sort_keys=True)) for key, block in items),
+            # Key order kept: a block read back writes the same line as a fresh one.
+            ((identity, key, json.dumps(block)) for key, block in items),
         )
         self._db.commit()
 
