@@ -119,6 +119,21 @@ class EngineOptions:
     wait: bool = option(
         False, "If another run holds the output, wait for it to finish.", flag="--wait"
     )
+    # issue 19: the OpenAI Batch API (half price; replies within 24 h), see docs/cost.md
+    batch: bool = option(
+        False, "Send the calls as Batch API jobs (half price, slower).", flag="--batch",
+        panel="Engine",
+    )  # fmt: skip
+    keep_batch_files: bool = option(
+        False, "Keep batch input/output files on the server.", flag="--keep-batch-files",
+        panel="Engine",
+    )  # fmt: skip
+    batch_retry: str = option(
+        "online", "Expired or failed batch items: online | batch.", panel="Engine"
+    )
+    batch_poll: float = option(
+        10.0, "First wait between batch status polls (s); grows to 60.", panel="Engine"
+    )
     quiet: bool = option(False, "No progress bar.", flag=("--quiet", "-q"))
 
     @classmethod
@@ -130,6 +145,10 @@ class EngineOptions:
             raise ConfigError("--concurrency must be at least 1")
         if self.executor != "local" and self.executor.partition(":")[0] != "ray":
             raise ConfigError(f"--executor {self.executor!r}: use local, ray or ray:ADDRESS")
+        if self.batch_retry not in ("online", "batch"):
+            raise ConfigError(f"--batch-retry must be online or batch, not {self.batch_retry!r}")
+        if self.batch_poll <= 0:
+            raise ConfigError("--batch-poll must be positive")
         positive = ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens", "context_window")
         for name in positive:
             value = getattr(self, name)

@@ -21,6 +21,7 @@ class ProgressBar:
             notebook = not sys.stderr.isatty() and in_notebook()
             enabled = sys.stderr.isatty() or notebook
         self.enabled = enabled
+        self._name = description
         self._last = 0.0
         self._stats: dict[str, int] | None = None
         self._progress: Any = None
@@ -84,6 +85,8 @@ class ProgressBar:
         self._draw(stats)
 
     def _draw(self, stats: dict[str, int]) -> None:
+        if stats.get("batch"):  # --batch: the batch's state beside the command
+            self._progress.update(self._task, description=f"{self._name} · {stats['batch']}")
         done = stats.get("skipped_done", 0)
         done += stats.get("seeds_done", 0)
         self._progress.update(

@@ -53,10 +53,14 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
     if options.temperature is not None:
         params["temperature"] = options.temperature
     cache = None
+    if options.batch:  # issue 19: the calls go out as Batch API jobs (engine/batch.py)
+        from evoforge.engine.batch_mode import batch_model
+
+        chat_model = batch_model(chat_model, options, retry_policy(options))
     if options.cache:
         cache_dir = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
         cache = ResponseCache(cache_dir / "llm-cache.db")
-    return LLMClient(
+    client = LLMClient(
         chat_model,
         limits=Limits(
             concurrency=options.concurrency,
@@ -65,12 +69,17 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
             max_calls=options.max_calls,
             max_tokens=options.max_tokens,
         ),
-        retry=retry_policy(options, timeout=not is_local(chat_model)),
+        retry=retry_policy(options, timeout=not is_local(chat_model) and not options.batch),
         cache=cache,
         params=params,
         jitter_seed=options.seed,
         context=context,
     )
+    if options.batch:
+        from evoforge.engine.batch_mode import open_batch_window
+
+        open_batch_window(client)
+    return client
 
 
 def context_limit(options: EngineOptions, model: ChatModel) -> ContextLimit:
@@ -182,6 +191,9 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
     settings.pop("quiet")
     if settings.get("executor") == "local":
         settings.pop("executor")  # manifests of local runs stay as they were
+    if not options.batch:  # issue 19: a run without --batch keeps its manifest as it was
+        for name in ("batch", "keep_batch_files", "batch_retry", "batch_poll"):
+            settings.pop(name)
     settings.pop("wait")  # how this run started, not what it made
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value

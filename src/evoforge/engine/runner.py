@@ -193,13 +193,13 @@ class Run:
             )
         self._dirty = asyncio.Event()
         self.client.before_send = self._before_send
-        attach = getattr(self.client.model, "attach", None)  # --batch: store beside journal
-        if attach is not None:
-            attach(self.paths["journal"], overwrite=self.overwrite)
-            self.client.model.on_state = self._report
         flusher = asyncio.create_task(self._flush_loop())
         pending: set[asyncio.Task[None]] = set()
         self._pending = pending
+        attach = getattr(self.client.model, "attach", None)  # --batch: store beside journal
+        if attach is not None:
+            attach(self.paths["journal"], overwrite=self.overwrite, seeds=pending)
+            self.client.model.on_state = self._report
         restore = install_stop_handlers(pending, self._interrupt)
         try:
             try:

@@ -18,6 +18,8 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens, those the provider's prefix cache served (billed at a discount).
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -27,6 +29,7 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -64,6 +67,8 @@ class Completion:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("parsed")
+        if not self.usage.cached_tokens:
+            data["usage"].pop("cached_tokens")  # entries as they were before it existed
         if self.logprobs is None:
             data.pop("logprobs")
         else:

@@ -130,17 +130,7 @@ class OpenAIChatModel:
         schema: dict[str, Any] | None = None,
         **params: Any,
     ) -> Completion:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, **params}
-        if not self._logprobs_supported:
-            body.pop("logprobs", None)
-            body.pop("top_logprobs", None)
-        if schema is not None and self._schema_supported:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "reply", "schema": schema, "strict": False},
-            }
-        elif schema is not None:
-            body["messages"] = with_schema_hint(messages, schema)
+        body = self.request_body(messages, schema, params)
         post = self._post_http if self.transport == "http" else self._post_sdk
         try:
             data = await post(body)
@@ -153,6 +143,31 @@ class OpenAIChatModel:
                 return await self.complete(messages, schema=schema, **params)
             raise
         return _completion_from(data, self.model)
+
+    def request_body(
+        self, messages: list[Message], schema: dict[str, Any] | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``/chat/completions`` body for one call (the batch transport sends the same
+        body as one line of its JSONL file)."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, **params}
+        if not self._logprobs_supported:
+            body.pop("logprobs", None)
+            body.pop("top_logprobs", None)
+        if schema is not None and self._schema_supported:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": schema, "strict": False},
+            }
+        elif schema is not None:
+            body["messages"] = with_schema_hint(messages, schema)
+        return body
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers every request carries: the key, and the organization if set."""
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        if self._organization:
+            headers["OpenAI-Organization"] = self._organization
+        return headers
 
     async def complete_text(self, prompt: str, **params: Any) -> Completion:
         """Raw-text completion, ``POST /completions`` (vLLM, llama.cpp server): the prompt
@@ -170,12 +185,7 @@ class OpenAIChatModel:
         import aiohttp
 
         if self._session is None:
-            headers = {
-                "Authorization": f"Bearer {self._api_key}",
-                "Content-Type": "application/json",
-            }
-            if self._organization:
-                headers["OpenAI-Organization"] = self._organization
+            headers = {**self.auth_headers(), "Content-Type": "application/json"}
             # No pool limit here: the engine bounds the requests in flight.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(headers=headers, connector=connector)
@@ -224,6 +234,11 @@ class OpenAIChatModel:
             self._sdk = None
 
 
+def completion_from(data: Any, model: str) -> Completion:
+    """A ``chat.completion`` body as a :class:`Completion` (online or a batch output line)."""
+    return _completion_from(data, model)
+
+
 def _completion_from(data: Any, model: str) -> Completion:
     if not isinstance(data, dict) or not data.get("choices"):
         raise RequestRejected("empty_response", f"the server returned no choices: {data!r:.200}")
@@ -238,11 +253,24 @@ def _completion_from(data: Any, model: str) -> Completion:
         usage=Usage(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=_cached_tokens(usage),
         ),
         model=data.get("model") or model,
         finish_reason=finish_reason,
         logprobs=_logprobs_from(choice.get("logprobs")),
     )
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """``usage.prompt_tokens_details.cached_tokens``: prompt tokens the provider's prefix
+    cache served (OpenAI, DeepSeek, vLLM and SGLang report it); 0 when absent."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        return 0
+    try:
+        return int(details.get("cached_tokens") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _text_completion_from(data: Any, model: str) -> Completion:

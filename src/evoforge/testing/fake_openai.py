@@ -428,6 +428,10 @@ class FakeOpenAI:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._thread_error: BaseException | None = None
+        # /v1/files and /v1/batches (issue 19): states, outcomes and counters live there.
+        from evoforge.testing.fake_batches import FakeBatches
+
+        self.batches = FakeBatches(self, FakeRequest)
         # /v1/completions (issue 18): raw-text completions, scripted apart from chat.
         from evoforge.testing.fake_completions import FakeCompletions
 
@@ -484,6 +488,7 @@ class FakeOpenAI:
             app.router.add_post(prefix + "/chat/completions", self._handle_chat)
             app.router.add_post(prefix + "/embeddings", self._handle_embeddings)
             app.router.add_get(prefix + "/models", self._handle_models)
+        self.batches.add_routes(app)
         self.text_completions.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(
