@@ -129,11 +129,15 @@ def csv_files(draw, delimiter: str) -> bytes:
     header = draw(st.lists(st.sampled_from(FIELDS) | TEXT, max_size=5))
     rows = draw(st.lists(st.lists(TEXT, max_size=6), max_size=5))
     buffer = io.StringIO()
-    if draw(st.booleans()):
+    quoted = draw(st.booleans())
+    if quoted:
         writer = csv.writer(buffer, delimiter=delimiter)
-        writer.writerow(header)
-        writer.writerows(rows)
-    else:  # unquoted: stray quotes, delimiters and newlines inside cells
+        try:
+            writer.writerow(header)
+            writer.writerows(rows)
+        except csv.Error:  # Python 3.10's writer cannot write some cells ("need to escape")
+            buffer, quoted = io.StringIO(), False
+    if not quoted:  # unquoted: stray quotes, delimiters and newlines inside cells
         for row in [header, *rows]:
             buffer.write(delimiter.join(row) + "\n")
     data = buffer.getvalue().encode("utf-8", "surrogatepass")
