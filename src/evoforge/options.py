@@ -84,6 +84,9 @@ class EngineOptions:
     context_window: int | None = option(
         None, "Model context window (tokens); default: server, models.yaml.", panel="Model"
     )
+    context_tokenizer: str | None = option(  # default: the embedded one (local), else bytes/3
+        None, "Tokenizer folder to count prompt tokens with.", panel="Model", path=True
+    )
     concurrency: int = option(16, "Requests in flight at most.", panel="Engine")
     rpm: float | None = option(None, "Requests per minute.", panel="Engine")
     tpm: float | None = option(None, "Tokens per minute.", panel="Engine")
@@ -115,8 +118,7 @@ class EngineOptions:
     overwrite: bool = option(
         False, "Start over instead of resuming a previous run.", flag="--overwrite"
     )
-    # another run on the same output: exit 2 naming it, or (wait) start when it ends
-    wait: bool = option(
+    wait: bool = option(  # else a second run on the same output exits 2, naming the first
         False, "If another run holds the output, wait for it to finish.", flag="--wait"
     )
     # issue 19: the OpenAI Batch API (half price; replies within 24 h), see docs/cost.md
@@ -147,17 +149,14 @@ class EngineOptions:
             raise ConfigError(f"--executor {self.executor!r}: use local, ray or ray:ADDRESS")
         if self.batch_retry not in ("online", "batch"):
             raise ConfigError(f"--batch-retry must be online or batch, not {self.batch_retry!r}")
-        if self.batch_poll <= 0:
-            raise ConfigError("--batch-poll must be positive")
-        positive = ("rpm", "tpm", "max_calls", "max_tokens", "max_output_tokens", "context_window")
-        for name in positive:
+        positive = "rpm tpm max_calls max_tokens max_output_tokens context_window batch_poll"
+        for name in positive.split():
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
 
-# The engine flags not on the command line (the Python API and recipes take them).
-ENGINE_API_ONLY = frozenset({"backoff_base"})
+ENGINE_API_ONLY = frozenset({"backoff_base"})  # not on the command line: API and recipes
 
 
 @dataclass

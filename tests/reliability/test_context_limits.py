@@ -285,3 +285,41 @@ def estimate_bytes(messages):
     from evoforge.engine.context_window import estimate_tokens
 
     return estimate_tokens(messages)
+
+
+@pytest.mark.requires_local
+def test_a_tokenizer_folder_counts_the_prompt_for_any_backend(fake_openai, tmp_path):
+    """``--context-tokenizer DIR`` counts with that tokenizer and its chat template: the
+    3,000-word prompt is ≈5,000 tokens by ceil(bytes / 3), over a 4,500 window, but about
+    3,000 by a word-level tokenizer, so it is sent; a folder with no tokenizer is exit 2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({"[UNK]": 0, "<eos>": 1, "word": 2}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", unk_token="[UNK]")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    folder = tmp_path / "tok"
+    tokenizer.save_pretrained(str(folder))
+    seeds = seeds_with(tmp_path, 3_000)
+
+    by_bytes = answer(fake_openai, seeds, tmp_path / "b.jsonl", "--context-window", "4500")
+    assert by_bytes.exit_code == 0 and outcome(tmp_path / "b.jsonl")[1]["big"]["reason"] == (
+        "too_long"
+    )
+    counted = answer(
+        fake_openai, seeds, tmp_path / "t.jsonl",
+        "--context-window", "4500", "--context-tokenizer", str(folder),
+    )  # fmt: skip
+    assert counted.exit_code == 0, counted.output
+    assert outcome(tmp_path / "t.jsonl") == (["big", "small"], {})
+
+    (tmp_path / "empty").mkdir()
+    bad = answer(
+        fake_openai, seeds, tmp_path / "x.jsonl", "--context-tokenizer", str(tmp_path / "empty")
+    )
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert "--context-tokenizer" in bad.output and "empty" in bad.output

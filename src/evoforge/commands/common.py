@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.engine.client import Limits, LLMClient, RetryPolicy
-from evoforge.engine.context_window import ContextLimit, local_token_counter, model_name_of_spec
+from evoforge.engine.context_window import (
+    ContextLimit,
+    folder_token_counter,
+    local_token_counter,
+    model_name_of_spec,
+)
 from evoforge.engine.runner import Run, RunSummary, SeedItem, Task
 from evoforge.engine.store import ResponseCache
 from evoforge.io.lock import holds_run_lock
@@ -89,6 +94,9 @@ def context_limit(options: EngineOptions, model: ChatModel) -> ContextLimit:
     window = options.context_window
     if model.identity.get("backend") == "counting":
         return ContextLimit(model, window=window, name=model_name_of_spec(options.llm))
+    if options.context_tokenizer:  # loaded now: a folder that holds none is exit 2 at once
+        counter = folder_token_counter(options.context_tokenizer)
+        return ContextLimit(model, window=window, tokenizer=lambda: counter)
     tokenizer = local_token_counter if is_local(model) else None
     return ContextLimit(model, window=window, tokenizer=tokenizer)
 

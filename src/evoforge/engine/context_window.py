@@ -18,11 +18,12 @@ The window, resolved once per run, comes from the first of:
 
 A model in none of them is not checked (logged once on the ``evoforge`` logger).
 
-The estimate: the embedded model's tokenizer for the local backend (its chat template
-applied, so exact); otherwise ceil(UTF-8 bytes / 3) per message plus
-:data:`MESSAGE_OVERHEAD` tokens for the chat template's role markers. Three bytes per
-token over-counts ordinary English (about four) and stays close for code and for
-languages with multi-byte characters; tiktoken is not used because it downloads its
+The estimate: the tokenizer in ``--context-tokenizer DIR`` where given (any backend: the
+model's own tokenizer folder makes it exact); else the embedded model's tokenizer for the
+local backend (its chat template applied, so exact); otherwise ceil(UTF-8 bytes / 3)
+per message plus :data:`MESSAGE_OVERHEAD` tokens for the chat template's role markers.
+Three bytes per token over-counts ordinary English (about four) and stays close for code
+and for languages with multi-byte characters; tiktoken is not used because it downloads its
 files on first use. A provider's own 400 ``context_length_exceeded`` stays a
 ``context_length_exceeded`` rejection (the estimate can be under the truth).
 """
@@ -73,11 +74,18 @@ def local_token_counter() -> Counter | None:
     """Exact prompt tokens for the embedded model: its tokenizer with its chat template,
     loaded offline; None when it cannot be loaded (no ``local`` extra)."""
     try:
-        from evoforge.io.tokens import load_chat_tokenizer
-
-        tokenizer = load_chat_tokenizer(None)
+        return folder_token_counter(None)
     except Exception:  # a missing extra or model: the byte rule applies
         return None
+
+
+def folder_token_counter(folder: str | None) -> Counter:
+    """Prompt tokens by the tokenizer (with its chat template) in ``folder``
+    (``--context-tokenizer``; ``None``: the embedded model's), loaded offline. A folder
+    that holds none is a ``ConfigError`` naming it."""
+    from evoforge.io.tokens import load_chat_tokenizer
+
+    tokenizer = load_chat_tokenizer(folder, flag="--context-tokenizer")
 
     def count(messages: list[Message]) -> int:
         if len(messages) == 1 and messages[0].get("role") not in ("system", "user", "assistant"):

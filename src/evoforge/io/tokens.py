@@ -35,11 +35,14 @@ Row = dict[str, Any]
 MASK_COLUMN = "assistant_masks"  # what the installed TRL's SFTTrainer folds into labels
 
 
-def load_chat_tokenizer(spec: str | os.PathLike[str] | None = None) -> Any:
+def load_chat_tokenizer(
+    spec: str | os.PathLike[str] | None = None, *, flag: str = "--tokenizer"
+) -> Any:
     """A ``transformers`` tokenizer with a chat template, offline: the folder ``spec``,
-    or (``None``) the embedded model's (its converted cache, else its GGUF file)."""
+    or (``None``) the embedded model's (its converted cache, else its GGUF file). Errors
+    name ``flag``, the option the folder came from, in one line."""
     if spec is not None and not Path(spec).expanduser().is_dir():
-        raise ConfigError(f"--tokenizer {str(spec)!r}: no such folder")
+        raise ConfigError(f"{flag} {str(spec)!r}: no such folder")
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -57,13 +60,13 @@ def load_chat_tokenizer(spec: str | os.PathLike[str] | None = None) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+        why = " ".join(str(exc).split())  # transformers' messages span several lines
         raise ConfigError(
-            f"--tokenizer {str(folder)!r}: cannot load a Hugging Face tokenizer from it ({exc})"
+            f"{flag} {str(folder)!r}: cannot load a Hugging Face tokenizer from it ({why})"
         ) from None
     if not getattr(tokenizer, "is_fast", False) or not tokenizer.chat_template:
         raise ConfigError(
-            f"--tokenizer {str(folder)!r}: needs a fast tokenizer (tokenizer.json) with a "
-            "chat template"
+            f"{flag} {str(folder)!r}: needs a fast tokenizer (tokenizer.json) with a chat template"
         )
     return tokenizer
 
