@@ -9,7 +9,7 @@ import typer
 
 from evoforge.cli.app import app
 from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
-from evoforge.cli.show import dry_runner, print_summary, rag_report, shortfall_report
+from evoforge.cli.show import dry_runner, finish, print_summary, rag_report, shortfall_report
 from evoforge.options import AnswerOptions, EvolveOptions, In2Options, RagOptions
 from evoforge.options_grow import GrowOptions
 
@@ -59,10 +59,7 @@ def answer(
         seeds, out, options=options, field_map=parse_field_map(field),
         allow_truncated=settings.allow_truncated,
     )  # fmt: skip
-    if summary is None:
-        return
-    print_summary(summary, title="evoforge answer", as_json=as_json)
-    raise typer.Exit(summary.exit_code)
+    finish(summary, title="evoforge answer", as_json=as_json)
 
 
 @app.command()
@@ -92,10 +89,7 @@ def evolve(
     summary = run(
         seeds, out, evolution=evolution, options=options, field_map=parse_field_map(field)
     )
-    if summary is None:
-        return
-    print_summary(summary, title="evoforge evolve", as_json=as_json)
-    raise typer.Exit(summary.exit_code)
+    finish(summary, title="evoforge evolve", as_json=as_json)
 
 
 @app.command()

@@ -11,7 +11,7 @@ import typer
 from evoforge.cli.app import app
 from evoforge.cli.flags import errors_as_messages, shared_flags, with_engine_options, with_options
 from evoforge.cli.generate import OUT_HELP, FieldMap
-from evoforge.cli.show import dry_runner, print_summary
+from evoforge.cli.show import dry_runner, finish
 from evoforge.options_training import Orca2Options, PamOptions
 
 
@@ -41,10 +41,7 @@ def orca2(
 
     run = dry_runner(run_orca2, dry_run, as_json)
     summary = run(seeds, out, orca=settings, options=options, field_map=parse_field_map(field))
-    if summary is None:
-        return
-    print_summary(summary, title="evoforge orca2", as_json=as_json)
-    raise typer.Exit(summary.exit_code)
+    finish(summary, title="evoforge orca2", as_json=as_json)
 
 
 @app.command()
@@ -73,7 +70,4 @@ def pam(
     run = dry_runner(run_pam, dry_run, as_json)
     summary = run(seeds, out, settings=settings, options=options,
                   field_map=parse_field_map(field))  # fmt: skip
-    if summary is None:
-        return
-    print_summary(summary, title="evoforge pam", as_json=as_json)
-    raise typer.Exit(summary.exit_code)
+    finish(summary, title="evoforge pam", as_json=as_json)

@@ -37,6 +37,15 @@ def run_summary_json(summary: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def finish(summary: Any, *, title: str, as_json: bool = False) -> None:
+    """The end of a command that makes records: print its summary and exit with its code.
+    ``None`` (a dry run, whose plan is already printed) returns."""
+    if summary is None:
+        return
+    print_summary(summary, title=title, as_json=as_json)
+    raise typer.Exit(summary.exit_code)
+
+
 def print_summary(summary: Any, *, title: str, as_json: bool = False) -> None:
     """A run's summary: status, kept and rejected by reason, usage per operator, files."""
     if as_json:
