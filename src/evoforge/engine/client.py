@@ -76,6 +76,7 @@ class OpStats:
     reasks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served by the provider's prefix cache
 
 
 class LLMClient:
@@ -119,7 +120,8 @@ class LLMClient:
         return identity.get("model", identity.get("backend", "?"))
 
     def usage_report(self) -> dict[str, dict[str, int]]:
-        return {op: asdict(stats) for op, stats in sorted(self.stats.items())}
+        # cached_tokens only where a provider reported some: manifests stay as they were.
+        return {op: _usage_row(stats) for op, stats in sorted(self.stats.items())}
 
     async def complete(
         self,
@@ -255,6 +257,7 @@ class LLMClient:
         used = completion.usage
         stats.prompt_tokens += used.prompt_tokens
         stats.completion_tokens += used.completion_tokens
+        stats.cached_tokens += used.cached_tokens
         self.tokens_used += used.total_tokens
         if self._tpm is not None and used.total_tokens:
             self._tpm.adjust(used.total_tokens - estimate)
@@ -265,6 +268,13 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self.model.aclose()
+
+
+def _usage_row(stats: OpStats) -> dict[str, int]:
+    row = asdict(stats)
+    if not row["cached_tokens"]:
+        del row["cached_tokens"]
+    return row
 
 
 def retry_wait(

@@ -250,9 +250,17 @@ class _SectionBuilder:
         else:
             section.add_note(f"{name}: no tokens spent (every request was a cache hit).")
         keys = ("calls", "cache_hits", "retries", "prompt_tokens", "completion_tokens")
+        head = ["operator", "sent", "cache hits", "retries", "prompt tokens", "completion tokens"]
+        if any(usage[o].get("cached_tokens") for o in ops):  # issue 19: provider prefix cache
+            keys, head = (*keys, "cached_tokens"), [*head, "cached prompt tokens"]
+            cached, prompt = sum(column("cached_tokens")), sum(column("prompt_tokens"))
+            section.add_note(
+                f"{name}: the provider's prefix cache served {cached:,} of {prompt:,} prompt "
+                f"tokens ({_pct(cached, prompt)})."
+            )
         section.add_table(
             f"{name}: requests and tokens per operator",
-            ["operator", "sent", "cache hits", "retries", "prompt tokens", "completion tokens"],
+            head,
             [[o, *(str(usage[o].get(k, 0)) for k in keys)] for o in ops],
         )
 

@@ -67,6 +67,7 @@ from multidict import CIMultiDict
 from evoforge.llm.counting import completion_tokens, minimal_instance, prompt_tokens
 from evoforge.llm.counting import content_text as _content_text
 from evoforge.llm.counting import count_words as _count_words
+from evoforge.testing.fake_prefix_cache import PrefixCache
 
 __all__ = [
     "DEFAULT_EMBEDDING_DIM",
@@ -367,6 +368,9 @@ class FakeOpenAI:
         model_fields: more fields of those entries, by id, e.g.
             ``{"fake-model": {"max_model_len": 4096}}`` (vLLM's context window).
         shutdown_timeout: how long stopping waits for in-flight requests.
+        prefix_cache: simulate a provider's prefix cache: chat replies report
+            ``usage.prompt_tokens_details.cached_tokens`` (see
+            :mod:`evoforge.testing.fake_prefix_cache`; totals in :attr:`prefix_cache`).
     """
 
     def __init__(
@@ -382,8 +386,10 @@ class FakeOpenAI:
         models: Sequence[str] = (DEFAULT_MODEL, DEFAULT_EMBEDDING_MODEL),
         shutdown_timeout: float = 1.0,
         model_fields: Mapping[str, Mapping[str, Any]] | None = None,
+        prefix_cache: bool = False,
     ) -> None:
         self.latency = float(latency)
+        self.prefix_cache: PrefixCache | None = PrefixCache() if prefix_cache else None
         self.responder: Responder | None = responder
         self.embeddings_responder: Responder | None = None
         """Optional hook for embeddings: return a Reply (errors/delay/disconnect), a dict
@@ -687,7 +693,7 @@ class FakeOpenAI:
 
     def _completion_body(self, fake: FakeRequest, reply: Reply) -> bytes:
         content = reply.content if reply.content is not None else default_reply_text(fake)
-        usage = reply.usage
+        usage: dict[str, Any] | None = reply.usage
         if usage is None:
             prompt = prompt_tokens(fake.messages)
             completion = completion_tokens(content)
@@ -696,6 +702,9 @@ class FakeOpenAI:
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
             }
+            if self.prefix_cache is not None:  # issue 19: cached_tokens, as OpenAI reports it
+                cached = self.prefix_cache.lookup(fake.messages)
+                usage["prompt_tokens_details"] = {"cached_tokens": cached}
         body = fake.json if isinstance(fake.json, dict) else {}
         model = body.get("model")
         n_choices = body.get("n")
@@ -862,6 +871,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--embedding-dim", type=int, default=DEFAULT_EMBEDDING_DIM)
     parser.add_argument("--no-record", action="store_true", help="do not keep requests in memory")
     parser.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="simulate a provider prefix cache (usage.prompt_tokens_details.cached_tokens)",
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=3600.0, help="stop by itself after this long"
     )
     args = parser.parse_args(argv)
@@ -872,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedding_dim=args.embedding_dim,
         record=not args.no_record,
         max_seconds=args.max_seconds if args.max_seconds > 0 else None,
+        prefix_cache=args.prefix_cache,
     )
 
     def ready(srv: FakeOpenAI) -> None:

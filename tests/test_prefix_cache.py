@@ -1,0 +1,134 @@
+"""Issue 19, part 2: the fake server's simulated provider prefix cache, cached tokens per
+operator in the manifest and the report, and what a `rag` run gets from it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from openai import OpenAI
+
+from evoforge.engine.client import LLMClient
+from evoforge.llm.openai_backend import OpenAIChatModel
+from evoforge.testing.fake_openai import FakeOpenAI
+from evoforge.testing.fake_prefix_cache import PrefixCache, prompt_words
+from evoforge.testing.long_corpus import make_corpus
+from helpers import rag_responder, run_cli
+
+
+def words(n: int, tag: str = "w") -> str:
+    return " ".join(f"{tag}{i}" for i in range(n))
+
+
+def chat(*texts: str, role: str = "user") -> list[dict[str, str]]:
+    return [{"role": role, "content": text} for text in texts]
+
+
+# ----------------------------------------------------------------------------- the rule
+
+
+def test_a_shared_prefix_counts_from_1024_tokens_in_steps_of_128():
+    cache = PrefixCache()
+    assert cache.lookup(chat(words(1100))) == 0  # nothing seen before
+    assert cache.lookup(chat(words(1100))) == 1024  # the same 1,100 tokens: 1,024 of them
+    assert cache.lookup(chat(words(1300))) == 1024  # 1,100 shared, rounded down to 128s
+    assert cache.lookup(chat(words(1300))) == 1280
+    assert cache.lookup(chat(words(1500) + " new")) == 1280  # the longest earlier prefix
+
+
+def test_below_1024_shared_tokens_nothing_is_cached():
+    cache = PrefixCache()
+    base = words(1023)
+    assert cache.lookup(chat(base + " a" + words(500, "x"))) == 0
+    assert cache.lookup(chat(base + " b" + words(500, "x"))) == 0  # 1,023 shared: too few
+    assert cache.lookup(chat(words(900))) == 0  # a prompt under 1,024 tokens never is
+    assert cache.lookup(chat(words(900))) == 0
+
+
+def test_the_prefix_follows_messages_in_order_and_their_roles():
+    cache = PrefixCache()
+    context, question = words(1200, "c"), "What happened in 1888?"
+    first = [*chat("Judge strictly.", role="system"), *chat(f"{context}\n\n{question}")]
+    assert cache.lookup(first) == 0
+    other_question = [*chat("Judge strictly.", role="system"), *chat(f"{context}\n\nWho?")]
+    assert cache.lookup(other_question) == 1152  # system + context: 1,202 tokens shared
+    as_system = chat("Judge strictly.", f"{context}\n\n{question}", role="system")
+    assert cache.lookup(as_system) == 0  # the same words in a system message differ
+    moved = [*chat(f"{context}\n\n{question}"), *chat("Judge strictly.", role="system")]
+    assert cache.lookup(moved) == 0  # what comes first decides
+    assert prompt_words(first)[0] == "system\x1fJudge"
+    assert cache.requests == 4 and cache.cached_tokens == 1152
+    assert cache.prompt_tokens == 1206 + 1203 + 1206 + 1206
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def test_the_server_reports_cached_tokens_only_when_asked(fake_openai):
+    client = OpenAI(base_url=fake_openai.base_url, api_key="x")
+    long_prompt = chat(words(1500))
+    for _ in range(2):
+        reply = client.chat.completions.create(model="fake-model", messages=long_prompt)
+        assert reply.usage.prompt_tokens_details is None  # off: the body as it always was
+    with FakeOpenAI(prefix_cache=True, max_seconds=60) as server:
+        client = OpenAI(base_url=server.base_url, api_key="x")
+        got = [
+            client.chat.completions.create(model="fake-model", messages=long_prompt).usage
+            for _ in range(2)
+        ]
+        assert [u.prompt_tokens_details.cached_tokens for u in got] == [0, 1408]
+        assert got[1].prompt_tokens == 1500
+        assert server.prefix_cache.cached_tokens == 1408
+        assert server.prefix_cache.share == pytest.approx(1408 / 3000)
+
+
+def test_cached_tokens_per_operator_reach_the_usage_report():
+    async def go(server: FakeOpenAI) -> dict[str, dict[str, int]]:
+        client = LLMClient(OpenAIChatModel("fake-model", base_url=server.base_url, api_key="x"))
+        try:
+            for op, tail in (("judge", "a"), ("judge", "b"), ("short", "c")):
+                text = words(1300) + f" {tail}" if op == "judge" else tail
+                await client.complete(chat(text), op=op)
+        finally:
+            await client.aclose()
+        return client.usage_report()
+
+    with FakeOpenAI(prefix_cache=True, max_seconds=60) as server:
+        usage = asyncio.run(go(server))
+    assert usage["judge"]["cached_tokens"] == 1280 and usage["judge"]["prompt_tokens"] == 2602
+    assert "cached_tokens" not in usage["short"]  # none cached: the row as before
+    with FakeOpenAI(max_seconds=60) as server:
+        usage = asyncio.run(go(server))
+    assert all("cached_tokens" not in row for row in usage.values())
+
+
+# ----------------------------------------------------------------------------- a rag run
+
+
+def test_a_rag_run_reports_its_cached_share_per_operator_and_in_the_report(tmp_path):
+    make_corpus(tmp_path / "docs", docs=4, words=2000)
+    out = tmp_path / "eval.jsonl"
+    with FakeOpenAI(
+        prefix_cache=True,
+        max_seconds=300,
+        responder=lambda request: rag_responder(request.messages, request.n),
+    ) as server:
+        result = run_cli(
+            "rag", "--docs", str(tmp_path / "docs"), "--n", "10", "--out", str(out),
+            "--embedder", "hashing", "--chunk-size", "1500", "--chunk-unit", "tokens",
+            "--no-cache", "--quiet", "--llm", f"openai:fake-model@{server.base_url}",
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        served = server.prefix_cache.cached_tokens
+        share = server.prefix_cache.share
+    manifest = json.loads(out.with_name("eval.manifest.json").read_text("utf-8"))
+    usage = manifest["usage"]
+    assert sum(row.get("cached_tokens", 0) for row in usage.values()) == served
+    assert sum(row["prompt_tokens"] for row in usage.values()) == server.prefix_cache.prompt_tokens
+    for op in ("critic_grounded", "critic_answerable", "rag_seed"):
+        assert usage[op].get("cached_tokens", 0) > 0, op
+    assert share >= 0.40, f"cached share {share:.1%}"
+    page = (tmp_path / "report.html").read_text("utf-8")
+    assert "cached prompt tokens" in page and "prefix cache served" in page
