@@ -26,7 +26,12 @@ from evoforge.validators.select import (
     select_memorisation,
 )
 from evoforge.validators.select.memorisation import MemorisationScorer, level_histogram, normalise
-from evoforge.validators.select.mining import knn_distances, mtld
+from evoforge.validators.select.mining import (
+    PUBLISHED_RULES,
+    knn_distances,
+    mtld,
+    published_rule,
+)
 from evoforge.validators.select.score_cache import ScoreCache, score_stream
 from helpers import write_jsonl
 
@@ -254,6 +259,43 @@ def test_mining_selects_by_predicted_loss_and_warns_on_the_approximate_rule(tmp_
     indicators = kept[0]["meta"]["mining"]["indicators"]
     assert {"length", "mtld", "knn6", "reward"} <= set(indicators)
     assert report["signals"]["forward_passes"] == 0  # the rule has no ppl: no model
+
+
+def test_the_published_rules_are_the_papers():
+    v1, v3 = PUBLISHED_RULES["v1"], PUBLISHED_RULES["v3"]
+    assert (v1.intercept, v1.coefficients) == (
+        1.0694, {"reward": -0.1498, "length": 8.257e-5, "knn6": -0.9350})  # fmt: skip
+    assert (v3.intercept, v3.coefficients) == (0.0274, {
+        "reward": -0.0078, "understandability": 0.4421, "naturalness": -0.3212,
+        "coherence": -0.1520})  # fmt: skip
+    # UniEval scores are in [0, 1]: the judge's 1-5 ratings are mapped onto them
+    best = {"reward": 0.0, "understandability": 5, "naturalness": 5, "coherence": 5}
+    assert v3.predict(best) == pytest.approx(0.0274 + 0.4421 - 0.3212 - 0.1520)
+    assert v3.predict({**best, "naturalness": 1}) == pytest.approx(0.0274 + 0.4421 - 0.1520)
+    assert all(rule.approximate for rule in (v1, v3))
+    with pytest.raises(ConfigError, match="--mining-rule 'v2'"):
+        published_rule("v2")
+
+
+def test_mining_rule_v3_ranks_by_the_judges_ratings(tmp_path, caplog):
+    ratings = [(3, 3, 3), (2, 5, 5), (5, 1, 1), (4, 4, 4)]  # understandability, nat., coh.
+    records = [
+        instruction(i, "q", f"answer {i}", meta={"judge": {
+            "understandability": u, "naturalness": n, "coherence": c}, "reward": 1.0})
+        for i, (u, n, c) in enumerate(ratings)
+    ]  # fmt: skip
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    selection = SelectOptions(method="mining", mining_rule="v3", budget=2,
+                              reward_field="meta.reward")  # fmt: skip
+    with caplog.at_level("WARNING"):
+        report = run(source, tmp_path / "m.jsonl", selection, CountingLosses())
+    assert "cao2023-v3-approximate" in caplog.text
+    assert report["rule"]["unit"]["naturalness"] == [1.0, 5.0]
+    predicted = {r["id"]: r["meta"]["mining"]["score"] for r in rows(tmp_path / "m.jsonl")}
+    assert set(predicted) == {"r1", "r3"}  # the lowest predicted loss
+    assert predicted["r1"] == pytest.approx(
+        0.0274 - 0.0078 + 0.4421 * 0.25 - 0.3212 - 0.1520, abs=1e-6)  # fmt: skip
+    assert report["settings"]["mining_rule"] == "v3"
 
 
 def test_mining_fit_with_ppl_uses_the_model(tmp_path):

@@ -39,6 +39,9 @@ class SignalOptions:
     fit: str | None = _option(
         None, "mining: fit the rule on JSON lines of {indicators, loss}.", path=True
     )
+    mining_rule: str = _option(
+        "v1", "mining, no --fit: the paper's rule v1 (Rew, Len, Knn6) | v3 (Rew, judge)."
+    )
     reward_field: str | None = _option(None, "mining: reward field, e.g. meta.alpagasus.score.")
     judge: bool = _option(
         False, "mining: rate naturalness, coherence, understandability with --llm.", flag="--judge"

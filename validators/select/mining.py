@@ -19,13 +19,16 @@ Indicators (``meta.mining.indicators``):
 - ``naturalness``, ``coherence``, ``understandability``: an LLM judge's 1-5 ratings
   in ``meta.judge`` (the paper used UniEval).
 
-:data:`APPROXIMATE_RULE` is the paper's published rule for LLaMA-2-7B (section 4.2,
-equation of the least-squares estimate): ``log L = 1.0694 - 0.1498 Rew +
-8.257e-5 Len - 9.339e-5 Knn6``. Its indicators came from a specific reward model and
-its Len from LLaMA tokens, so the coefficients do not carry over exactly to an LLM
-judge, word counts or SmolLM2; it is labelled "approximate" and a warning is printed
-when it is used. :func:`fit_rule` fits your own coefficients by least squares from
-``(indicators, measured loss)`` pairs (``--fit LABELS.jsonl``).
+:data:`PUBLISHED_RULES` are the paper's two published least-squares rules, both for
+LLaMA-2-7B fine-tuned on subsets of instruction data: ``v1`` (arXiv 2307.06290v1),
+``log L = 1.0694 - 0.1498 Rew + 8.257e-5 Len - 0.9350 Knn6``, and ``v3`` (the revised
+paper, R^2 = 0.522), ``log L = 0.0274 - 0.0078 Rew + 0.4421 Und - 0.3212 Nat - 0.1520
+Coh``, whose Und/Nat/Coh are UniEval scores in [0, 1] (our judge's 1-5 ratings are mapped
+onto [0, 1] first). Their indicators came from a specific reward model, UniEval and LLaMA
+tokens, so the coefficients do not carry over exactly to an LLM judge, word counts or
+SmolLM2; each is labelled "approximate" and a warning is printed when one is used.
+:func:`fit_rule` fits your own coefficients by least squares from ``(indicators,
+measured loss)`` pairs (``--fit LABELS.jsonl``).
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ __all__ = [
     "JUDGE_INDICATORS",
     "MiningRule",
     "MiningScorer",
+    "PUBLISHED_RULES",
     "fit_rule",
     "knn_distances",
     "mtld",
+    "published_rule",
     "select_mining",
 ]
 
@@ -76,7 +81,8 @@ JUDGE_INDICATORS = ("naturalness", "coherence", "understandability")
 
 @dataclass(frozen=True)
 class MiningRule:
-    """``predicted loss = intercept + sum(coefficients[name] * indicator[name])``."""
+    """``predicted loss = intercept + sum(coefficients[name] * indicator[name])``, an
+    indicator named in ``unit`` first mapped from its (low, high) range onto [0, 1]."""
 
     name: str
     intercept: float
@@ -84,6 +90,7 @@ class MiningRule:
     approximate: bool = False
     source: str = ""
     fit: dict[str, Any] = field(default_factory=dict)
+    unit: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def predict(self, indicators: dict[str, float]) -> float | None:
         total = self.intercept
@@ -91,7 +98,8 @@ class MiningRule:
             value = indicators.get(name)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 return None
-            total += weight * float(value)
+            low, high = self.unit.get(name, (0.0, 1.0))
+            total += weight * (float(value) - low) / (high - low)
         return total
 
     def to_json(self) -> dict[str, Any]:
@@ -102,25 +110,62 @@ class MiningRule:
             "approximate": self.approximate,
             "source": self.source,
         }
+        if self.unit:
+            data["unit"] = {name: list(bounds) for name, bounds in self.unit.items()}
         return {**data, **({"fit": self.fit} if self.fit else {})}
 
 
-APPROXIMATE_RULE = MiningRule(
-    name="cao2023-llama2-approximate",
-    intercept=1.0694,
-    coefficients={"reward": -0.1498, "length": 8.257e-5, "knn6": -9.339e-5},
-    approximate=True,
-    source=(
-        "Cao et al. 2023, arXiv 2307.06290 (v3), section 4.2: the least-squares rule for "
-        "LLaMA-2-7B, log L = 1.0694 - 0.1498 Rew + 8.257e-5 Len - 9.339e-5 Knn6, with "
-        "Rew from a trained reward model and Len in LLaMA tokens; transcribed, not refitted"
-    ),
+_TRANSCRIBED = (
+    "transcribed from the paper, not refitted (cross-checked against public transcriptions; "
+    "the paper itself could not be re-read offline)"
 )
+PUBLISHED_RULES = {
+    "v1": MiningRule(
+        name="cao2023-v1-approximate",
+        intercept=1.0694,
+        coefficients={"reward": -0.1498, "length": 8.257e-5, "knn6": -0.9350},
+        approximate=True,
+        source=(
+            "Cao et al. 2023, arXiv 2307.06290v1: log L = 1.0694 - 0.1498 Rew + 8.257e-5 Len "
+            "- 0.9350 Knn6 for LLaMA-2-7B, Rew from a trained reward model, Len in LLaMA "
+            f"tokens, Knn6 in SentenceBERT space; {_TRANSCRIBED}"
+        ),
+    ),
+    "v3": MiningRule(
+        name="cao2023-v3-approximate",
+        intercept=0.0274,
+        coefficients={
+            "reward": -0.0078,
+            "understandability": 0.4421,
+            "naturalness": -0.3212,
+            "coherence": -0.1520,
+        },  # fmt: skip
+        approximate=True,
+        unit={name: (1.0, 5.0) for name in ("understandability", "naturalness", "coherence")},
+        source=(
+            "Cao et al. 2023, arXiv 2307.06290 (revised, v3): log L = 0.0274 - 0.0078 Rew + "
+            "0.4421 Und - 0.3212 Nat - 0.1520 Coh (R^2 0.522) for LLaMA-2-7B, Und/Nat/Coh "
+            "UniEval scores in [0, 1] (here the judge's 1-5 ratings, mapped onto [0, 1]); "
+            f"{_TRANSCRIBED}"
+        ),
+    ),
+}
+APPROXIMATE_RULE = PUBLISHED_RULES["v1"]
 APPROXIMATE_WARNING = (
-    "select --method mining: using the paper's published rule (approximate: its "
+    "select --method mining: using the paper's published rule {name} (approximate: its "
     "coefficients come from a specific reward model, UniEval and LLaMA tokens, not from "
     "this judge or model); fit your own with --fit LABELS.jsonl"
 )
+
+
+def published_rule(version: str) -> MiningRule:
+    """The paper's rule ``v1`` or ``v3`` (``--mining-rule``)."""
+    try:
+        return PUBLISHED_RULES[version]
+    except KeyError:
+        raise ConfigError(
+            f"--mining-rule {version!r}: use one of {', '.join(PUBLISHED_RULES)}"
+        ) from None
 
 
 def mtld(text: str, threshold: float = 0.72) -> float:

@@ -45,7 +45,7 @@ DIVERSITY = ("deita", "kcenter")
 _RELEVANT = {
     "ifd": ("scorer_model", "batch_size", "max_answer_tokens", "max_ifd", "then", "pool"),
     "mining": ("scorer_model", "batch_size", "max_answer_tokens", "then", "pool", "fit",
-               "reward_field", "judge"),
+               "mining_rule", "reward_field", "judge"),
     "memorisation": ("scorer_model", "batch_size", "templates", "band", "then", "pool"),
     "lima": ("balance_by", "per_category", "lima_length"),
     "balanced": ("balance_by", "per_category"),
@@ -107,8 +107,8 @@ def build_scorer(
     if selection.fit:
         rule = mining.fit_rule(selection.fit)
     else:
-        rule = mining.APPROXIMATE_RULE
-        logger.warning(mining.APPROXIMATE_WARNING)
+        rule = mining.published_rule(selection.mining_rule)
+        logger.warning(mining.APPROXIMATE_WARNING.format(name=rule.name))
     needs_model = "ppl" in rule.coefficients
     scorer = mining.MiningScorer(
         rule,
