@@ -15,6 +15,11 @@ input (``answer``, a first round of ``evolve``, the first pass of ``rag`` and
 quote an earlier reply are counted over the counting model's short replies, and
 completion tokens are those replies' lengths, so both are lower bounds there; a
 dry run prints that (see :meth:`DryRunPlan.render`).
+
+The plan is priced online and at the batch price (issue 19): at ``price`` when given
+(``run --price IN,OUT``), else at the price of the model ``--llm`` names, from
+``--prices FILE`` or ``models.yaml`` (:mod:`evoforge.llm.prices`); a model with no
+price says so instead of guessing one, and the local model costs 0.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import Any
 
 from evoforge.errors import ConfigError
 from evoforge.llm.counting import CountingChatModel
-from evoforge.options import EngineOptions
+from evoforge.llm.prices import Pricing, format_usd, parse_override, pricing
+from evoforge.options import DEFAULT_LLM, EngineOptions
 
 
 @dataclass
@@ -50,13 +56,21 @@ class OperatorPlan:
 @dataclass
 class DryRunPlan:
     """A command's simulated run: usage per operator, records kept and rejected, and
-    the cost at ``price`` ((input, output) dollars per 1M tokens) when given."""
+    its cost online and at the batch price: at ``price`` ((input, output) dollars per
+    1M tokens) when given, else at ``pricing`` (the model's price, or why there is none)."""
 
     command: str
     operators: dict[str, OperatorPlan] = field(default_factory=dict)
     accepted: int = 0
     rejected: int = 0
     price: tuple[float, float] | None = None
+    pricing: Pricing | None = None
+    batch: bool = False  # --batch: the run pays the batch column
+    notes: list[str] = field(default_factory=list)  # what the simulation counted, not ran
+
+    def __post_init__(self) -> None:
+        if self.price is not None:
+            self.pricing = Pricing(None, parse_override(self.price), "--price (given)")
 
     @property
     def calls(self) -> int:
@@ -70,11 +84,20 @@ class DryRunPlan:
     def completion_tokens(self) -> int:
         return sum(op.completion_tokens for op in self.operators.values())
 
+    def _usd(self, op: OperatorPlan) -> float | None:
+        if self.pricing is None:
+            return None
+        return self.pricing.usd(op.prompt_tokens, op.completion_tokens)
+
     @property
     def cost(self) -> float | None:
-        if self.price is None:
-            return None
-        return sum(op.cost(self.price) or 0.0 for op in self.operators.values())
+        """USD online; None without a price."""
+        return self._usd(OperatorPlan(self.calls, self.prompt_tokens, self.completion_tokens))
+
+    @property
+    def cost_batch(self) -> float | None:
+        """USD at the batch price; None without a price or a batch price."""
+        return None if self.pricing is None else self.pricing.batch_usd(self.cost)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,19 +116,32 @@ class DryRunPlan:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": self.cost,
-        }
+            "cost_batch": self.cost_batch,
+            "price_source": self.pricing.source if self.pricing is not None else None,
+        } | ({"notes": list(self.notes)} if self.notes else {})
 
     def render(self) -> str:
-        """A table for a terminal: one row per operator and a total."""
-        rows = [("operator", "LLM calls", "prompt tok", "completion tok", "cost")]
+        """A table for a terminal: one row per operator and a total, priced online and
+        at the batch price, and a line saying where the price came from."""
+        rows = [("operator", "LLM calls", "prompt tok", "completion tok", "USD online",
+                 "USD batch")]  # fmt: skip
         for name, op in self.operators.items():
             rows.append((name, *_cells(op.calls, op.prompt_tokens, op.completion_tokens,
-                                       op.cost(self.price))))  # fmt: skip
-        rows.append(("total", *_cells(self.calls, self.prompt_tokens, self.completion_tokens,
-                                      self.cost)))  # fmt: skip
+                                       *self._costs(op))))  # fmt: skip
+        total = OperatorPlan(self.calls, self.prompt_tokens, self.completion_tokens)
+        rows.append(("total", *_cells(total.calls, total.prompt_tokens,
+                                      total.completion_tokens, self.cost,
+                                      self.cost_batch)))  # fmt: skip
         head = (f"dry run of {self.command}: {self.accepted} records kept, {self.rejected} "
                 "rejected on a counting model; no model was called")  # fmt: skip
-        return "\n".join([head, *table(rows), SIMULATION_NOTE])
+        priced = [f"priced: {self.pricing.source}"] if self.pricing is not None else []
+        if self.batch and priced:
+            priced.append("--batch: this run pays the USD batch column")
+        return "\n".join([head, *table(rows), *priced, *self.notes, SIMULATION_NOTE])
+
+    def _costs(self, op: OperatorPlan) -> tuple[float | None, float | None]:
+        online = self._usd(op)
+        return online, (None if self.pricing is None else self.pricing.batch_usd(online))
 
 
 SIMULATION_NOTE = (
@@ -116,8 +152,26 @@ SIMULATION_NOTE = (
 )
 
 
-def _cells(calls: int, prompt: int, completion: int, cost: float | None) -> tuple[str, ...]:
-    return (str(calls), f"{prompt:,}", f"{completion:,}", "" if cost is None else f"${cost:.4f}")
+def _cells(calls: int, prompt: int, completion: int, *costs: float | None) -> tuple[str, ...]:
+    shown = tuple("" if cost is None else format_usd(cost) for cost in costs)
+    return (str(calls), f"{prompt:,}", f"{completion:,}", *shown)
+
+
+def plan_pricing(
+    options: EngineOptions | None, price: tuple[float, float] | None, model: Any = None
+) -> Pricing:
+    """What a dry run is priced at: ``price`` (``--price``), else the price of the model
+    given (``model=``) or named by ``--llm``, from ``--prices`` or ``models.yaml``."""
+    from evoforge.engine.context_window import model_name_of_spec
+
+    options = options or EngineOptions()
+    identity = getattr(model, "identity", None)
+    if isinstance(identity, dict) and identity.get("backend") != "counting":
+        backend, name = str(identity.get("backend")), identity.get("model")
+    else:
+        spec = options.llm or DEFAULT_LLM
+        backend, name = spec.partition(":")[0].strip(), model_name_of_spec(spec) or None
+    return pricing(backend, name, prices_file=options.prices, override=price)
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -149,8 +203,9 @@ def parse_price(text: str) -> tuple[float, float]:
 
 def dry_run_options(options: EngineOptions | None) -> EngineOptions:
     """The engine settings of a simulation: the cache off (a counting reply must never be
-    stored or a real one replayed), no progress bar, a fresh run (nothing to resume)."""
-    return replace(options or EngineOptions(), cache=False, quiet=True, overwrite=True)
+    stored or a real one replayed), no progress bar, a fresh run (nothing to resume), and
+    no Batch API (the counting model answers at once; the plan prices the batch)."""
+    return replace(options or EngineOptions(), cache=False, quiet=True, overwrite=True, batch=False)
 
 
 def operators(usage: dict[str, dict[str, int]]) -> dict[str, OperatorPlan]:
@@ -189,6 +244,8 @@ async def simulate_async(
     with tempfile.TemporaryDirectory(prefix="evoforge-dry-run-") as folder:
         tmp = Path(folder)
         arguments = bound.arguments
+        priced = plan_pricing(arguments.get("options"), price, arguments.get("model"))
+        batch = bool(getattr(arguments.get("options"), "batch", False))
         model = arguments["model"] = CountingChatModel()
         if "options" in parameters:
             arguments["options"] = dry_run_options(arguments.get("options"))
@@ -201,7 +258,10 @@ async def simulate_async(
             result = await command_fn(*bound.args, **bound.kwargs)
         else:
             result = await asyncio.to_thread(command_fn, *bound.args, **bound.kwargs)
-        return _plan(name, result, tmp, model, price)
+        plan = _plan(name, result, tmp, model, price)
+        plan.pricing = priced
+        plan.batch = batch
+        return plan
 
 
 def unsaved_graph_in(settings: Any, folder: Path) -> Any:
@@ -254,6 +314,7 @@ def _plan(
     if isinstance(result, dict):  # select's report
         plan.accepted = int(result.get("selected", 0))
         plan.rejected = int(sum((result.get("dropped_by_reason") or {}).values()))
+        plan.notes += [result["plan_note"]] if result.get("plan_note") else []
     elif hasattr(result, "invalid") and hasattr(result, "total"):  # validate's summary
         plan.accepted, plan.rejected = result.total - result.invalid, result.invalid
     else:  # a RunSummary

@@ -121,7 +121,8 @@ class EngineOptions:
     wait: bool = option(  # else a second run on the same output exits 2, naming the first
         False, "If another run holds the output, wait for it to finish.", flag="--wait"
     )
-    # issue 19: the OpenAI Batch API (half price; replies within 24 h), see docs/cost.md
+    # issue 19: USD prices over models.yaml's; the Batch API (half price; within 24 h)
+    prices: str | None = option(None, "Prices file (YAML/JSON) over models.yaml's.", path=True)
     batch: bool = option(
         False, "Send the calls as Batch API jobs (half price, slower).", flag="--batch",
         panel="Engine",
@@ -130,9 +131,8 @@ class EngineOptions:
         False, "Keep batch input/output files on the server.", flag="--keep-batch-files",
         panel="Engine",
     )  # fmt: skip
-    batch_retry: str = option(
-        "online", "Expired or failed batch items: online | batch.", panel="Engine"
-    )
+    batch_retry: str = option("online", "Expired or failed batch items: online | batch.",
+                              panel="Engine")  # fmt: skip
     batch_poll: float = option(
         10.0, "First wait between batch status polls (s); grows to 60.", panel="Engine"
     )

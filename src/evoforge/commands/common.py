@@ -58,6 +58,10 @@ def build_client(options: EngineOptions, model: Any = None) -> LLMClient:
     if options.temperature is not None:
         params["temperature"] = options.temperature
     cache = None
+    if options.prices:  # issue 19: a bad --prices file is exit 2 before any call
+        from evoforge.llm.prices import load_prices_file
+
+        load_prices_file(options.prices)
     if options.batch:  # issue 19: the calls go out as Batch API jobs (engine/batch.py)
         from evoforge.engine.batch_mode import batch_model
 
@@ -130,6 +134,10 @@ def make_executor(options: EngineOptions, model: Any, client: LLMClient) -> Any:
     from evoforge.engine.ray_executor import RayExecutor, parse_executor
 
     _, address = parse_executor(options.executor)
+    if options.batch:  # issue 19: the provider does the work; the driver submits and polls
+        from evoforge.engine.batch_mode import driver_runs_batches
+
+        return driver_runs_batches()
     cache = client.cache.path.parent if client.cache is not None else None
     return RayExecutor(address, functools.partial(shard_client, options, model), cache_dir=cache)
 
@@ -203,6 +211,8 @@ def engine_settings(options: EngineOptions) -> dict[str, Any]:
         for name in ("batch", "keep_batch_files", "batch_retry", "batch_poll"):
             settings.pop(name)
     settings.pop("wait")  # how this run started, not what it made
+    if settings.get("prices") is None:  # issue 19: manifests without --prices stay as they were
+        settings.pop("prices")
     settings["llm_args"] = {
         name: "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
         for name, value in settings["llm_args"].items()

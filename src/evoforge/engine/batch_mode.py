@@ -44,3 +44,20 @@ def open_batch_window(client: LLMClient) -> None:
     client.limits.concurrency = BATCH_WINDOW
     limiter = client.concurrency
     limiter.requested = limiter.maximum = limiter.limit = BATCH_WINDOW
+
+
+RAY_NOTE = (
+    "evoforge: --batch with --executor ray: the driver submits and polls the batches "
+    "(the provider does the work); no Ray shards are started"
+)
+
+
+def driver_runs_batches() -> None:
+    """``--batch --executor ray``: no executor. A batch run's calls are lines of a file
+    that the provider works through, so shards would only split one stage's batch into
+    several and each resume would need its own store; the driver (this process) runs the
+    engine, submits every stage's batch and polls it, as a local ``--batch`` run does.
+    Said once on stderr; Ray is not started."""
+    import sys
+
+    print(RAY_NOTE, file=sys.stderr)

@@ -39,6 +39,7 @@ from evoforge.io.disk import failed_write
 from evoforge.io.layout import output_paths
 from evoforge.io.outputs import OutputWriter, update_manifest, write_manifest
 from evoforge.io.writers import format_for
+from evoforge.llm.prices import cost_block
 from evoforge.records import Record, schema_error
 from evoforge.steps import Rejection, Result
 
@@ -455,6 +456,7 @@ class Run:
                 "resumed_seeds": summary.skipped_done,
             },
             "usage": summary.usage,
+            "cost": cost_block(self.client.model.identity, summary.usage, accepted, self.settings),
             "files": {name: str(path) for name, path in paths.items()},
             "format": self.out_format,
             **self.extra_manifest,

@@ -3,8 +3,8 @@
 :func:`build_sections` turns a folder's :class:`~evoforge.report.trace.Lineage` (and the
 sizes of its duplicate groups) into the page's sections, in order: the outputs, the
 funnels, the rejection reasons, the length distributions, the per-operator yield and
-tokens, the judges' scores, the dedup clusters, the IN2 needles, the grow outputs and
-the per-seed trace.
+tokens, the cost online against batch, the judges' scores, the dedup clusters, the IN2
+needles, the grow outputs and the per-seed trace.
 A part with nothing to show is left out, with a line saying why.
 """
 
@@ -23,6 +23,7 @@ from evoforge.report.charts import (
     histograms_svg,
     stacked_svg,
 )
+from evoforge.report.cost import cost_table
 from evoforge.report.data import EVOL_INSTRUCT_RULES, Item
 from evoforge.report.trace import Lineage
 
@@ -81,6 +82,7 @@ class _SectionBuilder:
             self._elimination,
             self._lengths,
             self._operators,
+            self._cost,
             self._scores,
             self._clusters,
             self._in2,
@@ -263,6 +265,17 @@ class _SectionBuilder:
             head,
             [[o, *(str(usage[o].get(k, 0)) for k in keys)] for o in ops],
         )
+
+    def _cost(self) -> Section | None:  # issue 19: USD online against batch (report/cost.py)
+        table = cost_table(self.stages)
+        if table is None:
+            self.omitted.append("Cost: no output made model calls.")
+            return None
+        section = Section("cost", "Cost: online against batch", table["intro"])
+        section.add_table(table["caption"], table["head"], table["rows"], "table-cost")
+        for note in table["notes"]:
+            section.add_note(note)
+        return section
 
     def _scores(self) -> Section | None:
         by_id: dict[str, dict[str, float]] = {}
