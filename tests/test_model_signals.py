@@ -427,3 +427,37 @@ def test_the_html_report_plots_the_signal_scores(tmp_path):
     paths = write_report(tmp_path / "ifd.jsonl")
     page = paths["html"].read_text(encoding="utf-8")
     assert "IFD (answer loss with / without the instruction)" in page
+
+
+def test_a_dry_run_plans_the_scoring_without_loading_the_scorer(tmp_path):
+    """A folder with only a config.json: loading it would fail, so the plan (records,
+    sequences, batched forward passes) is proof that no model was loaded."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}", encoding="utf-8")
+    facts = [{"id": f"f{i}", "kind": "qa", "question": f"q{i}?", "answer": "a", "contexts": []}
+             for i in range(5)]  # fmt: skip
+    cases = [
+        (RECORDS, ["--method", "ifd", "--batch-size", "4"], 10, 3),  # 2 per record
+        (
+            RECORDS,
+            ["--method", "mining", "--reward-field", "meta.r", "--embedder", "hashing"],
+            0,
+            0,
+        ),  # the published rule needs no model  # fmt: skip
+        (facts, ["--method", "memorisation", "--templates", "12"], 60, 8),  # 12 per fact
+    ]
+    for records, flags, sequences, passes in cases:
+        source = write_jsonl(tmp_path / "in.jsonl", records)
+        result = CliRunner().invoke(app, [
+            "select", str(source), "--out", str(tmp_path / "o.jsonl"), "--dry-run", "--json",
+            "--scorer-model", str(tmp_path / "model"), "--cache-dir", str(tmp_path / "c"),
+            *flags])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        plan = json.loads(result.stdout)
+        note = " ".join(plan["notes"])
+        assert f"at most {sequences} sequences in {passes} forward passes" in note, note
+        assert plan["accepted"] == len(records)
+        assert not (tmp_path / "o.jsonl").exists()
+    # memorisation's 2 templates above the fixed 10 are paraphrased by the LLM: counted
+    # (the counting model's replies are no frames, so all 20 tries are made)
+    assert plan["calls"] == 20

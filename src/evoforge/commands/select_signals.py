@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from evoforge.commands.select_plan import is_simulated, scoring_plan
 from evoforge.errors import ConfigError, InputError
 from evoforge.io.readers import count_items
 from evoforge.io.readers import read_evoforge_records as _read_evoforge_records
@@ -147,6 +148,9 @@ async def select_signal_async(
     judged: dict[str, Any] | None = None
     if method == "mining" and selection.judge:
         source, judged = await _judge(source, Path(out), options, model)
+    if is_simulated(model):  # a dry run: count the scoring, load no scorer model
+        plan = scoring_plan(source, scorer, selection, options, budget)
+        return {**plan, **({"rule": rule.to_json()} if rule is not None else {})}
     cache = _score_cache(options)
     out = Path(out)
     paths = output_paths(out)
@@ -240,6 +244,9 @@ async def _paraphrases(count: int, options: EngineOptions, model: Any) -> list[s
                 frames.append(text)
     finally:
         await close_client(client)
+    if is_simulated(model):  # a dry run's replies are no frames: stand-ins, calls counted
+        frames += [f"{frame} " * (n + 2) for n, frame in enumerate(_fixed_templates())]
+        return frames[:count]
     if len(frames) < count:
         raise ConfigError(
             f"--templates {len(_fixed_templates()) + count}: the --llm gave {len(frames)} usable "

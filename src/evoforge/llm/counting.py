@@ -266,6 +266,8 @@ class CountingChatModel:
     replies with a model's (dry runs run with the cache off anyway).
     """
 
+    simulated = True  # a dry run's model: commands that also run local compute plan it
+
     def __init__(self) -> None:
         self.calls = 0
         self.usage = Usage()  # over every call, for commands that keep no usage per op
