@@ -13,6 +13,7 @@ from evoforge.engine.runner import RecordContext, Rejection, Run
 from evoforge.prompting import builtin_template
 from evoforge.records import Record, schema_error
 from evoforge.testing.scripted import ScriptedChatModel
+from evoforge.validators.base import Verdict
 from evoforge.validators.critics import (
     Answerable,
     CriticPanel,
@@ -21,6 +22,7 @@ from evoforge.validators.critics import (
     SelfContained,
     numbered_contexts,
 )
+from evoforge.validators.critics.verdicts import REASON_CHARS, Verdicts
 from helpers import read_jsonl
 
 CONTEXT_1 = (
@@ -317,16 +319,44 @@ def panel_review(record: Record, model: ScriptedChatModel, **kw):
     return asyncio.run(CriticPanel(**kw).review(record, ctx_for(model, record)))
 
 
-def test_passing_sample_is_kept_with_the_names_of_its_critics():
+def test_passing_sample_is_kept_with_the_names_of_its_critics_and_their_verdicts():
     model = scripted()
     record = rag(meta={"seed_question": SEED_QUESTION})
     out = panel_review(record, model)
     assert isinstance(out, Record) and out.id == "r0"
+    share = Grounded().overlap(record)[0]
     assert out.meta["critics"] == {
-        "passed": ["well_formed", "self_contained", "grounded", "answerable", "information_gain"]
+        "passed": ["well_formed", "self_contained", "grounded", "answerable", "information_gain"],
+        "verdicts": {  # the screens' scores and the judges' own words
+            "well_formed": {"ok": True},
+            "self_contained": {"ok": True},
+            "grounded": {"ok": True, "score": round(share, 4), "reason": "checked"},
+            "answerable": {"ok": True, "reason": "checked"},
+            "information_gain": {"ok": True, "reason": "the judge: 'Not Equal'"},
+        },
     }
     assert kinds(model) == ["grounded", "answerable", "equal"]
     assert "critics" not in record.meta  # the input is not changed
+
+
+def test_kept_verdicts_are_compact_one_entry_per_critic():
+    long_reason = "Every   claim\nis " + "supported by context one. " * 20
+    model = scripted(grounded=verdict("yes", long_reason), equal="Hard to say, really")
+    out = panel_review(rag(meta={"seed_question": SEED_QUESTION}), model)
+    assert isinstance(out, Record)
+    said = out.meta["critics"]["verdicts"]
+    grounded = said["grounded"]["reason"]  # whitespace collapsed, cut with an ellipsis
+    assert grounded.startswith("Every claim is supported by context one. supported")
+    assert len(grounded) == REASON_CHARS and grounded.endswith("…")
+    # a reply that is neither "Equal" nor "Not Equal" counts as not equal, and says so
+    assert said["information_gain"] == {
+        "ok": True,
+        "reason": "the judge said neither Equal nor Not Equal: 'Hard to say, really'",
+    }
+    seen = Verdicts()  # a failing judge after a passing screen stays a failure
+    seen.add("grounded", Verdict(True, score=0.75))
+    seen.add("grounded", Verdict.failed("ungrounded_reference", "no support"))
+    assert seen.compact() == {"grounded": {"ok": False, "score": 0.75, "reason": "no support"}}
 
 
 def test_failing_sample_is_rewritten_once_with_the_feedback_then_passes():
@@ -340,6 +370,8 @@ def test_failing_sample_is_rewritten_once_with_the_feedback_then_passes():
     assert out.lineage[-1]["prompt_id"] == "rag_fix@v1"
     assert out.meta["critic_fix"]["reason"] == "not_self_contained"
     assert "critics" in out.meta and schema_error(out.to_json(), "rag") is None
+    # the verdicts kept are the rewrite's: its screens passed this time
+    assert out.meta["critics"]["verdicts"]["self_contained"] == {"ok": True}
     # The cheap check failed first: the fix was the first call, quoting the critic.
     assert kinds(model) == ["fix", "grounded", "answerable"]
     fix_prompt = model.calls[0]["messages"][-1]["content"]

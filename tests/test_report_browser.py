@@ -152,16 +152,25 @@ def _check_browser(browser, folder: Path, shot: str) -> None:
     page.wait_for_selector(f"#sb-detail[data-id='{parent['id']}']")
     page.fill("#sb-search", "")
 
-    # search and kind: a RAG sample's contexts are marked inside their source document
-    sample = rag_rows[0]
+    # search and kind: a RAG sample's contexts are marked inside their source document; an
+    # evolved one, so that every critic has spoken, the equality judge too
+    sample = next(r for r in rag_rows if r["meta"]["critics"]["verdicts"]["information_gain"])
     _search_and_open(page, sample["id"])
     page.wait_for_selector(f"#sb-detail[data-id='{sample['id']}'] .sb-source mark")
     marks = page.locator("#sb-detail .sb-source mark").all_inner_texts()
     assert marks == sample["reference_contexts"]
     source = page.inner_text("#sb-detail .sb-source")
     assert len(source) > sum(len(c) for c in sample["reference_contexts"])  # the document
-    verdicts = page.inner_text("#sb-detail table.sb-verdicts")
-    assert all(name in verdicts for name in sample["meta"]["critics"]["passed"])
+    # each critic's verdict on the kept sample: passed, its score, the judge's reason
+    rows = page.locator("#sb-detail table.sb-verdicts tr").all_inner_texts()
+    said = sample["meta"]["critics"]["verdicts"]
+    assert list(said) == sample["meta"]["critics"]["passed"]
+    for name, entry in said.items():
+        (row,) = [row.split("\t") for row in rows if row.split("\t")[0] == name]
+        assert row[1] == "passed" + (f" · score {entry['score']:g}" if "score" in entry else "")
+        assert row[2:] == ([entry["reason"]] if "reason" in entry else [])
+    assert said["grounded"]["reason"] == "supported"  # the scripted judge's own words
+    assert said["information_gain"]["reason"] == "the judge: 'Not Equal'"
     _screenshot(page, shot.replace(".png", "-rag.png"))
 
     # an IN2 sample: its needles are marked inside its context

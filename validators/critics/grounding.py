@@ -218,9 +218,22 @@ class InformationGain(Critic):
             first=pair[0],
             second=pair[1],
         )
+        return self.equal_verdict(pair, equal, said)
+
+    def pair(self, record: Record) -> tuple[str, str] | None:
+        """(seed question, question) to compare, or ``None`` when there is no seed."""
+        return self._pair(record)
+
+    def equal_verdict(self, pair: tuple[str, str], equal: bool | None, said: str) -> Verdict:
+        """The judge's answer (``equal``: True, False, or None for neither) as a verdict;
+        also read from a merged judge's reply (``merged.MergedJudge``)."""
         if equal:
             return Verdict.failed(
                 "no_information_gain",
                 f"the judge found the question equal to its seed {pair[0][:80]!r}: {said[:40]!r}",
             )
-        return PASS
+        if equal is None:  # neither word: counted as not equal, as in EvolInstruct
+            return Verdict(
+                True, detail=f"the judge said neither Equal nor Not Equal: {said[:80]!r}"
+            )
+        return Verdict(True, detail=f"the judge: {said[:40]!r}")

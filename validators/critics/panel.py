@@ -34,6 +34,7 @@ from evoforge.validators.critics.sample import (
     require_variables,
 )
 from evoforge.validators.critics.screens import SelfContained, WellFormed
+from evoforge.validators.critics.verdicts import Verdicts
 
 
 def default_critics() -> list[Critic]:
@@ -66,7 +67,8 @@ class CriticPanel:
 
     A failed model call (``RequestRejected``: ``invalid_json`` after the
     engine's one re-ask, ``http_400``, ...) becomes a rejection with its own
-    reason. A passing record gets ``meta["critics"] = {"passed": [names]}``.
+    reason. A passing record gets ``meta["critics"] = {"passed": [names],
+    "verdicts": {name: {"ok", "score", "reason"}}}`` (see :class:`.verdicts.Verdicts`).
     Also a Task (``__call__(record, ctx) -> Result``) for ``Run`` and ``Chain``.
     """
 
@@ -96,12 +98,13 @@ class CriticPanel:
         return Result.accept(outcome)
 
     async def review(self, record: Record, ctx: RecordContext) -> Record | Rejection:
+        seen = Verdicts()
         try:
-            failure = await self.first_failure(record, ctx)
+            failure = await self.first_failure(record, ctx, seen)
         except RequestRejected as exc:
             return Rejection(record.id, exc.reason, f"{exc} (critics)", record.to_json())
         if failure is None:
-            return self._passed(record)
+            return self._passed(record, seen)
         if not self.rewrite_once or failure.reason in UNFIXABLE:
             return Rejection(record.id, str(failure.reason), failure.detail, record.to_json())
 
@@ -116,28 +119,37 @@ class CriticPanel:
         )
         if not drift.ok:
             return Rejection(fixed.id, str(drift.reason), drift.detail + after, fixed.to_json())
+        seen = Verdicts()
         try:
-            again = await self.first_failure(fixed, ctx)
+            again = await self.first_failure(fixed, ctx, seen)
         except RequestRejected as exc:
             return Rejection(fixed.id, exc.reason, f"{exc} (critics){after}", fixed.to_json())
         if again is None:
-            return self._passed(fixed)
+            return self._passed(fixed, seen)
         return Rejection(fixed.id, str(again.reason), again.detail + after, fixed.to_json())
 
-    async def first_failure(self, record: Record, ctx: RecordContext) -> Verdict | None:
-        """The first failing verdict (screens, then judges), or ``None`` when all pass."""
+    async def first_failure(
+        self, record: Record, ctx: RecordContext, seen: Verdicts | None = None
+    ) -> Verdict | None:
+        """The first failing verdict (screens, then judges), or ``None`` when all pass;
+        ``seen`` collects each critic's verdicts on the way."""
         for critic in self.critics:
             verdict = critic.screen(record)
+            if seen is not None:
+                seen.add(critic.name, verdict)
             if not verdict.ok:
                 return verdict
         for critic in self.critics:
             verdict = await critic.judge(record, ctx)
+            if seen is not None:
+                seen.add(critic.name, verdict)
             if not verdict.ok:
                 return verdict
         return None
 
-    def _passed(self, record: Record) -> Record:
-        meta = {**record.meta, "critics": {"passed": [critic.name for critic in self.critics]}}
+    def _passed(self, record: Record, seen: Verdicts) -> Record:
+        passed = [critic.name for critic in self.critics]
+        meta = {**record.meta, "critics": {"passed": passed, "verdicts": seen.compact()}}
         return dataclasses.replace(record, fields=dict(record.fields), meta=meta)
 
     async def _fix(self, record: Record, ctx: RecordContext, failure: Verdict) -> Record:

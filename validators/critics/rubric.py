@@ -22,7 +22,7 @@ from evoforge.engine.runner import RecordContext
 from evoforge.errors import ConfigError, RequestRejected
 from evoforge.prompting import PromptTemplate, builtin_template
 from evoforge.records import Record
-from evoforge.validators.base import PASS, Verdict
+from evoforge.validators.base import Verdict
 from evoforge.validators.critics.base import Critic
 from evoforge.validators.critics.rating import (
     BINARY_SCALE,
@@ -223,7 +223,9 @@ def binary_verdict(rating: Rating, template: PromptTemplate, reason: str, lead: 
         raise RequestRejected(
             "schema_mismatch", f'{template.id}: no "yes"/"no" verdict in the reply: {rating.reason}'
         )
-    return PASS if rating.passed else Verdict.failed(reason, f"{lead}: {rating.reason}")
+    if rating.passed:  # the judge's reason is kept: a kept record shows it (meta.critics)
+        return Verdict(True, detail=rating.reason)
+    return Verdict.failed(reason, f"{lead}: {rating.reason}")
 
 
 async def ask_equal_judge(

@@ -174,6 +174,7 @@ function efShow(i, d) {
       var tr = efEl(vt, "tr");
       efCell(tr, "th", v[0]);
       efCell(tr, "td", v[1]);
+      if (v.length > 2) { efCell(tr, "td", v[2]).className = "sb-text sb-reason"; }
     });
   }
   d.marks.forEach(function (mark) { efMarks(box, mark); });

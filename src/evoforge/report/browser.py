@@ -241,9 +241,21 @@ def _lineage(
 
 
 def _verdicts(meta: dict[str, Any], reject: dict[str, Any] | None) -> list[list[str]]:
+    """Rows of [who, verdict] or [who, verdict, reason]: each critic's (its score and
+    reason from ``meta.critics.verdicts``; older folders have only the names that passed),
+    the judges' entries in ``meta`` and, for a rejection, its reason and detail."""
     out: list[list[str]] = []
     critics = meta.get("critics")
-    if isinstance(critics, dict):
+    said = critics.get("verdicts") if isinstance(critics, dict) else None
+    if isinstance(said, dict):
+        for name, entry in said.items():
+            entry = entry if isinstance(entry, dict) else {}
+            verdict = "passed" if entry.get("ok", True) else "failed"
+            if isinstance(entry.get("score"), int | float):
+                verdict += f" · score {entry['score']:g}"
+            reason = entry.get("reason")
+            out.append([str(name), verdict] + ([str(reason)] if reason else []))
+    elif isinstance(critics, dict):
         for verdict, names in critics.items():
             for name in names if isinstance(names, list) else [names]:
                 out.append([str(name), str(verdict)])
