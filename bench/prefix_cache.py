@@ -27,8 +27,10 @@ input cost in "full-price token" units per accepted sample.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,33 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted RAG model of the test su
 from evoforge.testing.fake_openai import FakeOpenAI  # noqa: E402
 from evoforge.testing.long_corpus import make_corpus  # noqa: E402
 from helpers import rag_responder  # noqa: E402
+
+_TAILS = re.compile(r"\n\n(?:Build the question around:|The person asking:|Phrase the question)")
+
+
+def responder(request: Any) -> str:
+    """The test suite's RAG model, except that a seed question is asked about a sentence
+    the request picks (by a hash of the whole prompt: keyphrase, persona and style
+    included) instead of the passage's first one, so that samples over one chunk are not
+    all duplicates of each other and the run needs few replacement passes."""
+    messages = request.messages
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    if "You write questions for a test set" in system:
+        user = messages[-1]["content"]
+        passage = _TAILS.split(user.split("Passage:", 1)[1])[0]
+        sentences = [
+            s.strip()
+            for s in re.split(r"(?<=[.!?])\s+", passage)
+            if len(s.split()) >= 6 and not s.lstrip().startswith("#")
+        ]
+        if sentences:
+            pick = sentences[int(hashlib.sha256(user.encode()).hexdigest(), 16) % len(sentences)]
+            words = re.findall(r"[A-Za-z']+", pick)[:9]
+            return json.dumps(
+                {"question": f"What is known about {' '.join(words)}?", "answer": pick}
+            )
+    return rag_responder(messages, request.n)
+
 
 CACHED_PRICE = 0.5  # cached input as a share of the input price (OpenAI, gpt-4o class)
 
@@ -128,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix_cache=True,
             record=False,
             max_seconds=3600,
-            responder=lambda request: rag_responder(request.messages, request.n),
+            responder=responder,
         )
         with server:
             runs = [("after", None)]

@@ -9,8 +9,10 @@ import json
 import pytest
 from openai import OpenAI
 
+from evoforge import EngineOptions, answer
 from evoforge.engine.client import LLMClient
 from evoforge.llm.openai_backend import OpenAIChatModel
+from evoforge.prompting import builtin_template
 from evoforge.testing.fake_openai import FakeOpenAI
 from evoforge.testing.fake_prefix_cache import PrefixCache, prompt_words
 from evoforge.testing.long_corpus import make_corpus
@@ -103,6 +105,28 @@ def test_cached_tokens_per_operator_reach_the_usage_report():
     assert all("cached_tokens" not in row for row in usage.values())
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["online", "batch"])
+def test_answer_online_and_in_batch_records_cached_tokens_in_the_manifest(tmp_path, batch):
+    # Three instructions share their first 1,300 words: the first is a miss, the other
+    # two are served from the prefix (the answer prompt's system message + 1,300 words).
+    shared = words(1300)
+    rows = [{"id": f"s{i}", "instruction": f"{shared} and then {i}?"} for i in range(3)]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with FakeOpenAI(prefix_cache=True, max_seconds=120) as server:
+        options = EngineOptions(
+            llm=f"openai:fake-model@{server.base_url}", cache=False, quiet=True,
+            batch=batch, batch_poll=0.01, concurrency=1,
+        )  # fmt: skip
+        summary = answer(seeds, tmp_path / "out.jsonl", options=options)
+        served = server.prefix_cache.cached_tokens
+    assert summary.accepted == 3
+    system = len(builtin_template("answer").messages[0]["content"].split())
+    assert served == 2 * ((system + 1300) // 128 * 128)
+    usage = json.loads((tmp_path / "out.manifest.json").read_text())["usage"]
+    assert usage["answer"]["cached_tokens"] == served
+
+
 # ----------------------------------------------------------------------------- a rag run
 
 
@@ -127,8 +151,16 @@ def test_a_rag_run_reports_its_cached_share_per_operator_and_in_the_report(tmp_p
     usage = manifest["usage"]
     assert sum(row.get("cached_tokens", 0) for row in usage.values()) == served
     assert sum(row["prompt_tokens"] for row in usage.values()) == server.prefix_cache.prompt_tokens
-    for op in ("critic_grounded", "critic_answerable", "rag_seed"):
-        assert usage[op].get("cached_tokens", 0) > 0, op
-    assert share >= 0.40, f"cached share {share:.1%}"
+    # Samples over one chunk (one per scenario type) share the seed prompt's prefix:
+    # static instructions, then the passage, then the keyphrase, persona and style.
+    seed = usage["rag_seed"]
+    assert seed["cached_tokens"] >= 0.5 * seed["prompt_tokens"], seed
+    # The judges of samples over one chunk share instructions + contexts.
+    critics = [row for op, row in usage.items() if op.startswith("critic_") and op != "critic_fix"]
+    judged = sum(row["prompt_tokens"] for row in critics)
+    assert sum(row.get("cached_tokens", 0) for row in critics) >= 0.3 * judged, usage
+    # Overall at n=10 (4 documents, 1,500-token chunks): 33-45% depending on how many
+    # judge calls a sample makes; bench/prefix_cache.py measures n=100.
+    assert share >= 0.30, f"cached share {share:.1%}: {usage}"
     page = (tmp_path / "report.html").read_text("utf-8")
     assert "cached prompt tokens" in page and "prefix cache served" in page
