@@ -29,16 +29,23 @@ def _options(server: FakeOpenAI, **extra) -> EngineOptions:
     return EngineOptions(llm=f"openai:gpt-4o-mini@{server.base_url}", **settings)
 
 
+ROLES = (("assess passages", "graph"), ("extract keyphrases", "graph"),
+         ("rewrite questions", "rewrite"), ("write questions", "seed"))  # fmt: skip
+
+
+def _role(system: str) -> str:
+    """What a request asks for, from its system prompt; the rest are the critics."""
+    return next((role for words, role in ROLES if words in system), "critic")
+
+
 def _roles(server: FakeOpenAI) -> list[set[str]]:
-    """Per batch, in the order created, the roles its requests play (the system
-    prompt's first words); the batch files were kept on the server for this."""
+    """Per batch, in the order created, the roles its requests play; the batch files
+    were kept on the server for this."""
     roles = []
     for batch in server.batches.batches.values():
         lines = server.batches.files[batch["input_file_id"]].data.decode().splitlines()
-        roles.append({
-            " ".join(json.loads(line)["body"]["messages"][0]["content"].split()[:3])
-            for line in lines
-        })  # fmt: skip
+        roles.append({_role(json.loads(line)["body"]["messages"][0]["content"])
+                      for line in lines})  # fmt: skip
     return roles
 
 
@@ -69,8 +76,8 @@ def test_rag_batch_runs_stage_by_stage_and_writes_the_online_records(tmp_path):
     assert created >= 3 and len(manifest["batch"]["ids"]) == created == len(roles)
     first = {role: min(i for i, seen in enumerate(roles) if role in seen)
              for role in set().union(*roles)}  # fmt: skip
-    assert roles[0] == {"You assess passages"}  # the graph's node filter comes first
-    assert first["You write questions"] < first["You rewrite questions"] <= first["You are a"]
+    assert roles[0] == {"graph"}  # the graph's node filter comes first
+    assert first["seed"] < first["rewrite"] <= first["critic"]
     assert manifest["batch"]["requests"] == sum(op["calls"] for op in online.usage.values())
     assert manifest["cost"]["priced_at"] == "batch"
     assert manifest["cost"]["usd_batch"] == pytest.approx(manifest["cost"]["usd_online"] / 2)

@@ -270,3 +270,26 @@ def test_the_report_shows_the_cost_table(tmp_path):
     assert format_usd(manifest["cost"]["usd_online"]) in section
     assert format_usd(manifest["cost"]["usd_batch"]) in section
     assert "models.yaml: gpt-4.1-mini, as of" in section
+
+
+def test_a_recipe_plan_is_priced_online_and_at_the_batch_price(tmp_path):
+    from evoforge.commands.run import plan
+
+    recipe = EXAMPLES / "recipes" / "instructions-deita.yaml"
+    planned = plan(recipe, out=tmp_path / "run", llm="openai:gpt-4o-mini")
+    expected = (planned.prompt_tokens * 0.15 + planned.completion_tokens * 0.60) / 1e6
+    assert planned.calls > 0 and planned.cost == pytest.approx(expected)
+    assert planned.cost_batch == pytest.approx(expected / 2)
+    assert "USD batch" in planned.render() and "priced: models.yaml: gpt-4o-mini" in (
+        planned.render()
+    )
+    result = run_cli(
+        "run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run", "--json",
+        "--llm", "openai:my-finetune", "--prices", str(EXAMPLES / "prices.yaml"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    priced = json.loads(result.stdout)
+    assert priced["cost"] == pytest.approx(
+        (priced["prompt_tokens"] * 0.30 + priced["completion_tokens"] * 1.20) / 1e6
+    )
+    assert priced["cost_batch"] is None and priced["price_source"].startswith("--prices")

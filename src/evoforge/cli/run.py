@@ -32,6 +32,9 @@ def run_command(
             "(--dry-run) or spent."
         ),
     ] = None,
+    prices: Annotated[
+        Path | None, typer.Option(help="A prices file (YAML/JSON) over models.yaml's.")
+    ] = None,
     llm: Annotated[
         str | None, typer.Option("--llm", help="Override the recipe's llm spec.")
     ] = None,
@@ -50,6 +53,8 @@ def run_command(
     from evoforge.dry_run import parse_price
 
     loaded = load(recipe, llm=llm)
+    if prices is not None:  # issue 19: over the recipe's engine.prices (docs/cost.md)
+        loaded.engine["prices"] = str(prices)
     prices = parse_price(price) if price else None
     if dry_run:
         planned = plan(loaded, out=out, price=prices)

@@ -23,11 +23,13 @@ from evoforge.dry_run import (
     SIMULATION_NOTE,
     dry_run_options,
     parse_price,
+    plan_pricing,
     table,
     unsaved_graph_in,
 )
 from evoforge.io.readers import load_jsonl
 from evoforge.llm.counting import CountingChatModel
+from evoforge.llm.prices import Pricing, format_usd
 from evoforge.options import EngineOptions
 from evoforge.recipe.loader import load_recipe
 from evoforge.recipe.model import Recipe
@@ -60,6 +62,8 @@ class RecipePlan:
     run_dir: Path
     steps: list[StepPlan]
     price: tuple[float, float] | None = None
+    pricing: Pricing | None = None  # issue 19: the price used (evoforge.dry_run.plan_pricing)
+    batch: bool = False  # the recipe's engine.batch: the run pays the batch column
 
     @property
     def calls(self) -> int:
@@ -75,9 +79,26 @@ class RecipePlan:
 
     @property
     def cost(self) -> float | None:
-        if self.price is None:
-            return None
-        return sum(step.cost(self.price) or 0.0 for step in self.steps)
+        """USD online (None without a price)."""
+        return self._usd(self.prompt_tokens, self.completion_tokens)
+
+    @property
+    def cost_batch(self) -> float | None:
+        return None if self.pricing is None else self.pricing.batch_usd(self.cost)
+
+    def _usd(self, prompt: int, completion: int) -> float | None:
+        if self.pricing is None:
+            return (
+                None
+                if self.price is None
+                else (prompt * self.price[0] + completion * self.price[1]) / 1e6
+            )
+        return self.pricing.usd(prompt, completion)
+
+    def _costs(self, prompt: int, completion: int) -> list[str]:
+        online = self._usd(prompt, completion)
+        batch = None if self.pricing is None else self.pricing.batch_usd(online)
+        return ["" if usd is None else format_usd(usd) for usd in (online, batch)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,21 +109,27 @@ class RecipePlan:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": self.cost,
+            "cost_batch": self.cost_batch,
+            "price_source": self.pricing.source if self.pricing is not None else None,
         }
 
     def render(self) -> str:
-        """A table for a terminal."""
-        rows = [("step", "records in->out", "LLM calls", "prompt tok", "completion tok", "cost")]
+        """A table for a terminal: per step and in total, USD online and at the batch
+        price, and where the price came from."""
+        rows = [("step", "records in->out", "LLM calls", "prompt tok", "completion tok",
+                 "USD online", "USD batch")]  # fmt: skip
         for step in self.steps:
-            cost = step.cost(self.price)
             rows.append((step.name, f"{step.records_in} -> {step.records_out}", str(step.calls),
                          f"{step.prompt_tokens:,}", f"{step.completion_tokens:,}",
-                         "" if cost is None else f"${cost:.4f}"))  # fmt: skip
-        total_cost = self.cost
+                         *self._costs(step.prompt_tokens, step.completion_tokens)))  # fmt: skip
         rows.append(("total", "", str(self.calls), f"{self.prompt_tokens:,}",
                      f"{self.completion_tokens:,}",
-                     "" if total_cost is None else f"${total_cost:.4f}"))  # fmt: skip
+                     *self._costs(self.prompt_tokens, self.completion_tokens)))  # fmt: skip
         notes = [f"  {step.name}: {step.note}" for step in self.steps if step.note]
+        if self.pricing is not None:
+            notes.append(f"priced: {self.pricing.source}")
+            if self.batch:
+                notes.append("engine.batch: this run pays the USD batch column")
         head = f"plan for {self.recipe} (run folder {self.run_dir}); no model was called"
         return "\n".join([head, *table(rows), *notes, SIMULATION_NOTE])
 
@@ -132,7 +159,8 @@ def plan_recipe(
     are not foreseen); prompt tokens are exact where prompts quote only the input
     (``answer``, a first Evol-Instruct round), and completion tokens count the
     counting model's short replies, a lower bound. ``price`` is (input, output)
-    dollars per 1M tokens.
+    dollars per 1M tokens; without it, the plan is priced at the recipe's model's
+    price (``engine.prices`` or ``models.yaml``), online and at the batch price.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     steps = []
@@ -158,7 +186,10 @@ def plan_recipe(
                                   step.completion_tokens, records_in, step.accepted,
                                   note=note))  # fmt: skip
             records = step.accepted
-    return RecipePlan(recipe.path, recipe.run_dir(out), steps, price)
+    engine = EngineOptions(llm=recipe.llm.spec, prices=recipe.engine.get("prices"))
+    return RecipePlan(recipe.path, recipe.run_dir(out), steps, price,
+                      pricing=plan_pricing(engine, price),
+                      batch=bool(recipe.engine.get("batch")))  # fmt: skip
 
 
 def rejected_by_reason(out: Path) -> Counter[str]:
