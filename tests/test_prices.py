@@ -270,6 +270,28 @@ def test_the_report_shows_the_cost_table(tmp_path):
     assert format_usd(manifest["cost"]["usd_online"]) in section
     assert format_usd(manifest["cost"]["usd_batch"]) in section
     assert "models.yaml: gpt-4.1-mini, as of" in section
+    summary = (run_dir / "summary.md").read_text()
+    assert (
+        f"- answers.jsonl (gpt-4.1-mini, 4 calls): {format_usd(manifest['cost']['usd_online'])} "
+        in summary
+    )
+    assert "at the batch price; paid online" in summary
+
+
+def test_the_report_prices_a_manifest_written_before_the_cost_block():
+    from evoforge.report.cost import cost_of
+
+    old = {
+        "model": {"backend": "openai", "model": "gpt-4o"},
+        "usage": {"answer": {"calls": 2, "prompt_tokens": 400_000, "completion_tokens": 100_000}},
+        "counts": {"accepted": 2},
+        "engine": {"batch": True},
+    }
+    block = cost_of(old)
+    assert block["usd_online"] == pytest.approx(0.4 * 2.5 + 0.1 * 10.0)
+    assert block["priced_at"] == "batch" and block["usd_per_accepted_batch"] == pytest.approx(0.5)
+    assert block["price_source"].endswith("(priced by the report: the manifest has no cost block)")
+    assert cost_of({"usage": {}}) is None  # dedup, export: no model calls, no cost row
 
 
 def test_a_recipe_plan_is_priced_online_and_at_the_batch_price(tmp_path):

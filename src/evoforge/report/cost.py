@@ -84,3 +84,20 @@ def cost_table(stages: list[Any]) -> dict[str, Any] | None:
                         f"paid {format_usd(totals['paid'])}.")  # fmt: skip
     return {"intro": INTRO, "caption": "cost per output", "head": HEAD, "rows": rows,
             "notes": notes}  # fmt: skip
+
+
+def cost_markdown(stages: list[Any]) -> list[str]:
+    """``summary.md``'s cost lines: per output, USD online and at the batch price, and
+    which one the run paid; nothing when no output made model calls."""
+    table = cost_table(stages)
+    if table is None:
+        return []
+    lines = ["## cost", ""]
+    for row in table["rows"]:
+        name, model, calls = row[0], row[1], row[2]
+        online, batch, paid, per_online, per_batch = row[6], row[7], row[8], row[9], row[10]
+        lines.append(f"- {name} ({model}, {calls} calls): {online} online, {batch} at the "
+                     f"batch price; paid {paid}; per accepted record {per_online} online, "
+                     f"{per_batch} batch")  # fmt: skip
+    lines += ["", *table["notes"], ""]
+    return lines

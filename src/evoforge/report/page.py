@@ -22,6 +22,7 @@ from evoforge.report.browser import (
     browser_data,
     write_browser_data,
 )
+from evoforge.report.cost import cost_markdown
 from evoforge.report.data import cluster_sizes, discover_stages
 from evoforge.report.sections import build_sections
 from evoforge.report.trace import Lineage
@@ -136,6 +137,7 @@ def render_markdown(subject: Path, lineage: Lineage) -> str:
                 f"{len(stage.dropped)}" + (f" ({why})" if why else "")
             )
         lines.append("")
+    lines += cost_markdown(lineage.stages)  # issue 19: USD online against batch
     lines.append("Plots and the per-seed table: report.html")
     return "\n".join(lines) + "\n"
 
