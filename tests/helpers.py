@@ -109,6 +109,12 @@ def rag_responder(messages: list[dict], n: int) -> str:
             {"question": (question.group(1) if question else "What happened?").strip(),
              "reference": (reference.group(1) if reference else "It happened.").strip()}
         )  # fmt: skip
+    if "several criteria" in system:  # the merged RAG judge (issue 19): yes, each criterion
+        verdicts = {"grounded": "yes", "grounded_reason": "supported",
+                    "answerable": "yes", "answerable_reason": "supported"}  # fmt: skip
+        if "Seed question:" in user:
+            verdicts.update(information_gain="Not Equal", information_gain_reason="it asks more")
+        return json.dumps(verdicts)
     if "strict" in system:
         return json.dumps({"verdict": "yes", "reason": "supported"})
     if "compare two prompts" in system:

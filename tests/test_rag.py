@@ -137,10 +137,16 @@ def test_failed_samples_are_replaced_to_keep_exactly_n(tmp_path):
 
     def flaky(messages, n):
         system = messages[0]["content"]
+        no = {"verdict": "no", "reason": "needs outside knowledge"}
         if "strict reviewer" in system:  # the answerable judge rejects every third sample
             calls["judge"] += 1
             if calls["judge"] % 3 == 0:
-                return json.dumps({"verdict": "no", "reason": "needs outside knowledge"})
+                return json.dumps(no)
+        if "several criteria" in system:  # the same, judged with the others (issue 19)
+            calls["judge"] += 1
+            if calls["judge"] % 3 == 0:
+                judged = json.loads(rag_responder(messages, n))
+                return json.dumps({**judged, "answerable": "no", "answerable_reason": no["reason"]})
         return rag_responder(messages, n)
 
     summary, records, _ = build(tmp_path, n=8, model=ScriptedChatModel(flaky), critics=True)

@@ -423,9 +423,10 @@ def test_rag_plan_is_the_first_pass_of_the_run(fake_openai, tmp_path):
     plan = plan_recipe(recipe)
     assert not (tmp_path / "kg.json").exists()  # a dry run saves nothing of the user's
     step = plan.steps[0]
-    # simple: seed + 2 critics; reasoning: seed + rewrite + compress + 2 critics +
-    # information gain (issue 14); and the node filter once per chunk (the same 3 for both).
-    assert step.calls == 3 * 3 + 3 * 6 + 3
+    # simple: seed + 1 merged judge call (grounded, answerable; issue 19); reasoning: seed +
+    # rewrite + compress + 1 merged judge call (also information gain, issue 14); and the
+    # node filter once per chunk (the same 3 for both).
+    assert step.calls == 3 * 2 + 3 * 4 + 3
     assert (step.records_out, plan.steps[0].note) == (6, "6 records, 0 rejected")
     result = run_recipe(recipe)
     assert result.status == "complete"

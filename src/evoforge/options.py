@@ -267,9 +267,9 @@ class RagOptions:
     styles: str | None = option(  # e.g. "web_search,misspelled,formal"
         None, "Vary phrasing: formal,web_search,misspelled,conversational.", panel="Phrasing"
     )
-    critics: bool = option(
-        True, "Skip the critics (not recommended).", flag="--no-critics", negate=True
-    )
+    critics: bool = option(True, "Skip the critics (not recommended).", flag="--no-critics",
+                           negate=True)  # fmt: skip
+    critic_calls: str = option("merged", "merged (one judge call a sample) | separate.")
     max_words: dict[str, int] | None = option(
         None, "Word limit per rewrite, e.g. reasoning=20.", flag="--max-words"
     )

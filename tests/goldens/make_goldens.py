@@ -26,7 +26,7 @@ NEW_REJECT_KEYS = ("step", "field", "lost_to")
 VOLATILE_MANIFEST_KEYS = ("timing",)
 # Keys a later change may add to a manifest (issue 12: the per-step counts); the goldens
 # compare the keys they have, which must stay equal.
-NEW_MANIFEST_KEYS = ("steps", "cost")  # issue 19: the cost block (prices)
+NEW_MANIFEST_KEYS = ("steps", "cost", "efficiency")  # issue 19: cost (prices), per sample
 # Engine options added later, left out of the comparison while they hold their default
 # (a golden made before them has no such key); any other value still differs.
 NEW_ENGINE_DEFAULTS: dict[str, object] = {"context_window": None, "context_tokenizer": None}

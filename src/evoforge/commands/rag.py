@@ -91,9 +91,12 @@ async def rag_async(
     from evoforge.generators.rag_nodes import NodeFilter
     from evoforge.io.documents import load_documents
     from evoforge.validators.critics import CriticPanel
+    from evoforge.validators.critics.merged import CRITIC_CALLS, critics_for, merged_prompts
 
     rag = rag or RagOptions()
     options = options or EngineOptions()
+    if rag.critic_calls not in CRITIC_CALLS:
+        raise ConfigError(f"--critic-calls: {rag.critic_calls!r}; one of: merged, separate")
     docs = source_paths(docs, out)
     report = load_documents(docs, text_field=rag.text_field)
     skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
@@ -116,7 +119,7 @@ async def rag_async(
         graph, seed=options.seed, personas=PERSONAS[: rag.personas], styles=styles,
         excluded=node_filter.rejected if node_filter else None,
     )  # fmt: skip
-    critics = CriticPanel() if rag.critics else None
+    critics = CriticPanel(critics_for(rag.critic_calls)) if rag.critics else None
     task = RagSampleTask(
         graph, critics=critics, max_words=rag.max_words, node_filter=node_filter,
         compress=rag.compress, keyphrases=rag.keyphrases,
@@ -129,6 +132,7 @@ async def rag_async(
     else:
         settings.pop("decontaminate")  # manifests of runs without it stay as they were
     prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]
+    prompts += merged_prompts(rag.critic_calls) if rag.critics else []
     prompts += ["rag_context_score"] if rag.node_filter else []
     prompts += ["rag_keyphrases"] if rag.keyphrases == "llm" else []
     rewrites = [kind for kind in counts if kind != "simple"]  # a plugin's scenario included

@@ -31,6 +31,7 @@ from typing import Any
 
 from evoforge.engine.client import LLMClient
 from evoforge.engine.context import RecordContext, derive_rng
+from evoforge.engine.efficiency import efficiency_block
 from evoforge.engine.final_write import Selector, derivable, seed_counts, write_journal
 from evoforge.engine.signals import DEFAULT_DRAIN_SECONDS, install_stop_handlers
 from evoforge.engine.store import Journal
@@ -457,6 +458,7 @@ class Run:
             },
             "usage": summary.usage,
             "cost": cost_block(self.client.model.identity, summary.usage, accepted, self.settings),
+            "efficiency": efficiency_block(summary.usage, accepted),
             "files": {name: str(path) for name, path in paths.items()},
             "format": self.out_format,
             **self.extra_manifest,
