@@ -206,6 +206,9 @@ class RagSampleTask:
     node_filter: NodeFilter | None = field(default_factory=NodeFilter)
     compress: bool = True
     keyphrases: str = "tfidf"
+    # Model-free checks of the finished sample, run before the critics' model calls
+    # (issue 19, cheapest first): (reason, step, check(record_json) -> Verdict).
+    before_critics: tuple[tuple[str, str, Any], ...] = ()
     _keyphrases: ChunkKeyphrases = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -272,6 +275,10 @@ class RagSampleTask:
                     return Result(rejections=[outcome])
             sample = outcome
             sample.meta["seed_question"] = question
+        for reason, step, check in self.before_critics if self.critics is not None else ():
+            verdict = check(sample.to_json())
+            if not verdict.ok:  # the critics would be asked about a sample dropped anyway
+                return Result.reject(sample, reason, verdict.detail, step=step)
         if self.critics is not None:
             reviewed = await self.critics.review(sample, ctx)
             if isinstance(reviewed, Rejection):

@@ -126,9 +126,11 @@ async def rag_async(
     )  # fmt: skip
     settings = asdict(rag)
     if rag.decontaminate:  # benchmark questions (issue 14)
-        from evoforge.generators.decontamination import decontaminated
+        from evoforge.generators.decontamination import Benchmarks, Decontaminated
 
-        task = decontaminated(task, rag.decontaminate)
+        benchmarks = Benchmarks(rag.decontaminate)  # before the critics too (issue 19)
+        task.before_critics = (("contaminated", "check.contaminated", benchmarks.verdict),)
+        task = Decontaminated(task, benchmarks)
     else:
         settings.pop("decontaminate")  # manifests of runs without it stay as they were
     prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]

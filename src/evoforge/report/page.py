@@ -24,6 +24,7 @@ from evoforge.report.browser import (
 )
 from evoforge.report.cost import cost_markdown
 from evoforge.report.data import cluster_sizes, discover_stages
+from evoforge.report.efficiency import efficiency_markdown
 from evoforge.report.sections import build_sections
 from evoforge.report.trace import Lineage
 
@@ -138,6 +139,7 @@ def render_markdown(subject: Path, lineage: Lineage) -> str:
             )
         lines.append("")
     lines += cost_markdown(lineage.stages)  # issue 19: USD online against batch
+    lines += efficiency_markdown(lineage.stages)  # issue 19: calls, tokens per accepted
     lines.append("Plots and the per-seed table: report.html")
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ from evoforge.report.charts import (
 )
 from evoforge.report.cost import cost_table
 from evoforge.report.data import EVOL_INSTRUCT_RULES, Item
+from evoforge.report.efficiency import efficiency_table
 from evoforge.report.trace import Lineage
 
 SEED_TABLE_ROWS = 200  # a big run's per-seed table is capped (the counts are not)
@@ -83,6 +84,7 @@ class _SectionBuilder:
             self._lengths,
             self._operators,
             self._cost,
+            self._efficiency,
             self._scores,
             self._clusters,
             self._in2,
@@ -275,6 +277,14 @@ class _SectionBuilder:
         section.add_table(table["caption"], table["head"], table["rows"], "table-cost")
         for note in table["notes"]:
             section.add_note(note)
+        return section
+
+    def _efficiency(self) -> Section | None:  # issue 19: per accepted sample (efficiency.py)
+        table = efficiency_table(self.stages)
+        if table is None:
+            return None  # the cost section already says no output made model calls
+        section = Section("efficiency", "Calls and tokens per accepted sample", table["intro"])
+        section.add_table(table["caption"], table["head"], table["rows"], "table-efficiency")
         return section
 
     def _scores(self) -> Section | None:
