@@ -20,7 +20,7 @@ billed = prompt - cached (cached tokens not billed at all), and, with OpenAI's
 discount for cached input (0.5 of the input price for gpt-4o-class models), the
 input cost in "full-price token" units per accepted sample.
 
-    .venv/bin/python bench/prefix_cache.py                 # --n 100
+    .venv/bin/python bench/prefix_cache.py       # --n 100 --docs 24 --words 4000 --chunk-size 1500
     .venv/bin/python bench/prefix_cache.py --n 30 --old-path ''   # the working tree only
 """
 
@@ -137,9 +137,9 @@ def cached_of(cache: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--docs", type=int, default=12, help="documents in the corpus")
-    parser.add_argument("--words", type=int, default=3000, help="words per document")
-    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--docs", type=int, default=24, help="documents in the corpus")
+    parser.add_argument("--words", type=int, default=4000, help="words per document")
+    parser.add_argument("--chunk-size", type=int, default=1500)
     parser.add_argument("--chunk-unit", default="tokens")
     parser.add_argument("--chunk-overlap", type=int, default=100)
     parser.add_argument(
@@ -186,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['discounted_per_accepted']:>14,.0f}"
         )
     for name, row in rows.items():
+        if not row["manifest_cached"]:
+            print(f"{name}: the client recorded no cached tokens per operator (before issue 19)")
+            continue
+        agrees = "=" if row["manifest_cached"] == row["cached_tokens"] else "!="
+        print(f"{name}: manifest cached tokens {row['manifest_cached']:,} {agrees} the server's")
         ops = ", ".join(
             f"{op} {cached * 100 // max(1, prompt)}%"
             for op, (prompt, cached) in row["per_operator"].items()
             if prompt
         )
-        print(f"{name}: cached share per operator (manifest): {ops or 'not recorded'}")
+        print(f"{name}: cached share per operator: {ops}")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
