@@ -127,6 +127,19 @@ def test_answer_online_and_in_batch_records_cached_tokens_in_the_manifest(tmp_pa
     assert usage["answer"]["cached_tokens"] == served
 
 
+def test_ray_shards_cached_tokens_add_up_on_the_driver():
+    from evoforge.engine.ray_executor import _add_usage
+
+    client = LLMClient(OpenAIChatModel("fake-model", base_url="http://127.0.0.1:9/v1"))
+    row = {"calls": 2, "cache_hits": 0, "retries": 0, "reasks": 0}
+    for cached in (1024, 0, 1152):  # three shards' usage_report() rows
+        usage = {**row, "prompt_tokens": 2600, "completion_tokens": 10}
+        usage |= {"cached_tokens": cached} if cached else {}
+        _add_usage(client, {"usage": {"judge": usage}, "calls": 2, "tokens": 2610})
+    assert client.usage_report()["judge"]["cached_tokens"] == 2176
+    assert client.usage_report()["judge"]["prompt_tokens"] == 7800
+
+
 # ----------------------------------------------------------------------------- a rag run
 
 
