@@ -162,6 +162,7 @@ def test_a_rag_run_reports_its_cached_share_per_operator_and_in_the_report(tmp_p
         share = server.prefix_cache.share
     manifest = json.loads(out.with_name("eval.manifest.json").read_text("utf-8"))
     usage = manifest["usage"]
+    assert manifest["efficiency"]["cached_share"] == round(share, 4)  # the run reports it
     assert sum(row.get("cached_tokens", 0) for row in usage.values()) == served
     assert sum(row["prompt_tokens"] for row in usage.values()) == server.prefix_cache.prompt_tokens
     # Samples over one chunk (one per scenario type) share the seed prompt's prefix:
