@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 from openai import OpenAI
@@ -83,6 +86,25 @@ def test_the_server_reports_cached_tokens_only_when_asked(fake_openai):
         assert got[1].prompt_tokens == 1500
         assert server.prefix_cache.cached_tokens == 1408
         assert server.prefix_cache.share == pytest.approx(1408 / 3000)
+
+
+def test_the_server_process_takes_prefix_cache_as_a_flag():
+    argv = [sys.executable, "-m", "evoforge.testing.fake_openai", "--port", "0", "--prefix-cache"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = proc.stdout.readline().strip()
+        assert ready.startswith("READY "), proc.stderr.read()
+        client = OpenAI(base_url=ready.split(" ", 1)[1], api_key="x")
+        long_prompt = chat(words(1100))
+        got = [
+            client.chat.completions.create(model="fake-model", messages=long_prompt).usage
+            for _ in range(2)
+        ]
+        assert [u.prompt_tokens_details.cached_tokens for u in got] == [0, 1024]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
 
 
 def test_cached_tokens_per_operator_reach_the_usage_report():
