@@ -110,7 +110,7 @@ class MergedJudge:
             entry = (record, future, {"grounded", "answerable", "information_gain"})
             self._pending[id(record)] = entry
             try:
-                future.set_result(await self._ask(record, ctx))
+                future.set_result(await self.judge_all(record, ctx))
             except BaseException as exc:
                 self._pending.pop(id(record), None)
                 future.cancel() if isinstance(exc, asyncio.CancelledError) else None
@@ -122,9 +122,11 @@ class MergedJudge:
             self._pending.pop(id(record), None)  # the panel asks no further member
         return mine
 
-    async def _ask(
+    async def judge_all(
         self, record: Record, ctx: RecordContext
     ) -> dict[str, Verdict | RequestRejected]:
+        """Every criterion's verdict on ``record`` from one call (an unreadable one: the
+        error its own judge would raise, kept as the value)."""
         pair = self.information_gain.pair(record)
         values = {
             "question": question_prompt_text(question_of(record)),
