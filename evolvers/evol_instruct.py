@@ -112,7 +112,8 @@ class EvolInstruct:
     - ``no_information_gain`` (rule 1): old and new are the same text (case and
       whitespace aside; no model call), or the judge (``prompts/evol_equal.yaml``,
       op ``evolve_judge``) answers "Equal". A judge reply that is neither counts
-      as not equal and is kept in ``meta["judge"]`` as ``"unparsed: ..."``;
+      as not equal and is kept in ``meta["judge"]`` as ``"unparsed: ..."``. The
+      judge's reply on a candidate it keeps is ``meta["evol"]["judge"]``;
     - with ``answers``, on the answer (``prompts/answer.yaml``): ``refusal``
       (rule 2: "sorry" or another refusal phrase in fewer than 80 words),
       ``empty_answer`` (rule 3: only punctuation and stop words) and
@@ -234,6 +235,7 @@ class EvolInstruct:
                 )
             if equal is None:
                 candidate.meta["judge"] = f"unparsed: {said[:200]}"
+            candidate.meta["evol"]["judge"] = said[:200]  # its reply, for the report
         if self.answers:
             assert self.answer_template is not None
             answered = await ctx.ask(

@@ -92,7 +92,8 @@ class EvolQuality:
     Defaults: ops chosen uniformly (``weights`` changes the mix), and no LLM
     equality judge, as in DEITA. With ``judge=True`` the judge is
     ``prompts/evol_equal.yaml`` (written for prompts; it gets the two responses)
-    unless ``judge_template`` is given. ``templates`` overrides the prompt of any
+    unless ``judge_template`` is given; its reply on a rewrite it keeps is
+    ``meta["evol_quality"]["judge"]``. ``templates`` overrides the prompt of any
     op (variables ``instruction``, ``response`` and, optionally, ``input``).
     """
 
@@ -189,6 +190,7 @@ class EvolQuality:
                 )
             if equal is None:
                 candidate.meta["judge"] = f"unparsed: {said[:200]}"
+            candidate.meta["evol_quality"]["judge"] = said[:200]  # its reply, for the report
         return candidate
 
 

@@ -129,12 +129,14 @@ def test_the_judge_drops_equal_and_keeps_not_equal(verdict, dropped):
     else:
         assert isinstance(outcome, Record) and outcome["instruction"] == new
         assert "judge" not in outcome.meta
+        assert outcome.meta["evol"]["judge"] == verdict  # its reply, kept for the report
 
 
 def test_an_unparseable_verdict_counts_as_not_equal_and_is_noted():
     outcome = evolve(EvolInstruct(), SEED, scripted(rewrite=deeper, judge="Hard to say."))
     assert isinstance(outcome, Record)
     assert outcome.meta["judge"] == "unparsed: Hard to say."
+    assert outcome.meta["evol"]["judge"] == "Hard to say."
 
 
 def test_a_copy_of_the_original_is_no_gain_without_asking_the_judge():

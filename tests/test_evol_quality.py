@@ -100,6 +100,16 @@ def test_the_elimination_rules_apply_to_the_new_response(reply, reason):
         assert outcome.record["instruction"] == ANSWERED["instruction"]
 
 
+def test_the_optional_judge_keeps_a_not_equal_response_with_its_reply():
+    def reply(messages, n):
+        return "Not Equal" if role(messages) == "judge" else BETTER
+
+    outcome = evolve(EvolQuality(judge=True), ANSWERED, ScriptedChatModel(reply))
+    assert isinstance(outcome, Record) and outcome["output"] == BETTER
+    assert outcome.meta["evol_quality"]["judge"] == "Not Equal"  # kept for the report
+    assert "judge" not in outcome.meta
+
+
 def test_the_optional_judge_drops_an_equal_response():
     def reply(messages, n):
         return "Equal" if role(messages) == "judge" else BETTER

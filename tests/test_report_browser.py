@@ -148,6 +148,9 @@ def _check_browser(browser, folder: Path, shot: str) -> None:
     assert chain[0] in steps[0] and chain[1] in steps[1] and parent["output"] in steps[2]
     assert steps[3].endswith(final["instruction"]) and steps[4].endswith(final["output"])
     assert steps[-1] == "final\nkept"
+    said = final["meta"]["evol"]["judge"]  # the equality judge's reply on this evolution
+    verdicts = page.inner_text("#sb-detail table.sb-verdicts")
+    assert said and f"equality judge, round 2\tkept\t{said}" in verdicts
     page.click("#sb-detail a")
     page.wait_for_selector(f"#sb-detail[data-id='{parent['id']}']")
     page.fill("#sb-search", "")

@@ -259,6 +259,10 @@ def _verdicts(meta: dict[str, Any], reject: dict[str, Any] | None) -> list[list[
         for verdict, names in critics.items():
             for name in names if isinstance(names, list) else [names]:
                 out.append([str(name), str(verdict)])
+    for key in ("evol", "evol_quality"):  # the equality judge on this evolution
+        said = meta.get(key).get("judge") if isinstance(meta.get(key), dict) else None
+        if isinstance(said, str):
+            out.append([f"equality judge, round {meta[key].get('round')}", "kept", said])
     for key in ("judge", "deita", "alpagasus", "rubric"):
         if meta.get(key) is not None:
             out.append([key, json.dumps(meta[key], ensure_ascii=False)])
