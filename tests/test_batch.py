@@ -4,6 +4,7 @@ polling without a second batch, expired and failed items retried, the API's limi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,9 @@ def _ids(out: Path) -> list[str]:
 
 
 def _cache_keys(folder: Path) -> set[str]:
-    with sqlite3.connect(folder / "llm-cache.db") as conn:
+    # closing(): a connection's own `with` only commits; Python 3.13 warns (ResourceWarning,
+    # an error here) when one is left to the garbage collector unclosed
+    with contextlib.closing(sqlite3.connect(folder / "llm-cache.db")) as conn:
         return {row[0] for row in conn.execute("SELECT key FROM responses")}
 
 

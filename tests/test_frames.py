@@ -3,6 +3,7 @@ frame's rows are the rows of the same JSONL file (ids, cache keys, rejections)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -27,7 +28,9 @@ def _options(server, cache: Path) -> evoforge.EngineOptions:
 
 
 def _cache_keys(cache: Path) -> set[str]:
-    with sqlite3.connect(cache / "llm-cache.db") as conn:
+    # closing(): a connection's own `with` only commits; Python 3.13 warns (ResourceWarning,
+    # an error here) when one is left to the garbage collector unclosed
+    with contextlib.closing(sqlite3.connect(cache / "llm-cache.db")) as conn:
         return {key for (key,) in conn.execute("SELECT key FROM responses")}
 
 
