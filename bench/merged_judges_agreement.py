@@ -116,6 +116,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     figures["verdicts_agree"] = sum(
         r["separate"][c] == r["merged"][c] for r in results for c in CRITERIA
     ) / (3 * n)
+    for side in ("separate", "merged"):
+        figures[f"{side}_verdicts_vs_label"] = sum(
+            r[side][c] == r["labels"][c] for r in results for c in CRITERIA
+        ) / (3 * n)
+        figures[f"{side}_outcome_vs_label"] = (
+            sum(outcome(r[side]) == outcome(r["labels"]) for r in results) / n
+        )
     return figures
 
 
@@ -129,6 +136,10 @@ def main() -> None:
         f = figures[name]
         print(f"{name:>16}: merged = separate on {f['agree']:.0%}; vs label: separate "
               f"{f['separate_vs_label']:.0%}, merged {f['merged_vs_label']:.0%}")  # fmt: skip
+    print(f"vs label, all verdicts: separate {figures['separate_verdicts_vs_label']:.0%}, "
+          f"merged {figures['merged_verdicts_vs_label']:.0%}; panel outcome: separate "
+          f"{figures['separate_outcome_vs_label']:.0%}, merged "
+          f"{figures['merged_outcome_vs_label']:.0%}")  # fmt: skip
     print(f"all verdicts agree: {figures['verdicts_agree']:.0%}; panel outcome agrees: "
           f"{figures['outcome_agree']:.0%} of {figures['samples']} samples; seconds: "
           f"separate {figures['seconds']['separate']:.0f}, "

@@ -19,7 +19,7 @@ from evoforge.prompting import builtin_template
 from evoforge.records import Record
 from evoforge.testing.scripted import ScriptedChatModel
 from evoforge.validators.critics import CriticPanel
-from evoforge.validators.critics.merged import critics_for, merged_critics
+from evoforge.validators.critics.merged import critics_for, merged_critics, resolve_critic_calls
 from helpers import rag_responder
 
 CONTEXT_1 = (
@@ -175,3 +175,26 @@ def test_an_unknown_critic_calls_value_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="--critic-calls"):
         rag([tmp_path], tmp_path / "o.jsonl", rag=RagOptions(n=1, critic_calls="together"),
             model=ScriptedChatModel("x"))  # fmt: skip
+
+
+class _Identified:
+    def __init__(self, backend: str) -> None:
+        self.identity = {"backend": backend, "model": "m"}
+
+
+@pytest.mark.parametrize(
+    ("value", "llm", "model", "expected"),
+    [
+        ("auto", "local", None, "separate"),  # the embedded model: each judge its own call
+        ("auto", "openai:gpt-4o-mini", None, "merged"),
+        ("auto", "openai:m@http://127.0.0.1:8000/v1", None, "merged"),
+        ("auto", "local", _Identified("local"), "separate"),
+        ("auto", "local", _Identified("scripted"), "merged"),
+        ("auto", "local", _Identified("counting"), "separate"),  # a dry run plans --llm's
+        ("auto", "openai:m", _Identified("counting"), "merged"),
+        ("merged", "local", None, "merged"),
+        ("separate", "openai:m", None, "separate"),
+    ],
+)
+def test_auto_merges_except_on_the_embedded_model(value, llm, model, expected):
+    assert resolve_critic_calls(value, llm, model) == expected

@@ -269,7 +269,7 @@ class RagOptions:
     )
     critics: bool = option(True, "Skip the critics (not recommended).", flag="--no-critics",
                            negate=True)  # fmt: skip
-    critic_calls: str = option("merged", "merged (one judge call a sample) | separate.")
+    critic_calls: str = option("auto", "auto (merged; separate on --llm local) | merged | separate")
     max_words: dict[str, int] | None = option(
         None, "Word limit per rewrite, e.g. reasoning=20.", flag="--max-words"
     )

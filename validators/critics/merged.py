@@ -50,7 +50,7 @@ from evoforge.validators.critics.screens import SelfContained, WellFormed
 
 # Three verdicts with a sentence each: room for three VERDICT_PARAMS replies.
 MERGED_PARAMS = {**VERDICT_PARAMS, "max_tokens": 3 * int(VERDICT_PARAMS["max_tokens"])}
-CRITIC_CALLS = ("merged", "separate")
+CRITIC_CALLS = ("auto", "merged", "separate")
 
 
 def _rating(reply: Any, key: str, verdicts: tuple[tuple[str, float], ...]) -> Rating:
@@ -202,3 +202,18 @@ def critics_for(critic_calls: str) -> list[Critic]:
 def merged_prompts(critic_calls: str) -> list[str]:
     """The prompt ids a run's manifest lists for ``--critic-calls``."""
     return ["critic_rag_judge", "critic_rag_judge_evolved"] if critic_calls == "merged" else []
+
+
+def resolve_critic_calls(critic_calls: str, llm: str, model: Any = None) -> str:
+    """``auto`` (the default): ``separate`` on the embedded model, ``merged`` elsewhere.
+
+    On the embedded 135M model the merged reply copies its format rather than judging
+    each criterion (``bench/merged_judges_agreement.py``; figures in
+    ``docs/cheapest-first.md``), so there each judge keeps its own short prompt."""
+    if critic_calls != "auto":
+        return critic_calls
+    identity = getattr(model, "identity", None) if model is not None else None
+    backend = identity.get("backend") if isinstance(identity, dict) else None
+    if model is None or backend == "counting":  # a dry run plans for the --llm given
+        backend = str(llm).split(":", 1)[0].strip()
+    return "separate" if backend == "local" else "merged"

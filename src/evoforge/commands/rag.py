@@ -91,12 +91,20 @@ async def rag_async(
     from evoforge.generators.rag_nodes import NodeFilter
     from evoforge.io.documents import load_documents
     from evoforge.validators.critics import CriticPanel
-    from evoforge.validators.critics.merged import CRITIC_CALLS, critics_for, merged_prompts
+    from evoforge.validators.critics.merged import (
+        CRITIC_CALLS,
+        critics_for,
+        merged_prompts,
+        resolve_critic_calls,
+    )
 
     rag = rag or RagOptions()
     options = options or EngineOptions()
     if rag.critic_calls not in CRITIC_CALLS:
-        raise ConfigError(f"--critic-calls: {rag.critic_calls!r}; one of: merged, separate")
+        raise ConfigError(
+            f"--critic-calls: {rag.critic_calls!r}; one of: {', '.join(CRITIC_CALLS)}"
+        )
+    critic_calls = resolve_critic_calls(rag.critic_calls, options.llm, model)
     docs = source_paths(docs, out)
     report = load_documents(docs, text_field=rag.text_field)
     skipped = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in report.skipped]
@@ -119,12 +127,12 @@ async def rag_async(
         graph, seed=options.seed, personas=PERSONAS[: rag.personas], styles=styles,
         excluded=node_filter.rejected if node_filter else None,
     )  # fmt: skip
-    critics = CriticPanel(critics_for(rag.critic_calls)) if rag.critics else None
+    critics = CriticPanel(critics_for(critic_calls)) if rag.critics else None
     task = RagSampleTask(
         graph, critics=critics, max_words=rag.max_words, node_filter=node_filter,
         compress=rag.compress, keyphrases=rag.keyphrases,
     )  # fmt: skip
-    settings = asdict(rag)
+    settings = {**asdict(rag), "critic_calls": critic_calls}  # "auto" resolved
     if rag.decontaminate:  # benchmark questions (issue 14)
         from evoforge.generators.decontamination import Benchmarks, Decontaminated
 
@@ -134,7 +142,7 @@ async def rag_async(
     else:
         settings.pop("decontaminate")  # manifests of runs without it stay as they were
     prompts = ["rag_seed_question", "critic_answerable", "critic_grounded", "rag_fix", "evol_equal"]
-    prompts += merged_prompts(rag.critic_calls) if rag.critics else []
+    prompts += merged_prompts(critic_calls) if rag.critics else []
     prompts += ["rag_context_score"] if rag.node_filter else []
     prompts += ["rag_keyphrases"] if rag.keyphrases == "llm" else []
     rewrites = [kind for kind in counts if kind != "simple"]  # a plugin's scenario included
