@@ -19,7 +19,7 @@ from evoforge.report.efficiency import efficiency_of
 from evoforge.testing.scripted import ScriptedChatModel
 from evoforge.validators.critics import CriticPanel
 from evoforge.validators.critics.merged import critics_for
-from helpers import rag_responder, read_jsonl, write_jsonl
+from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
 
 DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
 SMALL = {"embedder": "hashing", "chunk_size": 400, "chunk_overlap": 40}
@@ -135,3 +135,20 @@ def test_the_report_shows_calls_and_tokens_per_accepted_sample(tmp_path):
     # A manifest written before the block: the report computes it from usage and counts.
     older = {k: v for k, v in run["manifest"].items() if k != "efficiency"}
     assert efficiency_of(older) == block
+
+
+@pytest.mark.parametrize(
+    ("llm", "judges"),
+    [
+        ("local", {"critic_grounded", "critic_answerable", "critic_information_gain"}),
+        ("openai:gpt-4o-mini", {"critic_merged"}),
+    ],
+)
+def test_a_dry_run_plans_the_judges_auto_chooses_for_the_model(tmp_path, llm, judges):
+    result = run_cli(
+        "rag", "--docs", str(DOCS), "--n", "4", "--embedder", "hashing", "--chunk-size", "400",
+        "--out", str(tmp_path / "eval.jsonl"), "--llm", llm, "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ops = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("critic_")}
+    assert ops == judges, result.stdout
