@@ -46,7 +46,8 @@ Modules, one idea each: ``sample`` (what a critic reads from a record), ``base``
 (the ``Critic`` contract), ``rating`` (a judge's reply as a score), ``rubric`` (the
 rubric critic and the binary and equality judges built on it), ``screens``
 (``SelfContained``, ``WellFormed``: no model call), ``grounding`` (``Answerable``,
-``Grounded``, ``InformationGain``) and ``panel`` (``CriticPanel``).
+``Grounded``, ``InformationGain``), ``panel`` (``CriticPanel``) and ``merged``
+(``MergedJudge``: grounded, answerable and information gain in one call, issue 19).
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ from evoforge.validators.critics.grounding import (
     Grounded,
     InformationGain,
     content_words,
+)
+from evoforge.validators.critics.merged import (
+    CRITIC_CALLS,
+    JudgedTogether,
+    MergedJudge,
+    critics_for,
+    merged_critics,
+    resolve_critic_calls,
 )
 from evoforge.validators.critics.panel import UNFIXABLE, CriticPanel, default_critics
 from evoforge.validators.critics.rating import (
@@ -89,6 +98,7 @@ from evoforge.validators.critics.screens import SelfContained, WellFormed
 
 __all__ = [
     "BINARY_SCALE",
+    "CRITIC_CALLS",
     "DEFAULT_RUBRIC",
     "EQUAL_JUDGE_PARAMS",
     "EQUAL_VERDICTS",
@@ -100,6 +110,8 @@ __all__ = [
     "CriticPanel",
     "Grounded",
     "InformationGain",
+    "JudgedTogether",
+    "MergedJudge",
     "Question",
     "Rating",
     "RubricCritic",
@@ -109,13 +121,16 @@ __all__ = [
     "binary_judge",
     "content_words",
     "contexts_of",
+    "critics_for",
     "default_critics",
     "load_rubric",
+    "merged_critics",
     "numbered_contexts",
     "question_of",
     "question_prompt_text",
     "read_rating",
     "reference_of",
+    "resolve_critic_calls",
     "sample_text",
     "verdict_score",
 ]
