@@ -160,7 +160,8 @@ models:
         answer(seeds, tmp_path / "out.jsonl", options=options)
     manifest = _manifest(tmp_path / "out.jsonl")
     prompt, completion = _tokens(manifest)
-    assert manifest["cost"]["usd_online"] == pytest.approx((3 * prompt + 4 * completion) / 1e6)
+    usd = (3 * prompt + 4 * completion) / 1e6
+    assert manifest["cost"]["usd_online"] == pytest.approx(usd, rel=1e-5)
     assert manifest["engine"]["prices"] == str(path)
 
 

@@ -309,7 +309,7 @@ def cost_block(
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else float(f"{value:.6g}")
+    return None if value is None else float(f"{value:.9g}")
 
 
 def _per(value: float | None, accepted: int) -> float | None:
