@@ -92,7 +92,9 @@ def test_an_evolution_op_joins_the_ops_mix(tmp_path, registered):
     assert summary.accepted == 1
     [record] = read_jsonl(tmp_path / "out.jsonl")
     assert record["instruction"] == "Write a short poem about the sea."
-    assert record["meta"]["evol"] == {"op": "shorten", "round": 1, "depth": "in-depth"}
+    assert record["meta"]["evol"] == {
+        "op": "shorten", "round": 1, "depth": "in-depth", "judge": "Not Equal"
+    }  # fmt: skip
     assert record["lineage"][-1]["op"] == "evolve_shorten"
     assert record["lineage"][-1]["prompt_id"] == "evol_shorten@v1"
 

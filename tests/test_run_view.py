@@ -104,6 +104,8 @@ def test_lineage_goes_from_seed_to_final_with_prompts_models_verdicts_scores(run
     assert steps.text.iloc[-2] == record["output"]  # the last answer's text
     final = steps.iloc[-1]
     assert final.scores["alpagasus"] >= 3  # the score the selection step gave it
+    said = record["meta"]["evol"]["judge"]  # the equality judge's reply, with its round
+    assert f"; equality judge, round 2: kept ({said})" in final.verdict
     best = {r["id"] for r in read_jsonl(folder / "best.jsonl")}
     assert best and all(view.lineage(i).verdict.iloc[-1].startswith("kept") for i in best)
     if record["id"] not in best:  # followed to its fate in the later steps

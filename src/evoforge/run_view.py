@@ -78,7 +78,10 @@ class RunView(RunFrames):
             })  # fmt: skip
         final = rows[-1]
         final["text"] = None
-        verdicts = [f"{name}: {verdict}" for name, verdict in detail.get("verdicts") or []]
+        verdicts = [  # [who, verdict] or [who, verdict, reason] (report.browser)
+            f"{row[0]}: {row[1]}" + (f" ({row[2]})" if len(row) > 2 else "")
+            for row in detail.get("verdicts") or []
+        ]
         final["verdict"] = "; ".join([str(detail["lineage"][-1].get("text")), *verdicts])
         final["scores"] = scores.get(str(record_id)) or None
         return pd.DataFrame(rows, columns=list(LINEAGE_COLUMNS))

@@ -241,9 +241,10 @@ def _lineage(
 
 
 def _verdicts(meta: dict[str, Any], reject: dict[str, Any] | None) -> list[list[str]]:
-    """Rows of [who, verdict] or [who, verdict, reason]: each critic's (its score and
-    reason from ``meta.critics.verdicts``; older folders have only the names that passed),
-    the judges' entries in ``meta`` and, for a rejection, its reason and detail."""
+    """Rows of [who, verdict] or [who, verdict, reason]: for a rejection, first its step,
+    reason and detail; each critic's (its score and reason from ``meta.critics.verdicts``;
+    older folders have only the names that passed), the equality judge's reply on the
+    evolution and the judges' entries in ``meta``."""
     out: list[list[str]] = []
     critics = meta.get("critics")
     said = critics.get("verdicts") if isinstance(critics, dict) else None
@@ -266,9 +267,9 @@ def _verdicts(meta: dict[str, Any], reject: dict[str, Any] | None) -> list[list[
     for key in ("judge", "deita", "alpagasus", "rubric"):
         if meta.get(key) is not None:
             out.append([key, json.dumps(meta[key], ensure_ascii=False)])
-    if reject:
+    if reject:  # first: the final verdict, then what each step said on the way
         where = reject.get("step") or "rejected"
-        out.append([str(where), f"{reject.get('reason')}: {reject.get('detail') or ''}"])
+        out.insert(0, [str(where), f"{reject.get('reason')}: {reject.get('detail') or ''}"])
     return out
 
 
