@@ -226,6 +226,15 @@ class In2Task:
         if kind == "general":
             return self._general(item, ctx)
         segments = _segments(item)
+        assembled = None
+        if kind != "short":  # cheapest first: the context is model-free, so before the ask
+            rng = ctx.rng(1)
+            target = sample_target_tokens(rng, self.min_tokens, self.max_tokens)
+            try:  # every segment shown is placed: the answer may use any of them
+                assembled = assemble(segments, self.pool, rng, target_tokens=target,
+                                     tokenizer_counts=self.tokenizer.count)  # fmt: skip
+            except ConfigError as exc:  # the pool cannot supply fillers from other documents
+                return Result.reject(item, "no_filler", str(exc))
         if kind == "integration":
             pieces = "\n\n".join(f"# Piece {i}: {s.text}" for i, s in enumerate(segments, 1))
             template = self.integration_template
@@ -244,8 +253,6 @@ class In2Task:
         ):
             if not verdict.ok:
                 return Result.reject(item, verdict.reason or "rejected", verdict.detail)
-        # Every segment shown is placed: the answer may use any of them, named or not.
-        needles = segments
         named: dict[str, Any] = {}
         if kind == "integration":
             numbers = sorted({n for n in reply.parsed["pieces"] if 1 <= n <= len(segments)})
@@ -258,16 +265,8 @@ class In2Task:
                 )
             named = {"pieces": numbers}
         step = ctx.step(f"in2_{kind}", template)
-        if kind == "short":
+        if assembled is None:  # a short sample: its own document is the context
             return Result.accept(self._short(item, segments[0], question, answer, step))
-        rng = ctx.rng(1)
-        target = sample_target_tokens(rng, self.min_tokens, self.max_tokens)
-        try:
-            assembled = assemble(
-                needles, self.pool, rng, target_tokens=target, tokenizer_counts=self.tokenizer.count
-            )
-        except ConfigError as exc:  # the pool cannot supply fillers from other documents
-            return Result.reject(item, "no_filler", str(exc))
         needle_data = [asdict(needle) for needle in assembled.needles]
         return Result.accept(
             self._record(item, assembled.context, assembled.context_tokens, needle_data,

@@ -170,3 +170,16 @@ def test_cli_in2_against_an_openai_compatible_server(fake_openai, tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(out)) == 6
     assert "decontamination dropped 0" in result.stdout
+
+
+def test_a_sample_the_filler_pool_cannot_fill_costs_no_model_call(tmp_path):
+    """Cheapest first (issue 19): the context is assembled before the QA is asked, so a
+    sample whose pool has no other document's fillers is rejected before any call."""
+    corpus = make_corpus(tmp_path / "corpus", n_docs=1)  # no other document: no fillers
+    summary, records = build(tmp_path, corpus, n=6)
+    assert summary.rejected_by_reason.get("no_filler", 0) > 0
+    assert records and all(r["sample_type"] == "short" for r in records)
+    # one call per short sample (its own document is its context), none for the others
+    calls = sum(op["calls"] for op in summary.usage.values())
+    other = sum(n for reason, n in summary.rejected_by_reason.items() if reason != "no_filler")
+    assert calls == summary.accepted + other
