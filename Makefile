@@ -48,8 +48,9 @@ test: $(STAMP) test-exports
 	EVOFORGE_REQUIRE_BROWSER=1 EVOFORGE_REQUIRE_LOCAL=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The suite without the `local` extra on Python 3.10, 3.12 and 3.13, from pyenv
-# (noxfile.py): tests marked requires_local skip there. Each venv under .nox/ is reused
-# until pyproject.toml or noxfile.py changes. .ci/run runs it after `make test`.
+# (noxfile.py): tests marked requires_local skip there. Each venv under .nox/ is made by
+# uv (seconds) and reused until pyproject.toml or noxfile.py changes; the three lanes run
+# all at once. .ci/run runs it after `make test`.
 PYENV_ROOT ?= $(HOME)/.pyenv
 empty :=
 PYENV_BINS := $(subst $(empty) $(empty),:,$(wildcard $(PYENV_ROOT)/versions/3.1[023].*/bin))
