@@ -84,8 +84,15 @@ def test_same_inputs_seed_and_cache_give_byte_identical_outputs(fake_openai, tmp
     c = manifest(third)
     c.pop("timing")
     usage_a, usage_c = a.pop("usage"), c.pop("usage")
+    # Derived from usage, so they differ as it does: calls made (and paid) by this run.
+    efficiency_a, efficiency_c = a.pop("efficiency"), c.pop("efficiency")
+    cost_a, cost_c = a.pop("cost"), c.pop("cost")
     assert c == a
     assert all(stats["calls"] == 0 for stats in usage_c.values())
+    assert efficiency_c["calls"] == 0
+    assert efficiency_a["calls"] == sum(s["calls"] for s in usage_a.values()) > 0
+    assert efficiency_c["accepted"] == efficiency_a["accepted"]
+    assert cost_c.get("usd_online") in (0, None) and set(cost_c) == set(cost_a)
     assert sum(s["cache_hits"] for s in usage_c.values()) == sum(
         s["calls"] for s in usage_a.values()
     )
