@@ -5,6 +5,7 @@ concurrency limit that halves on a 429 storm and climbs back (AIMD, as TCP does)
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from evoforge.engine.clock import Clock
 
@@ -71,7 +72,9 @@ class AdaptiveConcurrency:
         self._last_cut = -float("inf")
         self._paused_until = 0.0
         self._streak = 0
-        self._condition = asyncio.Condition()
+        # FIFO hand-off: a released slot goes to the longest waiter, never to a newcomer,
+        # so requests start in the order they asked (at concurrency 1, input order).
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -82,15 +85,32 @@ class AdaptiveConcurrency:
     async def acquire(self) -> None:
         while (pause := self._paused_until - self._clock.now()) > 0:
             await self._clock.sleep(pause)
-        async with self._condition:
-            await self._condition.wait_for(lambda: self.in_flight < self.limit)
+        if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
+            return
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await slot  # the releaser counted this request in ``in_flight``
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():  # handed a slot, then cancelled
+                self.in_flight -= 1
+                self._hand_off()
+            else:
+                self._waiters.remove(slot)
+            raise
 
     async def release(self) -> None:
-        async with self._condition:
-            self.in_flight -= 1
-            # Wake as many waiters as there are free slots: the limit may have grown.
-            self._condition.notify(max(self.limit - self.in_flight, 0))
+        self.in_flight -= 1
+        self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Give free slots to the longest waiters (the limit may have grown)."""
+        while self._waiters and self.in_flight < self.limit:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                self.in_flight += 1
+                slot.set_result(None)
 
     def on_success(self) -> None:
         self._streak += 1
