@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from evoforge.testing.fake_openai import FakeOpenAI, FakeRequest
+from evoforge.testing.scripted import rag_prompt
 
 TOPICS = (
     "glaciers", "coral reefs", "printing", "volcanoes", "tides", "honeybees", "bridges",
@@ -99,9 +100,13 @@ def bench_reply(request: FakeRequest) -> str:
     messages = request.messages
     system = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     user = request.last_user
+    passage = _passage(user)  # the layout before issue 19's shared preamble (the baseline)
+    rag = rag_prompt(messages)
+    if rag is not None:  # a RAG template: the preamble, the numbered contexts, the task
+        system = user = rag[0]
+        passage = rag[1][0] if rag[1] else ""
     text = system + "\n\n" + user
     if "You write questions for a test set" in system:
-        passage = _passage(user)
         body = "\n".join(x for x in passage.strip().splitlines() if not x.startswith("#"))
         sentence = re.split(r"(?<=[.!?])\s", body.strip())[0]
         words = re.findall(r"[A-Za-z0-9'-]+", sentence)
@@ -111,12 +116,11 @@ def bench_reply(request: FakeRequest) -> str:
         question = f"What did study {study.group(1) if study else words[0]} show about {about}?"
         return json.dumps({"question": question, "answer": sentence})
     if "You assess passages" in system:
-        passage = _passage(user)
         low = len(passage.split()) < 40
         return json.dumps({"clarity": 1 if low else 3, "depth": 1 if low else 2,
                            "structure": 1 if low else 3, "relevance": 2 if low else 3})  # fmt: skip
     if "You extract keyphrases" in system:
-        words = re.findall(r"[a-z]{6,}", _passage(user))
+        words = re.findall(r"[a-z]{6,}", passage)
         return json.dumps({"keyphrases": list(dict.fromkeys(words))[:3] or ["topic"]})
     if "You rewrite questions" in system:
         question = re.search(r"question: (.*)", user).group(1).strip()

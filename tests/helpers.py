@@ -32,6 +32,23 @@ def run_cli(
     )
 
 
+def prompt_parts(messages: list[dict]) -> tuple[str, str]:
+    """``(instructions, user)`` of a prompt, for scripted models that tell templates
+    apart by their instructions. A RAG template (issue 19: the shared ``rag``
+    preamble as system message, then one user message ``Contexts: [1] ... Task: ...``)
+    gives the text after ``Task:`` (instructions, examples, question, ...) and the
+    whole user message; any other prompt its system message (or "") and its last
+    message."""
+    from evoforge.testing.scripted import rag_prompt
+
+    user = messages[-1]["content"] if messages else ""
+    rag = rag_prompt(messages)
+    if rag is not None:
+        return rag[0], user
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    return system, user
+
+
 def _first_sentence(text: str) -> str:
     import re
 
@@ -52,23 +69,32 @@ def rag_responder(messages: list[dict], n: int) -> str:
     context scores (low for a passage under 25 words) and keyphrases."""
     import re
 
+    from evoforge.testing.scripted import rag_prompt
+
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     user = messages[-1]["content"]
+    contexts: list[str] = []
+    rag = rag_prompt(messages)
+    if rag is not None:  # a RAG template: the shared preamble, the contexts, then the task
+        system, contexts = rag
+        user = system
+    elif "Passage:" in user:  # a prompt in the layout before issue 19 (a benchmark's baseline)
+        contexts = [user.split("Passage:", 1)[1]]
     if "You write questions for a test set" in system:
-        passage = user.split("Passage:", 1)[1].split("\n\n")[0]
+        passage = contexts[0].split("\n\n")[0]
         answer = _first_sentence(passage)
         if _is_chinese(passage):
             return json.dumps({"question": f"{answer[:10]}是怎么回事？", "answer": answer})
         words = re.findall(r"[A-Za-z']+", answer)[:7]
         return json.dumps({"question": f"What is known about {' '.join(words)}?", "answer": answer})
     if "You assess passages" in system:  # the node filter: a short passage scores low
-        passage = user.split("Passage:", 1)[1]
+        passage = contexts[0]
         low = len(re.findall(r"\w+", passage)) < 25 and not _is_chinese(passage)
         scores = [1, 1, 2, 1] if low else [3, 2, 3, 3]
         criteria = ["clarity", "depth", "structure", "relevance"]
         return json.dumps(dict(zip(criteria, scores, strict=True)))
     if "You extract keyphrases" in system:
-        passage = user.split("Passage:", 1)[1]
+        passage = contexts[0]
         names = list(dict.fromkeys(re.findall(r"\b[A-Z][a-z]{3,}\b", passage)))
         return json.dumps({"keyphrases": (names + ["topic", "detail", "fact"])[:3]})
     if "You rewrite questions" in system:

@@ -14,7 +14,7 @@ from evoforge.api import RagOptions, rag
 from evoforge.engine import ray_executor
 from evoforge.engine.batch_mode import RAY_NOTE
 from evoforge.testing.fake_openai import FakeOpenAI
-from helpers import rag_responder
+from helpers import prompt_parts, rag_responder
 
 DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
 SMALL = {"embedder": "hashing", "chunk_size": 400, "chunk_overlap": 40}
@@ -33,9 +33,11 @@ ROLES = (("assess passages", "graph"), ("extract keyphrases", "graph"),
          ("rewrite questions", "rewrite"), ("write questions", "seed"))  # fmt: skip
 
 
-def _role(system: str) -> str:
-    """What a request asks for, from its system prompt; the rest are the critics."""
-    return next((role for words, role in ROLES if words in system), "critic")
+def _role(messages: list[dict]) -> str:
+    """What a request asks for, from its instructions (a RAG template's task, after the
+    shared preamble and the contexts); the rest are the critics."""
+    instructions, _ = prompt_parts(messages)
+    return next((role for words, role in ROLES if words in instructions), "critic")
 
 
 def _roles(server: FakeOpenAI) -> list[set[str]]:
@@ -44,8 +46,7 @@ def _roles(server: FakeOpenAI) -> list[set[str]]:
     roles = []
     for batch in server.batches.batches.values():
         lines = server.batches.files[batch["input_file_id"]].data.decode().splitlines()
-        roles.append({_role(json.loads(line)["body"]["messages"][0]["content"])
-                      for line in lines})  # fmt: skip
+        roles.append({_role(json.loads(line)["body"]["messages"]) for line in lines})
     return roles
 
 

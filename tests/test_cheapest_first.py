@@ -16,10 +16,10 @@ from evoforge.engine.runner import RecordContext, Rejection
 from evoforge.generators.rag import RagSampleTask
 from evoforge.records import Record
 from evoforge.report.efficiency import efficiency_of
-from evoforge.testing.scripted import ScriptedChatModel
+from evoforge.testing.scripted import ScriptedChatModel, rag_prompt
 from evoforge.validators.critics import CriticPanel
 from evoforge.validators.critics.merged import critics_for
-from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
+from helpers import prompt_parts, rag_responder, read_jsonl, run_cli, write_jsonl
 
 DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
 SMALL = {"embedder": "hashing", "chunk_size": 400, "chunk_overlap": 40}
@@ -88,8 +88,9 @@ def test_the_benchmark_check_runs_before_the_critics(tmp_path, monkeypatch):
 
     def quoting(messages, n):  # seed answers quote their passage: contaminated
         reply = rag_responder(messages, n)
-        if "You write questions for a test set" in messages[0]["content"]:
-            passage = messages[-1]["content"].split("Passage:", 1)[1].split("\n\n")
+        rag_parts = rag_prompt(messages)  # (task, contexts): context [1] is the passage
+        if rag_parts and "You write questions for a test set" in rag_parts[0]:
+            passage = rag_parts[1][0].split("\n\n")
             body = max(passage, key=len)
             if "Tides" in body or "volcano" in body:
                 reply = json.dumps({**json.loads(reply), "answer": body[:300]})
@@ -103,7 +104,7 @@ def test_the_benchmark_check_runs_before_the_critics(tmp_path, monkeypatch):
     early = [r for r in rejects if r["reason"] == "contaminated"]
     assert early and all(r["step"] == "check.contaminated" for r in early)
     judged = [c["messages"][-1]["content"] for c in new["model"].calls
-              if "several criteria" in c["messages"][0]["content"]]  # fmt: skip
+              if "several criteria" in prompt_parts(c["messages"])[0]]  # fmt: skip
     for rejected in early:  # never shown to a judge
         question = rejected["record"]["user_input"]
         question = question if isinstance(question, str) else question[-1]["content"]

@@ -10,9 +10,9 @@ import pytest
 
 from evoforge.engine.client import LLMClient
 from evoforge.engine.runner import RecordContext, Rejection, Run
-from evoforge.prompting import builtin_template
+from evoforge.prompting import builtin_template, preambles
 from evoforge.records import Record, schema_error
-from evoforge.testing.scripted import ScriptedChatModel
+from evoforge.testing.scripted import ScriptedChatModel, rag_prompt
 from evoforge.validators.base import Verdict
 from evoforge.validators.critics import (
     Answerable,
@@ -23,7 +23,7 @@ from evoforge.validators.critics import (
     numbered_contexts,
 )
 from evoforge.validators.critics.verdicts import REASON_CHARS, Verdicts
-from helpers import read_jsonl
+from helpers import prompt_parts, read_jsonl
 
 CONTEXT_1 = (
     "The Amazon rainforest covers about 5.5 million square kilometres, most of it in Brazil. "
@@ -65,7 +65,7 @@ PROMPT_MARKS = {
 
 
 def prompt_kind(messages) -> str:
-    system = messages[0]["content"]
+    system = prompt_parts(messages)[0]
     return next(kind for kind, mark in PROMPT_MARKS.items() if mark in system)
 
 
@@ -211,8 +211,12 @@ def test_answerable_judge_sees_every_context_numbered_and_asks_for_json():
     assert f"[1] {CONTEXT_1}\n\n[2] {CONTEXT_2}" in prompt and QUESTION in prompt
     assert call["schema"] == builtin_template("critic_answerable").output_schema
     assert call["params"]["temperature"] == 0.0 and call["params"]["max_tokens"] == 120
-    system = call["messages"][0]["content"]
-    assert "JSON only" in system and "any language" in system and "strictly" in system
+    # issue 19: the shared RAG preamble is the system message, the instructions the task
+    assert call["messages"][0] == {"role": "system", "content": preambles()["rag"]}
+    task, contexts = rag_prompt(call["messages"])
+    assert contexts == [CONTEXT_1, CONTEXT_2]
+    task = " ".join(task.split())  # the instructions are wrapped as a block of the user message
+    assert "JSON only" in task and "any language" in task and "strictly" in task
 
 
 def test_answerable_renders_turns_with_their_roles():
@@ -367,7 +371,7 @@ def test_failing_sample_is_rewritten_once_with_the_feedback_then_passes():
     assert out["user_input"] == FIXED_QUESTION and out["reference"] == REFERENCE
     assert (out.id, out.parent_id) == ("r0/fix", "r0")
     assert out.lineage[-1]["op"] == "critic_fix"
-    assert out.lineage[-1]["prompt_id"] == "rag_fix@v1"
+    assert out.lineage[-1]["prompt_id"] == "rag_fix@v2"
     assert out.meta["critic_fix"]["reason"] == "not_self_contained"
     assert "critics" in out.meta and schema_error(out.to_json(), "rag") is None
     # the verdicts kept are the rewrite's: its screens passed this time

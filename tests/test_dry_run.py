@@ -123,7 +123,7 @@ def test_the_counting_model_answers_every_builtin_schema():
     server's (words over the messages)."""
     model = CountingChatModel()
     schemas = 0
-    for path in sorted(Path(builtin_template("answer").source).parent.glob("*.yaml")):
+    for path in sorted(Path(builtin_template("answer").source).parent.glob("[!_]*.yaml")):
         template = builtin_template(path.stem)
         messages = template.render(**{name: "some text" for name in template.variables})
         reply = asyncio.run(model.complete(messages, schema=template.output_schema))

@@ -8,7 +8,7 @@ import pytest
 
 from evoforge import EngineOptions
 from evoforge.api import EvolveOptions, evolve
-from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
+from helpers import prompt_parts, rag_responder, read_jsonl, run_cli, write_jsonl
 
 
 def rewrite_responder(request):
@@ -63,7 +63,8 @@ def test_evolve_reports_rejections_with_round_and_op(fake_openai, seeds_file, tm
 
 def test_rewrite_questions_with_an_exact_mix(fake_openai, tmp_path):
     def responder(request):
-        if "first_question" in request.messages[0]["content"]:  # a conversation, by parts
+        instructions, _ = prompt_parts(request.messages)
+        if "first_question" in instructions:  # a conversation, by parts
             parts = {"first_question": "Which river is it?", "assistant_reply": "The Nile.",
                      "follow_up": "How long is it?"}  # fmt: skip
             return json.dumps({**parts, "answer": "About 6,650 km."})

@@ -20,7 +20,7 @@ from evoforge.records import Record
 from evoforge.testing.scripted import ScriptedChatModel
 from evoforge.validators.critics import CriticPanel
 from evoforge.validators.critics.merged import critics_for, merged_critics, resolve_critic_calls
-from helpers import rag_responder
+from helpers import prompt_parts, rag_responder
 
 CONTEXT_1 = (
     "The Amazon rainforest covers about 5.5 million square kilometres, most of it in Brazil. "
@@ -54,7 +54,7 @@ class PerCriterionJudge:
         }
 
     def reply(self, messages, _n) -> str:
-        system, user = messages[0]["content"], messages[-1]["content"]
+        system, user = prompt_parts(messages)
         said = self.verdicts(user)
         if "several criteria" in system:
             keys = ["grounded", "answerable"]

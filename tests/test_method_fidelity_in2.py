@@ -16,7 +16,7 @@ from evoforge import EngineOptions
 from evoforge.api import EvolveOptions, In2Options, RagOptions, evolve, in2, rag
 from evoforge.commands.exact_n import MAX_FACTOR, pass_sizes
 from evoforge.generators.decontamination import Benchmarks, record_text
-from evoforge.testing.scripted import ScriptedChatModel
+from evoforge.testing.scripted import ScriptedChatModel, rag_prompt
 from helpers import rag_responder, read_jsonl, run_cli, write_jsonl
 
 DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
@@ -227,9 +227,9 @@ def test_rag_rejects_samples_that_overlap_a_benchmark(tmp_path):
 
     def quoting(messages, n):  # seed answers quote their passage at length
         reply = rag_responder(messages, n)
-        if "You write questions for a test set" in messages[0]["content"]:
-            passage = messages[-1]["content"].split("Passage:", 1)[1].split("\n\n")
-            body = max(passage, key=len)
+        rag_parts = rag_prompt(messages)  # (task, contexts): the passage is context [1]
+        if rag_parts and "You write questions for a test set" in rag_parts[0]:
+            body = max(rag_parts[1][0].split("\n\n"), key=len)
             reply = json.dumps({**json.loads(reply), "answer": body[:300]})
         return reply
 

@@ -25,7 +25,7 @@ from evoforge.io.documents import Chunk
 from evoforge.prompting import builtin_template
 from evoforge.recipe.loader import load_recipe
 from evoforge.testing.scripted import ScriptedChatModel
-from helpers import rag_responder, read_jsonl, run_cli
+from helpers import prompt_parts, rag_responder, read_jsonl, run_cli
 
 DOCS = Path(__file__).resolve().parent.parent / "examples" / "docs"
 SMALL = {"embedder": "hashing", "chunk_size": 400, "chunk_overlap": 40}
@@ -43,7 +43,7 @@ def run_rag(tmp_path, reply=rag_responder, n=4, **settings):
 
 
 def system_of(call) -> str:
-    return call["messages"][0]["content"]
+    return prompt_parts(call["messages"])[0]  # a RAG template's task (issue 19)
 
 
 def calls_to(model, marker: str) -> list[dict]:
@@ -128,7 +128,7 @@ def test_evolve_compresses_complex_rewrites_against_the_seed(tmp_path):
 
     # The step's rules compare with the seed: a compression that gives it back is rejected.
     def seed_back(messages, n):
-        if "shorter and more indirect" in messages[0]["content"]:
+        if "shorter and more indirect" in prompt_parts(messages)[0]:
             number = re.search(r"river number (\d+)", messages[-1]["content"]).group(1)
             seed = QA_SEEDS[int(number)]["question"]
             return json.dumps({"question": seed, "answer": "It flows north."})
@@ -165,7 +165,7 @@ def low_for(word: str):
     """The scripted model, but every passage that holds ``word`` scores low."""
 
     def reply(messages, n):
-        system = messages[0]["content"]
+        system = prompt_parts(messages)[0]
         if "You assess passages" in system and word in messages[-1]["content"]:
             return '{"clarity": 1, "depth": 1, "structure": 2, "relevance": 1}'
         return rag_responder(messages, n)

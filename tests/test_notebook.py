@@ -108,7 +108,7 @@ def test_the_example_notebook_runs(tmp_path):
     reasons = {r["reason"] for r in rejects}
     assert all(reason in by_reason for reason in reasons)
     lineage = outputs["run.lineage(sample)"][0].data["text/plain"]
-    assert "rag_seed_question@v1" in lineage and "kept" in lineage
+    assert "rag_seed_question@v2" in lineage and "kept" in lineage
 
 
 def test_run_blocking_inside_a_running_loop_returns_raises_and_cancels():

@@ -22,10 +22,10 @@ from evoforge.evolvers.ragas_rewrites import (
     RewriteMix,
     mix_from_spec,
 )
-from evoforge.prompting import builtin_template
+from evoforge.prompting import builtin_template, examples_text, preambles
 from evoforge.records import schema_error
-from evoforge.testing.scripted import ScriptedChatModel
-from helpers import read_jsonl
+from evoforge.testing.scripted import ScriptedChatModel, rag_prompt
+from helpers import prompt_parts, read_jsonl
 
 CONTEXT_1 = (
     "The Amazon rainforest covers about 5.5 million square kilometres, most of it in Brazil. "
@@ -132,7 +132,7 @@ TURNS_SCHEMA = {
 
 def success_reply(messages, _n):
     # The reply each op's schema asks for: named parts for a conversation, else a question.
-    system = messages[0]["content"] if messages else ""
+    system = prompt_parts(messages)[0]
     if "first_question" in system:
         return json.dumps({**NAMED, "answer": "Brazil holds most of it."})
     return json.dumps(
@@ -405,9 +405,21 @@ def test_each_op_asks_with_its_json_schema_and_records_its_prompt(op):
     assert isinstance(out, Record)
     assert out.lineage[-1]["prompt_id"] == f"rewrite_{op}@v{template.version}"
     assert out.lineage[-1]["prompt_hash"] == template.content_hash
-    # One short few-shot example sits between the system message and the request.
-    roles = [m["role"] for m in model.calls[0]["messages"]]
-    assert roles == ["system", "user", "assistant", "user"]
+    # One short few-shot example sits between the instructions and the request: written
+    # into the task, after the shared RAG preamble and the contexts (issue 19).
+    messages = model.calls[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == preambles()["rag"]
+    task, contexts = rag_prompt(messages)
+    # multi_context has the record's two contexts as [1] and [2]; the other ops one
+    # context [1], the record's contexts joined
+    joined = [f"{CONTEXT_1}\n\n{CONTEXT_2}"]
+    assert contexts == ([CONTEXT_1, CONTEXT_2] if op == "multi_context" else joined)
+    assert len(template.examples) == 1
+    assert task.count("\nInput: ") == 1 and task.count("\nReply: ") == 1
+    examples = examples_text(template.examples)
+    assert task.index("Reply with JSON") < task.index(examples)
+    assert task.index(examples) + len(examples) < task.index(f"Original question: {QUESTION}")
 
 
 def test_unparseable_reply_becomes_invalid_json_through_the_engine(tmp_path):

@@ -310,3 +310,69 @@ def test_kcenter_selection_embeds_on_ray_data_and_equals_local(cluster, tmp_path
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert len(read_jsonl(tmp_path / "local" / "picked.jsonl")) == 60
     assert ray_datasets  # the embeddings ran on Ray Data
+
+
+def test_a_tasks_seed_groups_go_to_one_shard_each_round_robin(tmp_path):
+    """rag plans the samples over one chunk next to each other and names the chunk as
+    their ``shard_key``: each group lands in one shard (one node-filter call per chunk,
+    its calls close together), groups dealt round-robin; seeds without a key are dealt
+    one by one as before. No Ray needed: this is the driver's dealing of the seeds."""
+    import asyncio
+    import pickle
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from evoforge.engine.ray_executor import RayExecutor
+    from evoforge.records import Record
+
+    class Journal:
+        def first_sighting(self, seed_id: str) -> bool:
+            return True
+
+        def is_done(self, seed_id: str) -> bool:
+            return False
+
+        def flush(self) -> None:
+            pass
+
+    chunks = ["a", "a", "a", "b", "c", "c", "d", "e", "e", "e", "e"]
+    items = [
+        Record(kind="rag", fields={"chunk_ids": [c]}, id=f"s{i}") for i, c in enumerate(chunks)
+    ]
+
+    def dealt(task: object, shards: int) -> tuple[int, list[list[str]]]:
+        executor = object.__new__(RayExecutor)
+        executor.shards = shards
+        run = SimpleNamespace(_stop=None, _journal=Journal(), task=task, counts=Counter())
+        folder = tmp_path / f"{type(task).__name__}-{shards}"
+        folder.mkdir()
+        filled = asyncio.run(executor._write_inputs(run, items, folder))
+        files = []
+        for k in range(shards):
+            got, path = [], folder / f"input-{k:05d}.pkl"
+            with open(path, "rb") as fh:
+                while True:
+                    try:
+                        got.append(pickle.load(fh)[1]["chunk_ids"][0])
+                    except EOFError:
+                        break
+            files.append(got)
+        return filled, files
+
+    class Grouped:
+        def shard_key(self, seed: Record) -> str:
+            return seed["chunk_ids"][0]
+
+    filled, files = dealt(Grouped(), 3)
+    assert files == [["a", "a", "a", "d"], ["b", "e", "e", "e", "e"], ["c", "c"]]
+    assert filled == 3
+    filled, files = dealt(Grouped(), 8)  # five groups: five shards get seeds
+    assert filled == 5 and [f for f in files if f] == [
+        ["a"] * 3,
+        ["b"],
+        ["c"] * 2,
+        ["d"],
+        ["e"] * 4,
+    ]
+    filled, files = dealt(object(), 3)  # no key: one seed at a time, as before
+    assert files == [chunks[0::3], chunks[1::3], chunks[2::3]] and filled == 3

@@ -8,6 +8,7 @@ A template file is YAML::
     variables: [instruction, input]      # every variable the messages use, no more
     output_schema: null                  # or a JSON Schema the reply must follow
     examples: []                         # optional few-shot: [{variables: {...}, output: "..."}]
+    preamble: null                       # or a shared system message (prompts/_preambles.yaml)
     messages:
       - role: system
         content: You are a helpful assistant.
@@ -19,6 +20,17 @@ data, so a seed containing ``{{ 7*7 }}`` or ``{% for %}`` comes out literally:
 Jinja never renders the text of a value. The declared variables are checked
 against the ones the messages use when the template loads, and the file's
 content hash goes into lineage and the cache key.
+
+Few-shot examples are sent as user/assistant turns between the system message and
+the user message, unless a message uses ``{{ examples }}``: then they are written
+there as text, one ``Input:``/``Reply:`` pair of JSON lines each.
+
+``preamble: rag`` starts the template with the shared system message of that name
+from ``prompts/_preambles.yaml`` (the template then has no system message of its
+own, and its examples must go in ``{{ examples }}``). Every RAG template uses it and
+opens its user message with the numbered contexts, so the calls over one chunk,
+whatever their task, begin with the same tokens: a provider's prefix cache serves
+that shared beginning at a discount (issue 19; docs/cost.md, "Prefix caching").
 """
 
 from __future__ import annotations
@@ -47,7 +59,11 @@ _ALLOWED_KEYS = {
     "output_schema",
     "examples",
     "messages",
+    "preamble",
 }
+EXAMPLES_VARIABLE = "examples"
+"""A message that uses this variable (not declared in ``variables``) gets the few-shot
+examples as text there."""
 _ROLES = {"system", "user", "assistant"}
 
 
@@ -96,6 +112,8 @@ class PromptTemplate:
     content_hash: str
     source: str
     description: str = ""
+    preamble: str | None = None
+    inline_examples: bool = False
     _compiled: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -122,8 +140,11 @@ class PromptTemplate:
                 parts.append(f"unexpected {', '.join(extra)}")
             raise ConfigError(f"prompt {self.id}: {'; '.join(parts)}")
         rendered: list[Message] = []
-        for example in self.examples:
-            rendered.extend(self._render_example(example))
+        if self.inline_examples:
+            values = {**values, EXAMPLES_VARIABLE: examples_text(self.examples)}
+        else:
+            for example in self.examples:
+                rendered.extend(self._render_example(example))
         for message, template in zip(self.messages, self._compiled, strict=True):
             if isinstance(template, str):
                 rendered.append({"role": message["role"], "content": template})
@@ -147,6 +168,55 @@ class PromptTemplate:
         return [{"role": "user", "content": "\n\n".join(user_turns)}] + [
             {"role": "assistant", "content": output}
         ]
+
+
+def examples_text(examples: tuple[dict[str, Any], ...]) -> str:
+    """Few-shot examples written into a message: an ``Input:`` line (the example's
+    variables as JSON) and a ``Reply:`` line each."""
+    lines = ["Examples, each an input and the reply it should get:"]
+    for example in examples:
+        output = example["output"]
+        if not isinstance(output, str):
+            output = json.dumps(output, ensure_ascii=False)
+        variables = json.dumps(example["variables"], ensure_ascii=False)
+        lines += ["", f"Input: {variables}", f"Reply: {output}"]
+    return "\n".join(lines)
+
+
+@cache
+def preambles() -> dict[str, str]:
+    """The shared system messages of ``prompts/_preambles.yaml``, by name."""
+    text = resources.files("evoforge.prompts").joinpath("_preambles.yaml").read_text("utf-8")
+    return {str(name): str(content).strip() for name, content in yaml.safe_load(text).items()}
+
+
+def rag_prompt(messages: list[Message]) -> tuple[str, list[str]] | None:
+    """A RAG template's prompt cut into ``(task, contexts)``, for scripted models.
+
+    The RAG templates (``preamble: rag``) send the shared preamble as the system
+    message and then one user message: ``Contexts:``, the numbered contexts
+    (``[1] ...``, ``[2] ...``), then ``Task:`` and the rest. ``task`` is the text
+    after ``Task:`` (instructions, examples, the question and so on), ``contexts`` the
+    contexts in order. Any other prompt gives ``None``. Scripted test models use it
+    (``evoforge.testing.scripted`` re-exports it), and so does the dry run's counting
+    model, to quote a RAG prompt's passage.
+    """
+    if len(messages) < 2 or messages[0].get("content") != preambles()["rag"]:
+        return None
+    user = str(messages[1].get("content", ""))
+    head, separator, task = user.rpartition("\n\nTask:\n")
+    if not separator or not head.startswith("Contexts:\n"):
+        return None
+    block = head[len("Contexts:\n") :]
+    contexts: list[str] = []
+    number = 1
+    while block.startswith(f"[{number}] "):
+        marker = f"\n\n[{number + 1}] "
+        text, _, block = block[len(f"[{number}] ") :].partition(marker)
+        contexts.append(text)
+        block = f"[{number + 1}] {block}" if _ else ""
+        number += 1
+    return task, contexts
 
 
 def _hoist_system(messages: list[Message]) -> list[Message]:
@@ -177,6 +247,20 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
     messages = data["messages"]
     if not isinstance(messages, list) or not messages:
         raise ConfigError(f'{source}: field "messages" must be a non-empty list')
+    preamble = data.get("preamble")
+    hashed = text
+    if preamble is not None:
+        known = preambles()
+        if preamble not in known:
+            raise ConfigError(
+                f'{source}: field "preamble": no preamble {preamble!r}; known: {", ".join(known)}'
+            )
+        if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+            raise ConfigError(
+                f'{source}: field "messages": a template with a preamble has no system message'
+            )
+        messages = [{"role": "system", "content": known[preamble]}, *messages]
+        hashed = f"{text}\0{known[preamble]}"
     env = _environment()
     used: set[str] = set()
     compiled = []
@@ -194,11 +278,24 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
             compiled.append(template if names else template.render().strip())
         except (TemplateError, OverflowError) as exc:
             raise ConfigError(f"{source}: messages[{i}]: {exc}") from exc
+    # {{ examples }} is the few-shot examples' place, unless the template declares a
+    # variable of that name (backtranslate_instruction.yaml passes curated pairs so).
+    inline_examples = EXAMPLES_VARIABLE in used and EXAMPLES_VARIABLE not in variables
+    if inline_examples:
+        used.discard(EXAMPLES_VARIABLE)
     if used != set(variables):
         raise ConfigError(
             f"{source}: declared variables {sorted(variables)} but the messages use {sorted(used)}"
         )
     examples = tuple(data.get("examples") or ())
+    if inline_examples and not examples:
+        raise ConfigError(f"{source}: a message uses {{{{ examples }}}} but there are no examples")
+    if preamble is not None and examples and not inline_examples:
+        raise ConfigError(
+            f"{source}: a template with a preamble writes its examples in a message "
+            "with {{ examples }} (example turns would come between the preamble and "
+            "the contexts)"
+        )
     for i, example in enumerate(examples):
         if set(example) != {"variables", "output"} or set(example["variables"]) != set(variables):
             raise ConfigError(
@@ -211,9 +308,11 @@ def parse_template(text: str, *, source: str) -> PromptTemplate:
         messages=tuple({"role": m["role"], "content": m["content"]} for m in messages),
         output_schema=data.get("output_schema"),
         examples=examples,
-        content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+        content_hash=hashlib.sha256(hashed.encode("utf-8")).hexdigest()[:16],
         source=source,
         description=str(data.get("description", "")),
+        preamble=None if preamble is None else str(preamble),
+        inline_examples=inline_examples,
         _compiled=tuple(compiled),
     )
 
@@ -245,7 +344,11 @@ def builtin_template(template_id: str) -> PromptTemplate:
     files = resources.files("evoforge.prompts")
     resource = files.joinpath(f"{template_id}.yaml")
     if not resource.is_file():
-        known = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+        known = sorted(
+            p.name[:-5]
+            for p in files.iterdir()
+            if p.name.endswith(".yaml") and not p.name.startswith("_")
+        )
         raise ConfigError(f"no built-in prompt {template_id!r}; known: {', '.join(known)}")
     return parse_template(resource.read_text("utf-8"), source=f"prompts/{template_id}.yaml")
 

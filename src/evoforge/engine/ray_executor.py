@@ -7,7 +7,8 @@ the manifest from its journal, in input order (:mod:`evoforge.engine.final_write
 Between the two, instead of its own asyncio scheduler, it:
 
 1. writes the seeds still to do into ``SHARDS`` input files (``OUT.shards/``, beside
-   the output), round-robin, each seed with its position in the input;
+   the output), round-robin, each seed with its position in the input (a task with a
+   ``shard_key(seed)`` keeps the consecutive seeds of one key in one shard);
 2. runs one Ray task per shard (:func:`run_shard`). A shard is the same engine as a
    local run (:class:`ShardRun`, a :class:`~evoforge.engine.runner.Run`) over its
    seeds, with its own journal ``shard-K.journal.db``; when its worker dies, Ray runs
@@ -240,9 +241,9 @@ class RayExecutor:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         self._merge(run, folder)  # what shards of an interrupted run finished
-        count = await self._write_inputs(run, items, folder)
-        if count and run._stop is None:
-            await self._run_shards(run, folder, count)
+        filled = await self._write_inputs(run, items, folder)
+        if filled and run._stop is None:
+            await self._run_shards(run, folder, filled)
         self._merge(run, folder)
         if self.per_shard_cache() and run.client.cache is not None:
             merge_caches(run.client.cache.path, sorted(folder.glob("cache-*/llm-cache.db")))
@@ -250,10 +251,18 @@ class RayExecutor:
             shutil.rmtree(folder, ignore_errors=True)
 
     async def _write_inputs(self, run: Run, items: Iterable[SeedItem], folder: Path) -> int:
+        """Deal the seeds still to do into the shards' input files; the number of shards
+        that got any."""
         for stale in folder.glob("input-*.pkl"):
             stale.unlink()
         journal = run._journal
-        count = 0
+        groups = 0
+        # A task may group its seeds (rag: the samples over one chunk, planned next to
+        # each other): a group goes to one shard, so its calls share the shard's
+        # per-chunk memo (one node-filter call per chunk) and run close together.
+        # Groups go round-robin; a seed without a key is a group of its own.
+        group_key = getattr(run.task, "shard_key", None)
+        shard, last_key = -1, None
         with contextlib.ExitStack() as stack:
             files = [
                 stack.enter_context(open(folder / f"input-{k:05d}.pkl", "wb"))
@@ -270,15 +279,19 @@ class RayExecutor:
                 elif isinstance(item, InputError):
                     await run._process(seq, item)  # a bad row: no call, the driver rejects it
                 else:
-                    pickle.dump((seq, item), files[count % self.shards])
-                    count += 1
+                    key = group_key(item) if group_key is not None else None
+                    if key is None or key != last_key:
+                        shard = (shard + 1) % self.shards
+                        groups += 1
+                    last_key = key
+                    pickle.dump((seq, item), files[shard])
         journal.flush()
-        return count
+        return min(self.shards, groups)
 
-    async def _run_shards(self, run: Run, folder: Path, count: int) -> None:
+    async def _run_shards(self, run: Run, folder: Path, filled: int) -> None:
         ray = self.ray
         per_shard = self.per_shard_cache()
-        used = min(self.shards, count)
+        used = filled  # the first ``filled`` shards got seeds
         limits = run.client.limits
         build = _budgeted(self.build_client, limits.max_calls, limits.max_tokens, used)
         task_ref = ray.put(run.task)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evoforge.llm.base import Completion, Message, Usage
+from evoforge.prompting import rag_prompt
 
 IDENTITY = {"backend": "counting", "model": "evoforge-dry-run"}
 
@@ -217,7 +218,11 @@ QUOTED_WORDS = 6
 def source_words(messages: list[Message]) -> list[str]:
     """The last words of the passage a prompt hands the model (a chunk, a segment, a
     context): the paragraph of the last user turn with the most words the system turn
-    does not use, as a template's own lines repeat its instructions."""
+    does not use, as a template's own lines repeat its instructions. A RAG template's
+    prompt (the shared preamble, then the contexts, then the task) gives context [1]."""
+    rag = rag_prompt(messages)
+    if rag is not None and rag[1]:
+        return _WORD.findall(rag[1][0])[-QUOTED_WORDS:]
     system = " ".join(content_text(m.get("content")) for m in messages if m.get("role") == "system")
     known = {word.lower() for word in _WORD.findall(system)}
     user = next((m for m in reversed(messages) if m.get("role") == "user"), None)

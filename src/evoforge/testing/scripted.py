@@ -16,6 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from evoforge.llm.base import Completion, Message, Usage
+from evoforge.prompting import rag_prompt
+
+__all__ = ["Reply", "ScriptedChatModel", "rag_prompt"]  # rag_prompt: for scripted RAG models
 
 Reply = str | Completion
 
