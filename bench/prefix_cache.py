@@ -42,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the scripted RAG model of the test suite
 
 from evoforge.testing.fake_openai import FakeOpenAI  # noqa: E402
+from evoforge.testing.fake_prefix_cache import PrefixCache  # noqa: E402
 from evoforge.testing.long_corpus import make_corpus  # noqa: E402
+from evoforge.testing.scripted import rag_prompt  # noqa: E402
 from helpers import rag_responder  # noqa: E402
 
 _TAILS = re.compile(r"\n\n(?:Build the question around:|The person asking:|Phrase the question)")
@@ -54,10 +56,16 @@ def responder(request: Any) -> str:
     included) instead of the passage's first one, so that samples over one chunk are not
     all duplicates of each other and the run needs few replacement passes."""
     messages = request.messages
-    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    if "You write questions for a test set" in system:
+    rag = rag_prompt(messages)
+    if rag is None:  # the layout before issue 19's shared preamble (the --old-path run)
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         user = messages[-1]["content"]
-        passage = _TAILS.split(user.split("Passage:", 1)[1])[0]
+        passage = user.split("Passage:", 1)[-1]
+    else:
+        system = user = rag[0]
+        passage = rag[1][0] if rag[1] else ""
+    if "You write questions for a test set" in system:
+        passage = _TAILS.split(passage)[0]
         sentences = [
             s.strip()
             for s in re.split(r"(?<=[.!?])\s+", passage)
@@ -146,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "--old-path", default="/tmp/evoforge-basepkg",
         help="PYTHONPATH of the package before the change ('' skips the before run)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cache-tokens", type=int, default=None,
+        help="bound the simulated cache to this many tokens, least recently used evicted "
+        "(default: unbounded)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
 
@@ -154,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         docs = Path(tmp) / "docs"
         make_corpus(docs, docs=args.docs, words=args.words)
         server = FakeOpenAI(
-            prefix_cache=True,
+            prefix_cache=PrefixCache(capacity_tokens=args.cache_tokens),
             record=False,
             max_seconds=3600,
             responder=responder,
@@ -170,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name] = figures(server, run)
     print(
         f"rag --n {args.n}: {args.docs} documents x {args.words} words, chunks of "
-        f"{args.chunk_size} {args.chunk_unit} (overlap {args.chunk_overlap}); "
+        f"{args.chunk_size} {args.chunk_unit} (overlap {args.chunk_overlap}); cache "
+        f"{'unbounded' if args.cache_tokens is None else f'of {args.cache_tokens:,} tokens, LRU'}; "
         f"billed = prompt - cached; discounted = billed + {CACHED_PRICE} x cached"
     )
     header = (

@@ -67,6 +67,27 @@ def test_the_prefix_follows_messages_in_order_and_their_roles():
     assert cache.prompt_tokens == 1206 + 1203 + 1206 + 1206
 
 
+def test_a_bounded_cache_evicts_the_least_recently_used_blocks():
+    cache = PrefixCache(capacity_tokens=16 * 128)
+    a, b, c = (chat(words(8 * 128, tag)) for tag in "abc")  # 8 blocks each
+    assert [cache.lookup(a), cache.lookup(b), cache.lookup(a)] == [0, 0, 1024]  # 16 held
+    assert cache.lookup(c) == 0  # 8 more: b's blocks, the least recently used, go
+    assert cache.lookup(a) == 1024
+    assert cache.lookup(b) == 0
+    with pytest.raises(ValueError, match="at least one block"):
+        PrefixCache(capacity_tokens=100)
+
+
+def test_a_bounded_cache_evicts_a_prompt_from_its_end():
+    """The prompt's first blocks are its most recent use, so what an eviction leaves
+    is still a prefix (a chain broken at its first block would serve nothing)."""
+    cache = PrefixCache(capacity_tokens=16 * 128)
+    long_prompt = chat(words(12 * 128, "p"))
+    cache.lookup(long_prompt)
+    cache.lookup(chat(words(8 * 128, "q")))  # 20 blocks: 4 go, the long prompt's last 4
+    assert cache.lookup(long_prompt) == 8 * 128
+
+
 # ----------------------------------------------------------------------------- the server
 
 
@@ -88,19 +109,22 @@ def test_the_server_reports_cached_tokens_only_when_asked(fake_openai):
         assert server.prefix_cache.share == pytest.approx(1408 / 3000)
 
 
-def test_the_server_process_takes_prefix_cache_as_a_flag():
-    argv = [sys.executable, "-m", "evoforge.testing.fake_openai", "--port", "0", "--prefix-cache"]
+@pytest.mark.parametrize("flags", [["--prefix-cache"], ["--prefix-cache-tokens", "1100"]])
+def test_the_server_process_takes_prefix_cache_as_a_flag(flags):
+    argv = [sys.executable, "-m", "evoforge.testing.fake_openai", "--port", "0", *flags]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = proc.stdout.readline().strip()
         assert ready.startswith("READY "), proc.stderr.read()
         client = OpenAI(base_url=ready.split(" ", 1)[1], api_key="x")
-        long_prompt = chat(words(1100))
+        first, other = chat(words(1100)), chat(words(1100, "o"))
         got = [
-            client.chat.completions.create(model="fake-model", messages=long_prompt).usage
-            for _ in range(2)
+            client.chat.completions.create(model="fake-model", messages=prompt).usage
+            for prompt in (first, first, other, first)
         ]
-        assert [u.prompt_tokens_details.cached_tokens for u in got] == [0, 1024]
+        cached = [u.prompt_tokens_details.cached_tokens for u in got]
+        # Bounded to 1,100 tokens (8 blocks), the cache holds one such prompt at a time.
+        assert cached == ([0, 1024, 0, 1024] if len(flags) == 1 else [0, 1024, 0, 0])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
@@ -187,16 +211,17 @@ def test_a_rag_run_reports_its_cached_share_per_operator_and_in_the_report(tmp_p
     assert manifest["efficiency"]["cached_share"] == round(share, 4)  # the run reports it
     assert sum(row.get("cached_tokens", 0) for row in usage.values()) == served
     assert sum(row["prompt_tokens"] for row in usage.values()) == server.prefix_cache.prompt_tokens
-    # Samples over one chunk (one per scenario type) share the seed prompt's prefix:
-    # static instructions, then the passage, then the keyphrase, persona and style.
+    # Every call over a chunk opens with the shared preamble and the chunk, so after the
+    # chunk's first call (its node filter) the seed questions and the judges of its
+    # samples find the chunk in the cache, whatever their template.
     seed = usage["rag_seed"]
-    assert seed["cached_tokens"] >= 0.5 * seed["prompt_tokens"], seed
-    # The judges of samples over one chunk share instructions + contexts.
+    assert seed["cached_tokens"] >= 0.75 * seed["prompt_tokens"], seed  # 82% measured
     critics = [row for op, row in usage.items() if op.startswith("critic_") and op != "critic_fix"]
     judged = sum(row["prompt_tokens"] for row in critics)
-    assert sum(row.get("cached_tokens", 0) for row in critics) >= 0.3 * judged, usage
-    # Overall at n=10 (4 documents, 1,500-token chunks): 33-45% depending on how many
-    # judge calls a sample makes; bench/prefix_cache.py measures n=100.
-    assert share >= 0.30, f"cached share {share:.1%}: {usage}"
+    assert sum(row.get("cached_tokens", 0) for row in critics) >= 0.7 * judged, usage
+    assert usage["node_filter"].get("cached_tokens", 0) == 0  # a chunk's first call
+    # Issue 19's target: at least 40% of a rag run's prompt tokens cached (here about
+    # 64% at n=10 on 4 documents; bench/prefix_cache.py measures 68% at n=100).
+    assert share >= 0.40, f"cached share {share:.1%}: {usage}"
     page = (tmp_path / "report.html").read_text("utf-8")
     assert "cached prompt tokens" in page and "prefix cache served" in page

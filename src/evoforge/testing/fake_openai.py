@@ -371,6 +371,8 @@ class FakeOpenAI:
         prefix_cache: simulate a provider's prefix cache: chat replies report
             ``usage.prompt_tokens_details.cached_tokens`` (see
             :mod:`evoforge.testing.fake_prefix_cache`; totals in :attr:`prefix_cache`).
+            ``True`` for an unbounded cache, or a :class:`PrefixCache` of your own
+            (``PrefixCache(capacity_tokens=...)`` evicts the least recently used).
     """
 
     def __init__(
@@ -386,10 +388,14 @@ class FakeOpenAI:
         models: Sequence[str] = (DEFAULT_MODEL, DEFAULT_EMBEDDING_MODEL),
         shutdown_timeout: float = 1.0,
         model_fields: Mapping[str, Mapping[str, Any]] | None = None,
-        prefix_cache: bool = False,
+        prefix_cache: bool | PrefixCache = False,
     ) -> None:
         self.latency = float(latency)
-        self.prefix_cache: PrefixCache | None = PrefixCache() if prefix_cache else None
+        self.prefix_cache: PrefixCache | None = (
+            prefix_cache
+            if isinstance(prefix_cache, PrefixCache)
+            else (PrefixCache() if prefix_cache else None)
+        )
         self.responder: Responder | None = responder
         self.embeddings_responder: Responder | None = None
         """Optional hook for embeddings: return a Reply (errors/delay/disconnect), a dict
@@ -876,6 +882,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="simulate a provider prefix cache (usage.prompt_tokens_details.cached_tokens)",
     )
     parser.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="simulate a prefix cache that holds at most N tokens (least recently used go)",
+    )
+    parser.add_argument(
         "--max-seconds", type=float, default=3600.0, help="stop by itself after this long"
     )
     args = parser.parse_args(argv)
@@ -886,7 +899,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedding_dim=args.embedding_dim,
         record=not args.no_record,
         max_seconds=args.max_seconds if args.max_seconds > 0 else None,
-        prefix_cache=args.prefix_cache,
+        prefix_cache=(
+            PrefixCache(capacity_tokens=args.prefix_cache_tokens)
+            if args.prefix_cache or args.prefix_cache_tokens
+            else False
+        ),
     )
 
     def ready(srv: FakeOpenAI) -> None:

@@ -19,13 +19,19 @@ between messages: the same words in a system message and in a user message are
 different tokens. Prompts are cut into 128-token blocks, each identified by a
 hash chained over every block before it; the number of leading blocks already
 seen is the shared prefix rounded down to 128, exactly as a trie would give it.
-Memory grows by one hash per 128 prompt tokens; the cache never evicts (a
-provider evicts after minutes of disuse, which an offline run never reaches).
+Memory grows by one hash per 128 prompt tokens. By default the cache never evicts
+(a provider evicts after minutes of disuse, which a short offline run never
+reaches). ``capacity_tokens`` bounds it, as a self-hosted server's KV-cache memory
+(vLLM, SGLang) or a busy provider's is bounded: past the capacity the least
+recently used blocks go first, and of one prompt's blocks its last ones go first
+(a prefix is evicted from its end, as vLLM frees a sequence's blocks). Under a
+bound, calls that share a context hit the cache only if they run close together.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -66,12 +72,21 @@ class PrefixCache:
     :attr:`cached_tokens`) cover every prompt looked up.
     """
 
-    def __init__(self, *, min_tokens: int = MIN_CACHED_TOKENS, block: int = BLOCK_TOKENS) -> None:
+    def __init__(
+        self,
+        *,
+        min_tokens: int = MIN_CACHED_TOKENS,
+        block: int = BLOCK_TOKENS,
+        capacity_tokens: int | None = None,
+    ) -> None:
         if block < 1 or min_tokens < 0:
             raise ValueError("block must be >= 1 and min_tokens >= 0")
+        if capacity_tokens is not None and capacity_tokens < block:
+            raise ValueError(f"capacity_tokens must be at least one block ({block})")
         self.min_tokens = min_tokens
         self.block = block
-        self._seen: set[bytes] = set()
+        self.capacity_blocks = None if capacity_tokens is None else capacity_tokens // block
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # oldest use first
         self.requests = 0
         self.prompt_tokens = 0
         self.cached_tokens = 0
@@ -84,12 +99,18 @@ class PrefixCache:
         """:meth:`lookup` for a prompt already cut into tokens."""
         shared_blocks = 0
         still_shared = True
-        for digest in self._chain(tokens):
+        chain = list(self._chain(tokens))
+        for digest in chain:
             if still_shared and digest in self._seen:
                 shared_blocks += 1
-                continue
-            still_shared = False
-            self._seen.add(digest)
+            else:
+                still_shared = False
+        for digest in reversed(chain):  # the prompt's first block is the most recent use
+            self._seen[digest] = None
+            self._seen.move_to_end(digest)
+        if self.capacity_blocks is not None:
+            while len(self._seen) > self.capacity_blocks:
+                self._seen.popitem(last=False)
         shared = shared_blocks * self.block
         cached = shared if shared >= self.min_tokens else 0
         self.requests += 1
