@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from evoforge.llm.prices import cost_block, format_usd
+from evoforge.report.data import stored_block
 
 HEAD = [
     "output", "model", "calls", "prompt tokens", "cached", "completion tokens",
@@ -29,18 +30,15 @@ INTRO = (
 def cost_of(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest's cost block, or one computed from its usage (an older manifest);
     None for a manifest without model usage."""
-    usage = manifest.get("usage")
-    if not isinstance(usage, dict) or not usage:
-        return None
-    block = manifest.get("cost")
-    if isinstance(block, dict):
+
+    def priced_here(usage: dict[str, Any], accepted: int) -> dict[str, Any]:
+        model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+        engine = manifest.get("engine") if isinstance(manifest.get("engine"), dict) else {}
+        block = cost_block(model, usage, accepted, engine)
+        block["price_source"] += " (priced by the report: the manifest has no cost block)"
         return block
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
-    engine = manifest.get("engine") if isinstance(manifest.get("engine"), dict) else {}
-    block = cost_block(model, usage, int(counts.get("accepted") or 0), engine)
-    block["price_source"] += " (priced by the report: the manifest has no cost block)"
-    return block
+
+    return stored_block(manifest, "cost", priced_here)
 
 
 def cost_table(stages: list[Any]) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ import functools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,22 @@ class Chain:
 
 
 # --- reading a folder ----------------------------------------------------------------
+
+
+def stored_block(
+    manifest: dict[str, Any], key: str, compute: Callable[[dict[str, Any], int], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The manifest's ``key`` block (``cost``, ``efficiency``), or ``compute(usage,
+    accepted)`` for a manifest written before the block existed; None for a manifest
+    without model usage."""
+    usage = manifest.get("usage")
+    if not isinstance(usage, dict) or not usage:
+        return None
+    block = manifest.get(key)
+    if isinstance(block, dict):
+        return block
+    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+    return compute(usage, int(counts.get("accepted") or 0))
 
 
 def discover_stages(path: Path) -> list[Stage]:

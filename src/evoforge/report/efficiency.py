@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from evoforge.engine.efficiency import efficiency_block
+from evoforge.report.data import stored_block
 
 HEAD = [
     "output", "accepted", "calls", "calls / accepted", "prompt tokens / accepted",
@@ -28,14 +29,7 @@ INTRO = (
 def efficiency_of(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest's efficiency block, or one computed from its usage (an older
     manifest); None for a manifest without model calls."""
-    usage = manifest.get("usage")
-    if not isinstance(usage, dict) or not usage:
-        return None
-    block = manifest.get("efficiency")
-    if isinstance(block, dict):
-        return block
-    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
-    return efficiency_block(usage, int(counts.get("accepted") or 0))
+    return stored_block(manifest, "efficiency", efficiency_block)
 
 
 def _figure(value: Any, percent: bool = False) -> str:
