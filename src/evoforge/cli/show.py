@@ -109,9 +109,11 @@ def rag_report(extra: dict, n: int, *, as_json: bool = False) -> None:
     coverage = extra.get("coverage", {})
     skipped = extra.get("documents", {}).get("skipped", [])
     if not as_json:
+        kept_any = any(coverage.values())
         typer.echo(f"documents: {extra.get('documents', {}).get('loaded', 0)} loaded, "
-                   f"{len(skipped)} skipped; samples per document:")  # fmt: skip
-        for path, count in sorted(coverage.items()):
+                   f"{len(skipped)} skipped; "
+                   + ("samples per document:" if kept_any else "no sample kept"))  # fmt: skip
+        for path, count in sorted(coverage.items()) if kept_any else ():
             typer.echo(f"  {count:>4}  {path}")
     for item in skipped:
         typer.echo(f"  skipped {item['path']}: {item['reason']} ({item['detail']})", err=True)
