@@ -152,7 +152,7 @@ class ScenarioPlanner:
                         style=self.styles[i % len(self.styles)] if self.styles else "",
                     )
                 )
-        return by_chunk(scenarios)
+        return scenarios
 
     def _next_chunks(self, kind: str) -> tuple[str, ...] | None:
         for _ in range(len(self.docs)):
@@ -180,21 +180,6 @@ class ScenarioPlanner:
                 if key not in used and (other, chunk.id) not in used:
                     return key
         return None
-
-
-def by_chunk(scenarios: list[Scenario]) -> list[Scenario]:
-    """The scenarios whose first chunk is the same next to each other, each group
-    where its chunk first comes (issue 19). Every call of a sample opens with that
-    chunk (the RAG templates put the contexts first), so a chunk's node filter, seed
-    questions, rewrites and critics then run close together, while a provider's
-    prefix cache still holds the chunk; planned by scenario type, they were about
-    0.4 n positions apart. A pass plans the same scenarios, in another order; the
-    selector keeps the first of two near-duplicate questions in that order, so what a
-    run keeps, and how many replacement passes it needs, can change."""
-    groups: dict[str, list[Scenario]] = {}
-    for scenario in scenarios:
-        groups.setdefault(scenario.chunk_ids[0], []).append(scenario)
-    return [scenario for group in groups.values() for scenario in group]
 
 
 def _provenance(chunk: Chunk) -> dict[str, Any]:
@@ -229,10 +214,13 @@ class RagSampleTask:
     def __post_init__(self) -> None:
         self._keyphrases = ChunkKeyphrases(self.graph, self.keyphrases)
 
-    def shard_key(self, scenario: Record) -> str:
-        """The scenario's first chunk: ``--executor ray`` keeps the samples over one
-        chunk (planned next to each other, :func:`by_chunk`) in one shard, so the
-        chunk's node filter is asked once and its calls run close together."""
+    def group_key(self, scenario: Record) -> str:
+        """The scenario's first chunk. The engine runs the samples over one chunk one
+        after another (and ``--executor ray`` deals them into one shard), where the
+        planner's order, by scenario type, put them about 0.4 n apart: every call of a
+        sample opens with its first chunk, so a provider's prefix cache still holds it
+        (issue 19). Their positions, and so the output and what the selector keeps,
+        stay the planner's."""
         return str(scenario["chunk_ids"][0])
 
     async def __call__(self, scenario: Record, ctx: RecordContext) -> Result:

@@ -318,3 +318,49 @@ def test_each_step_counts_its_outcomes_into_the_manifest(tmp_path):
     assert summary.accepted == 2
     again = run_once()  # every seed from the journal: the same counts
     assert again.skipped_done == 4 and again.steps == steps
+
+
+def test_a_tasks_groups_run_together_and_keep_their_positions(tmp_path):
+    """A task with ``group_key`` (rag: a sample's first chunk) has the seeds of one
+    group run one after another, each group where its first seed is; positions
+    (``ctx.seq``), the output's order and what a selector sees keep the input's order.
+    Seeds without a key, and tasks without ``group_key``, run in input order."""
+    started: list[str] = []
+
+    class Grouped:
+        def __init__(self, keyed: bool) -> None:
+            self.keyed = keyed
+
+        def group_key(self, record: Record) -> str | None:
+            return record["instruction"][0] if self.keyed else None
+
+        async def __call__(self, record: Record, ctx) -> Result:
+            started.append(record.id)
+            await asyncio.sleep(0)
+            return Result.accept(
+                Record(
+                    "instruction",
+                    {"instruction": f"{record['instruction']} @{ctx.seq}"},
+                    id=record.id,
+                )
+            )
+
+    firsts = "abcab" + "cabxa"
+    items = [
+        Record("instruction", {"instruction": f"{c}{i}"}, id=f"r{i}") for i, c in enumerate(firsts)
+    ]
+    for keyed, expected in [
+        (True, ["r0", "r3", "r6", "r9", "r1", "r4", "r7", "r2", "r5", "r8"]),
+        (False, [f"r{i}" for i in range(10)]),
+    ]:
+        started.clear()
+        out = tmp_path / f"{keyed}.jsonl"
+        run = Run(
+            command="t", task=Grouped(keyed), kind="instruction", config={},
+            client=LLMClient(ScriptedChatModel("x")), out=out, max_tasks=1,
+        )  # fmt: skip
+        asyncio.run(run.execute(items))
+        assert started == expected
+        rows = read_jsonl(out)
+        assert [r["id"] for r in rows] == [f"r{i}" for i in range(10)]  # the input's order
+        assert [r["instruction"].split("@")[1] for r in rows] == [str(i) for i in range(10)]

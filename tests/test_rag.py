@@ -12,7 +12,7 @@ from evoforge import EngineOptions, InputError
 from evoforge.api import RagOptions, rag
 from evoforge.evolvers.base import exact_mix
 from evoforge.generators.knowledge_graph import KnowledgeGraph
-from evoforge.generators.rag import ScenarioPlanner, parse_mix
+from evoforge.generators.rag import parse_mix
 from evoforge.io.documents import load_documents
 from evoforge.testing.scripted import ScriptedChatModel
 from helpers import prompt_parts, rag_responder, read_jsonl, run_cli
@@ -219,21 +219,3 @@ def test_cli_rag_with_ragas_format(fake_openai, tmp_path):
     assert len(single) + len(multi) == 6
     assert set(single[0]) >= {"user_input", "reference", "reference_contexts", "synthesizer_name"}
     assert "samples per document" in result.stdout
-
-
-def test_the_samples_over_one_chunk_are_planned_next_to_each_other(built):
-    """Issue 19: a chunk's samples run one after another (every call over the chunk
-    opens with it, so they hit a provider's prefix cache while it still holds the
-    chunk); the planner used to order them by scenario type."""
-    tmp, *_ = built
-    graph = KnowledgeGraph.load(tmp / "graph.json")
-    counts = {"simple": 8, "reasoning": 6, "multi_context": 4, "conditional": 4}
-    scenarios = ScenarioPlanner(graph, seed=0).plan(counts, 0)
-    assert Counter(s.kind for s in scenarios) == counts
-    firsts = [s.chunk_ids[0] for s in scenarios]
-    assert len(set(firsts)) < len(firsts)  # some chunk serves several scenario types
-    groups: list[str] = []
-    for chunk_id in firsts:
-        if not groups or groups[-1] != chunk_id:
-            assert chunk_id not in groups, f"{chunk_id} planned apart: {firsts}"
-            groups.append(chunk_id)

@@ -313,16 +313,17 @@ def test_kcenter_selection_embeds_on_ray_data_and_equals_local(cluster, tmp_path
 
 
 def test_a_tasks_seed_groups_go_to_one_shard_each_round_robin(tmp_path):
-    """rag plans the samples over one chunk next to each other and names the chunk as
-    their ``shard_key``: each group lands in one shard (one node-filter call per chunk,
-    its calls close together), groups dealt round-robin; seeds without a key are dealt
+    """rag names a sample's first chunk as its ``group_key``: the driver deals each
+    group into one shard (one node-filter call per chunk, its calls close together),
+    groups round-robin, each seed keeping its position; seeds without a key are dealt
     one by one as before. No Ray needed: this is the driver's dealing of the seeds."""
     import asyncio
     import pickle
+    import types
     from collections import Counter
-    from types import SimpleNamespace
 
     from evoforge.engine.ray_executor import RayExecutor
+    from evoforge.engine.runner import Run
     from evoforge.records import Record
 
     class Journal:
@@ -335,44 +336,46 @@ def test_a_tasks_seed_groups_go_to_one_shard_each_round_robin(tmp_path):
         def flush(self) -> None:
             pass
 
-    chunks = ["a", "a", "a", "b", "c", "c", "d", "e", "e", "e", "e"]
+    # by scenario type, as rag plans them: a chunk's samples far apart
+    chunks = ["a", "b", "c", "d", "e", "a", "c", "e", "a", "e", "e"]
     items = [
         Record(kind="rag", fields={"chunk_ids": [c]}, id=f"s{i}") for i, c in enumerate(chunks)
     ]
 
-    def dealt(task: object, shards: int) -> tuple[int, list[list[str]]]:
+    def dealt(task: object, shards: int) -> tuple[int, list[list[tuple[int, str]]]]:
         executor = object.__new__(RayExecutor)
         executor.shards = shards
-        run = SimpleNamespace(_stop=None, _journal=Journal(), task=task, counts=Counter())
+        run = types.SimpleNamespace(_stop=None, _journal=Journal(), task=task, counts=Counter())
+        run._numbered = types.MethodType(Run._numbered, run)
         folder = tmp_path / f"{type(task).__name__}-{shards}"
         folder.mkdir()
         filled = asyncio.run(executor._write_inputs(run, items, folder))
         files = []
         for k in range(shards):
-            got, path = [], folder / f"input-{k:05d}.pkl"
-            with open(path, "rb") as fh:
+            got = []
+            with open(folder / f"input-{k:05d}.pkl", "rb") as fh:
                 while True:
                     try:
-                        got.append(pickle.load(fh)[1]["chunk_ids"][0])
+                        position, seed = pickle.load(fh)
                     except EOFError:
                         break
+                    got.append((position, seed["chunk_ids"][0]))
             files.append(got)
         return filled, files
 
     class Grouped:
-        def shard_key(self, seed: Record) -> str:
+        def group_key(self, seed: Record) -> str:
             return seed["chunk_ids"][0]
 
     filled, files = dealt(Grouped(), 3)
-    assert files == [["a", "a", "a", "d"], ["b", "e", "e", "e", "e"], ["c", "c"]]
     assert filled == 3
-    filled, files = dealt(Grouped(), 8)  # five groups: five shards get seeds
-    assert filled == 5 and [f for f in files if f] == [
-        ["a"] * 3,
-        ["b"],
-        ["c"] * 2,
-        ["d"],
-        ["e"] * 4,
+    assert files == [
+        [(0, "a"), (5, "a"), (8, "a"), (3, "d")],
+        [(1, "b"), (4, "e"), (7, "e"), (9, "e"), (10, "e")],
+        [(2, "c"), (6, "c")],
     ]
-    filled, files = dealt(object(), 3)  # no key: one seed at a time, as before
-    assert files == [chunks[0::3], chunks[1::3], chunks[2::3]] and filled == 3
+    filled, files = dealt(Grouped(), 8)  # five groups: five shards get seeds
+    assert filled == 5 and [len(f) for f in files] == [3, 1, 2, 1, 4, 0, 0, 0]
+    filled, files = dealt(object(), 3)  # no key: one seed at a time, in input order
+    assert filled == 3
+    assert files == [[(i, chunks[i]) for i in range(k, len(chunks), 3)] for k in range(3)]

@@ -8,7 +8,7 @@ Between the two, instead of its own asyncio scheduler, it:
 
 1. writes the seeds still to do into ``SHARDS`` input files (``OUT.shards/``, beside
    the output), round-robin, each seed with its position in the input (a task with a
-   ``shard_key(seed)`` keeps the consecutive seeds of one key in one shard);
+   ``group_key(seed)`` has the seeds of one group dealt into one shard);
 2. runs one Ray task per shard (:func:`run_shard`). A shard is the same engine as a
    local run (:class:`ShardRun`, a :class:`~evoforge.engine.runner.Run`) over its
    seeds, with its own journal ``shard-K.journal.db``; when its worker dies, Ray runs
@@ -257,18 +257,19 @@ class RayExecutor:
             stale.unlink()
         journal = run._journal
         groups = 0
-        # A task may group its seeds (rag: the samples over one chunk, planned next to
-        # each other): a group goes to one shard, so its calls share the shard's
-        # per-chunk memo (one node-filter call per chunk) and run close together.
-        # Groups go round-robin; a seed without a key is a group of its own.
-        group_key = getattr(run.task, "shard_key", None)
+        # A task may group its seeds (rag: the samples over one chunk; run._numbered
+        # puts a group's seeds next to each other): a group goes to one shard, so its
+        # calls share the shard's per-chunk memo (one node-filter call per chunk) and
+        # run close together. Groups go round-robin; a seed without a key is a group
+        # of its own.
+        group_key = getattr(run.task, "group_key", None)
         shard, last_key = -1, None
         with contextlib.ExitStack() as stack:
             files = [
                 stack.enter_context(open(folder / f"input-{k:05d}.pkl", "wb"))
                 for k in range(self.shards)
             ]
-            for seq, item in enumerate(items):
+            for seq, item in run._numbered(items):
                 if run._stop is not None:
                     break
                 seed_id = _item_id(item)
@@ -279,7 +280,7 @@ class RayExecutor:
                 elif isinstance(item, InputError):
                     await run._process(seq, item)  # a bad row: no call, the driver rejects it
                 else:
-                    key = group_key(item) if group_key is not None else None
+                    key = None if group_key is None else group_key(item)
                     if key is None or key != last_key:
                         shard = (shard + 1) % self.shards
                         groups += 1

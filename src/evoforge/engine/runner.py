@@ -33,6 +33,7 @@ from evoforge.engine.client import LLMClient
 from evoforge.engine.context import RecordContext, derive_rng
 from evoforge.engine.efficiency import efficiency_block
 from evoforge.engine.final_write import Selector, derivable, seed_counts, write_journal
+from evoforge.engine.order import grouped
 from evoforge.engine.signals import DEFAULT_DRAIN_SECONDS, install_stop_handlers
 from evoforge.engine.store import Journal
 from evoforge.errors import EvoforgeError, InputError, RequestRejected, RunStopped, redact
@@ -273,8 +274,11 @@ class Run:
             raise fatal[0]
 
     def _numbered(self, items: Iterable[Any]) -> Iterable[tuple[int, SeedItem]]:
-        """Each seed with its position in the input (a shard's come numbered)."""
-        return enumerate(items)
+        """Each seed with its position in the input (a shard's come numbered), in the
+        order they run: a task with a ``group_key(seed)`` runs the seeds of one group
+        one after another (see :func:`grouped`)."""
+        group_key = getattr(self.task, "group_key", None)
+        return enumerate(items) if group_key is None else grouped(enumerate(items), group_key)
 
     def _reject_duplicate(self, seq: int, item: SeedItem) -> None:
         """A seed id met again: the first one is processed, this one is rejected (and
