@@ -211,10 +211,9 @@ def rag_prompt(messages: list[Message]) -> tuple[str, list[str]] | None:
     contexts: list[str] = []
     number = 1
     while block.startswith(f"[{number}] "):
-        marker = f"\n\n[{number + 1}] "
-        text, _, block = block[len(f"[{number}] ") :].partition(marker)
+        text, more, rest = block[len(f"[{number}] ") :].partition(f"\n\n[{number + 1}] ")
         contexts.append(text)
-        block = f"[{number + 1}] {block}" if _ else ""
+        block = f"[{number + 1}] {rest}" if more else ""
         number += 1
     return task, contexts
 
